@@ -1,0 +1,319 @@
+"""The one place that wires config, snapshot, source and target together.
+
+A cycle: read the source (in full, or a change set applied to the last complete view), map,
+plan, guard, apply, report. ``cli.py`` and ``daemon.py`` call :class:`Agent` and only format
+what it returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from connectors.base import CursorExpired, Directory, SourceError, TargetError
+from connectors.http import HttpPolicy
+from connectors.scim import ScimTarget
+
+from .apply import Applier, ApplyReport, adopt_existing
+from .config import Config, ConfigError
+from .mapping import MappingRules, map_directory
+from .model import DesiredState, Snapshot
+from .plan import GuardStop, Plan, PlanOptions, guard, make_plan
+from .state import State, StateError
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME = dt.timedelta(days=365)
+TOKEN_WARNING = dt.timedelta(days=30)
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS = 0, 1, 2, 3, 4
+
+
+class AgentError(Exception):
+    """A fatal error for this cycle, with a message fit for an operator."""
+
+
+@dataclass
+class ReadResult:
+    view: Directory
+    full: bool                      # a complete read (False: a change set applied to the view)
+    changes: Directory | None = None
+    removed_users: frozenset[str] = frozenset()
+    removed_groups: frozenset[str] = frozenset()
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    desired: DesiredState
+    snapshot: Snapshot
+    read: ReadResult
+    guard: GuardStop | None
+
+
+@dataclass
+class SyncResult:
+    exit_code: int
+    plan: Plan | None = None
+    report: ApplyReport | None = None
+    guard: GuardStop | None = None
+    message: str = ""
+    duration: float = 0.0
+    adopted: int = 0
+    held: str = ""                  # why pushing should be held until someone acts
+    warnings: list[str] = field(default_factory=list)
+
+
+def token_warning(config: Config, today: dt.date | None = None) -> str:
+    created = config.target.token_created
+    if created is None:
+        return ""
+    expires = created + TOKEN_LIFETIME
+    left = (expires - (today or dt.date.today())).days
+    if left < 0:
+        return (f"the SCIM token created {created} expired on {expires}; regenerate it in Split "
+                "(Admin settings > Security > SCIM)")
+    if dt.timedelta(days=left) <= TOKEN_WARNING:
+        return (f"the SCIM token expires on {expires} ({left} days left); regenerate it in Split "
+                "and update [target] token and token_created")
+    return ""
+
+
+def token_days_left(config: Config, today: dt.date | None = None) -> int | None:
+    created = config.target.token_created
+    if created is None:
+        return None
+    return (created + TOKEN_LIFETIME - (today or dt.date.today())).days
+
+
+class Agent:
+    def __init__(self, config: Config, *, target_factory: Callable[[Config], ScimTarget] | None = None):
+        self.config = config
+        self._target_factory = target_factory or default_target
+        self.source_cls = config.source.source_class
+        self.rules = MappingRules.for_source(self.source_cls, config.source.attributes,
+                                             admin_group=config.sync.admin_group,
+                                             admin_group_name=config.target.admin_group_name)
+        self.plan_options = PlanOptions(deactivate=config.sync.deactivate,
+                                        groups=config.sync.groups,
+                                        admin_group_name=config.target.admin_group_name)
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def make_source(self):
+        return self.source_cls(self.config.source.settings)
+
+    def open_state(self, *, lock: bool = True) -> State:
+        return State.open(self.config.state.path, lock=lock)
+
+    def read_source(self, state: State | None) -> ReadResult:
+        """A complete view of the source: a change set on top of the stored view when the
+        source has a change feed and a full read is not due, else a full read."""
+        source = self.make_source()
+        try:
+            view = self._stored_view(state)
+            if view is not None:
+                try:
+                    changes = source.read_changes(view.cursor, view)
+                except CursorExpired as exc:
+                    log.info("change cursor no longer valid (%s); reading the source in full", exc)
+                else:
+                    log.info("read %d change(s) from the source since the last cycle", len(changes))
+                    return ReadResult(changes.apply_to(view), full=False,
+                                      changes=Directory(changes.users, changes.groups, changes.cursor),
+                                      removed_users=changes.removed_users,
+                                      removed_groups=changes.removed_groups)
+            directory = source.read()
+            log.info("read %d users and %d groups from the %s source", len(directory.users),
+                     len(directory.groups), self.config.source.type)
+            return ReadResult(directory, full=True)
+        finally:
+            source.close()
+
+    def _stored_view(self, state: State | None) -> Directory | None:
+        every = getattr(self.config.source.settings, "full_read_every", None)
+        if state is None or every is None:
+            return None
+        if state.get_meta("source_type") != self.config.source.type:
+            return None
+        last_full = state.get_meta("last_full_read")
+        if not last_full:
+            return None
+        age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(last_full)
+        if age >= every:
+            log.info("a full read is due (last one %s ago)", str(age).split(".")[0])
+            return None
+        view = state.source_view()
+        return view if view is not None and view.cursor else None
+
+    def compute_plan(self, state: State | None, read: ReadResult | None = None) -> PlanResult:
+        read = read or self.read_source(state)
+        desired = map_directory(read.view, self.rules)
+        for problem in desired.problems:
+            log.warning("%s %s not pushed: %s", problem.kind, problem.key, problem.reason)
+        snapshot = state.snapshot() if state is not None else Snapshot.empty()
+        plan = make_plan(desired, snapshot, self.plan_options)
+        stop = guard(plan, desired, snapshot, self.config.sync.max_deactivations)
+        return PlanResult(plan, desired, snapshot, read, stop)
+
+    # -- commands -------------------------------------------------------------------------
+
+    def plan(self) -> PlanResult:
+        """Read, map and plan; write nothing and send nothing."""
+        path = self.config.state.path
+        if not path.exists():
+            return self.compute_plan(None)
+        state = State.open(path, lock=False, create=False)
+        try:
+            return self.compute_plan(state)
+        finally:
+            state.close()
+
+    def sync(self, *, only: Iterable[str] = (), allow_mass_deactivation: bool = False,
+             stop: threading.Event | None = None,
+             progress: Callable[[int, int], None] | None = None,
+             mode: str = "sync") -> SyncResult:
+        """One full cycle. Never raises for expected failures: the result says what happened."""
+        started = time.monotonic()
+        warnings = [w for w in [token_warning(self.config)] if w]
+        for w in warnings:
+            log.warning("%s", w)
+        try:
+            state = self.open_state(lock=True)
+        except StateError as exc:
+            return SyncResult(EXIT_ERROR, message=str(exc), warnings=warnings)
+        try:
+            run_id = state.start_run(mode)
+            result = self._sync(state, list(only), allow_mass_deactivation, stop, progress)
+            result.duration = time.monotonic() - started
+            result.warnings = warnings + result.warnings
+            report = result.report
+            state.finish_run(run_id, _outcome(result), report.counts() if report else {},
+                             len(report.failed) if report else 0, result.message, result.duration)
+            return result
+        finally:
+            state.close()
+
+    def _sync(self, state: State, only: list[str], allow_mass_deactivation: bool,
+              stop: threading.Event | None, progress) -> SyncResult:
+        try:
+            read = self.read_source(state)
+        except SourceError as exc:
+            return SyncResult(EXIT_ERROR, message=f"reading the source failed: {exc}")
+        try:
+            target = self._target_factory(self.config)
+        except ConfigError as exc:
+            return SyncResult(EXIT_ERROR, message=str(exc))
+        try:
+            desired = map_directory(read.view, self.rules)
+            adopted = 0
+            if state.snapshot().is_empty and desired.users:
+                try:
+                    adopted = adopt_existing(target, state, desired, groups=self.config.sync.groups)
+                except TargetError as exc:
+                    return SyncResult(EXIT_ERROR, message=f"reading the target failed: {exc}",
+                                      held=_held(exc))
+                if adopted:
+                    log.info("adopted %d existing object(s) from the target", adopted)
+            result = self.compute_plan(state, read)
+            plan = result.plan.only(only) if only else result.plan
+            if result.guard and not allow_mass_deactivation:
+                log.error("safety guard: %s; nothing applied (use --allow-mass-deactivation "
+                          "once if this is intended)", result.guard.reason)
+                return SyncResult(EXIT_GUARD, plan=plan, guard=result.guard,
+                                  message=result.guard.reason, adopted=adopted,
+                                  held=f"safety guard: {result.guard.reason}")
+            log.info("plan: %s", _summary_line(plan))
+            applier = Applier(target, state, self.config.target.concurrency, stop=stop,
+                              progress=progress)
+            report = applier.apply(plan)
+        finally:
+            target.close()
+
+        if report.fatal:
+            return SyncResult(EXIT_ERROR, plan=plan, report=report, message=report.fatal,
+                              adopted=adopted, held=report.fatal)
+        if read.view.cursor is not None and not only and not report.interrupted:
+            state.save_source_view(read.view, self.config.source.type, read.full,
+                                   changed=read.changes, removed_users=read.removed_users,
+                                   removed_groups=read.removed_groups)
+        failed = len(report.failed)
+        message = (f"applied {len(report.applied)} of {len(plan.ops)} operations"
+                   + (f"; {failed} failed" if failed else "")
+                   + ("; interrupted" if report.interrupted else ""))
+        log.info("%s", message)
+        return SyncResult(EXIT_FAILED_OPS if failed else EXIT_OK, plan=plan, report=report,
+                          message=message, adopted=adopted)
+
+    def check(self) -> list[tuple[str, bool, str]]:
+        """Read-only checks of source and target; (what, ok, detail) per line."""
+        results: list[tuple[str, bool, str]] = [("config", True, str(self.config.path))]
+        try:
+            source = self.make_source()
+            try:
+                counts = source.check()
+            finally:
+                source.close()
+            results.append((f"source ({self.config.source.type})", True,
+                            ", ".join(f"{k}: {v}" for k, v in counts.items())))
+        except Exception as exc:  # any failure is a failed check, said in one line
+            results.append((f"source ({self.config.source.type})", False, _one_line(exc)))
+        try:
+            target = self._target_factory(self.config)
+            try:
+                counts = target.check()
+            finally:
+                target.close()
+            results.append(("target", True, ", ".join(f"{k}: {v}" for k, v in counts.items())))
+        except Exception as exc:
+            results.append(("target", False, _one_line(exc)))
+        warning = token_warning(self.config)
+        if warning:
+            results.append(("token", True, f"warning: {warning}"))
+        elif self.config.target.token_created:
+            results.append(("token", True, f"{token_days_left(self.config)} days left"))
+        path = self.config.state.path
+        if path.exists():
+            try:
+                with State.open(path, lock=False, create=False) as state:
+                    counts = state.counts()
+                results.append(("state", True, f"{path}: " + ", ".join(
+                    f"{k}: {v}" for k, v in counts.items())))
+            except StateError as exc:
+                results.append(("state", False, str(exc)))
+        else:
+            results.append(("state", True, f"{path}: not created yet (first sync creates it)"))
+        return results
+
+
+def default_target(config: Config) -> ScimTarget:
+    if config.target.token is None:
+        raise ConfigError(f"{config.path}: [target] token: is required for this command")
+    t = config.target
+    policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
+                        max_attempts=t.max_attempts, ca_file=t.ca_file)
+    return ScimTarget(t.url, t.token, policy)
+
+
+def _held(exc: Exception) -> str:
+    from connectors.base import FatalTargetError
+    return str(exc) if isinstance(exc, FatalTargetError) else ""
+
+
+def _outcome(result: SyncResult) -> str:
+    return {EXIT_OK: "ok", EXIT_GUARD: "guard", EXIT_FAILED_OPS: "partial"}.get(result.exit_code,
+                                                                             "error")
+
+
+def _summary_line(plan: Plan) -> str:
+    parts = [f"{n} {k}" for k, n in plan.summary().items() if n]
+    return ", ".join(parts) if parts else "no changes"
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text

@@ -1,0 +1,420 @@
+"""TOML -> typed, frozen, validated config; secrets resolution.
+
+Every section is a frozen dataclass; one generic validator walks the TOML table against the
+dataclass fields, so an unknown key, a wrong type, a bad value or an unreadable secret is
+reported the same way everywhere: ``<file>: [section] key: what is wrong``. Each source
+declares its own ``Settings`` dataclass (see ``connectors/base.py``) and is validated by the
+same code, so adding a source adds no code here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import os
+import re
+import stat
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors import SOURCES, source_class
+from connectors.base import Secret
+
+DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or wrong. The message names file and key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types with their own syntax
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """``max_deactivations``: a count (``25``) or a share of managed users (``"10%"``)."""
+
+    value: float
+    percent: bool
+
+    def limit(self, managed: int) -> int:
+        if not self.percent:
+            return int(self.value)
+        # rounded up: 10% of 5 users still lets one leaver through
+        return math.ceil(managed * self.value / 100)
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.percent else str(int(self.value))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: str | int | float) -> dt.timedelta:
+    if isinstance(text, bool):
+        raise ValueError("expected a duration such as \"30s\", \"5m\", \"1h\" or \"7d\"")
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a duration such as \"30s\", \"5m\", \"1h\" or \"7d\"")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return dt.timedelta(seconds=seconds)
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    seconds = delta.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _help(text: str, **kwargs) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path = _help("the SQLite snapshot file (created 0600 in a 0700 folder)")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    url: str = _help("SCIM connector base URL from Split (Admin settings > Security > SCIM)")
+    token: Secret | None = _help("bearer access token (a secret); needed by sync and check",
+                                 default=None)
+    token_created: dt.date | None = _help("date the token was created; warns 30 days before its "
+                                          "one-year expiry", default=None)
+    rate_limit: float = _help("requests per second, ceiling", default=10.0)
+    concurrency: int = _help("requests in flight", default=4)
+    timeout: float = _help("seconds per request", default=30.0)
+    max_attempts: int = _help("attempts per request before it counts as failed", default=6)
+    ca_file: Path | None = _help("CA bundle to verify the target's certificate "
+                                 "(default: the public CA store)", default=None)
+    admin_group_name: str = _help("target name of the administrators group "
+                                  "(\"_fme_admins\" on Harness FME)",
+                                  default="Split_Administrators")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    deactivate: bool = _help("deactivate users that leave the source or its scope", default=True)
+    max_deactivations: Threshold = _help("more deactivations than this stop the cycle (exit 3): "
+                                         "a count or a percentage of managed users",
+                                         default=Threshold(10, True))
+    groups: bool = _help("push groups and memberships", default=True)
+    admin_group: str = _help("source group (name or id) whose members become Split "
+                             "administrators", default="")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    interval: dt.timedelta | None = _help("time between cycles, e.g. \"5m\"", default=None)
+    cron: str | None = _help("crontab expression instead of interval", default=None)
+    max_backoff: dt.timedelta = _help("longest delay between cycles after repeated failures",
+                                      default=dt.timedelta(hours=1))
+
+    @property
+    def effective_interval(self) -> dt.timedelta:
+        return self.interval or dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = _help("host:port for /healthz and /metrics; empty = off", default="")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    type: str
+    settings: Any                      # the source class's own Settings instance
+    attributes: dict[str, tuple[str, ...]]
+
+    @property
+    def source_class(self) -> type:
+        return source_class(self.type)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state: StateConfig
+    source: SourceConfig
+    target: TargetConfig
+    sync: SyncConfig
+    schedule: ScheduleConfig
+    metrics: MetricsConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Context:
+    def __init__(self, path: Path, resolve_target_secrets: bool):
+        self.path = path
+        self.base = path.parent
+        self.resolve_target_secrets = resolve_target_secrets
+
+    def error(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {message}")
+
+
+def config_path(explicit: str | os.PathLike | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SCIM_AGENT_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True) -> Config:
+    """Read and validate the config. ``resolve_target_secrets=False`` lets ``plan`` run with
+    no SCIM token available."""
+    path = Path(path).absolute()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (use --config or $SCIM_AGENT_CONFIG)")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text")
+    ctx = _Context(path, resolve_target_secrets)
+
+    known = {"state", "source", "target", "sync", "schedule", "metrics"}
+    for key in raw:
+        if key not in known:
+            raise ctx.error(f"[{key}]", f"unknown section (expected one of {', '.join(sorted(known))})")
+    for required in ("state", "source", "target"):
+        if required not in raw:
+            raise ctx.error(f"[{required}]", "section is missing")
+
+    config = Config(
+        path=path,
+        state=_build(StateConfig, raw["state"], "state", ctx),
+        source=_build_source(raw["source"], ctx),
+        target=_build(TargetConfig, raw["target"], "target", ctx),
+        sync=_build(SyncConfig, raw.get("sync", {}), "sync", ctx),
+        schedule=_build(ScheduleConfig, raw.get("schedule", {}), "schedule", ctx),
+        metrics=_build(MetricsConfig, raw.get("metrics", {}), "metrics", ctx),
+    )
+    _check_values(config, ctx)
+    return config
+
+
+def _build_source(table: Any, ctx: _Context) -> SourceConfig:
+    if not isinstance(table, dict):
+        raise ctx.error("[source]", "must be a table")
+    table = dict(table)
+    type_name = table.pop("type", None)
+    if type_name is None:
+        raise ctx.error("[source] type", f"is required ({' | '.join(SOURCES)})")
+    if type_name not in SOURCES:
+        raise ctx.error("[source] type", f"{type_name!r} is not one of {', '.join(SOURCES)}")
+    attributes = table.pop("attributes", {})
+    if not isinstance(attributes, dict):
+        raise ctx.error("[source.attributes]", "must be a table of SCIM name = source attribute")
+    mapped: dict[str, tuple[str, ...]] = {}
+    from .model import USER_ATTRIBUTES
+    for scim_name, raw_name in attributes.items():
+        if scim_name not in USER_ATTRIBUTES:
+            raise ctx.error(f"[source.attributes] {scim_name}",
+                            f"not a SCIM user attribute this agent sends "
+                            f"({', '.join(sorted(USER_ATTRIBUTES))})")
+        try:
+            mapped[scim_name] = _coerce_str_tuple(raw_name)
+        except ValueError as exc:
+            raise ctx.error(f"[source.attributes] {scim_name}", str(exc))
+    settings = _build(source_class(type_name).Settings, table, "source", ctx)
+    return SourceConfig(type=type_name, settings=settings, attributes=mapped)
+
+
+def _build(cls: type, table: Any, section: str, ctx: _Context):
+    if not isinstance(table, dict):
+        raise ctx.error(f"[{section}]", "must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields:
+            raise ctx.error(f"[{section}] {key}",
+                            f"unknown key (known keys: {', '.join(sorted(fields))})")
+    values = {}
+    for name, f in fields.items():
+        where = f"[{section}] {name}"
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ctx.error(where, "is required")
+            continue
+        values[name] = _coerce(hints[name], table[name], where, ctx,
+                               resolve=not (section == "target" and not ctx.resolve_target_secrets))
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = True):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(options[0], value, where, ctx, resolve)
+    try:
+        if hint is Secret:
+            return _secret(value, where, ctx) if resolve else None
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise ValueError("expected true or false")
+            return value
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError("expected a whole number")
+            return value
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError("expected a number")
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if hint is Path:
+            if not isinstance(value, str) or not value:
+                raise ValueError("expected a file path")
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else (ctx.base / path)
+        if hint is dt.timedelta:
+            return parse_duration(value)
+        if hint is dt.date:
+            if isinstance(value, dt.datetime):
+                return value.date()
+            if isinstance(value, dt.date):
+                return value
+            if isinstance(value, str):
+                return dt.date.fromisoformat(value)
+            raise ValueError("expected a date such as 2026-11-01")
+        if hint is Threshold:
+            return _threshold(value)
+        if origin is tuple:
+            return _coerce_str_tuple(value)
+    except ValueError as exc:
+        raise ctx.error(where, str(exc))
+    raise ctx.error(where, f"unsupported setting type {hint!r}")  # a bug in a Settings class
+
+
+def _coerce_str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError("expected a string or a list of strings")
+
+
+def _threshold(value: Any) -> Threshold:
+    if isinstance(value, bool):
+        raise ValueError("expected a count such as 25 or a percentage such as \"10%\"")
+    if isinstance(value, int) and value >= 0:
+        return Threshold(value, False)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", value)
+        if match:
+            number = float(match.group(1))
+            if match.group(2) and number > 100:
+                raise ValueError("a percentage cannot exceed 100%")
+            return Threshold(number, bool(match.group(2)))
+    raise ValueError("expected a count such as 25 or a percentage such as \"10%\"")
+
+
+def _secret(value: Any, where: str, ctx: _Context) -> Secret:
+    """Resolve the four secret forms. The value never enters an error message."""
+    if isinstance(value, str):
+        if not value:
+            raise ctx.error(where, "the secret is empty")
+        return Secret(value, "the config file")
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ctx.error(where, 'expected "literal", { env = "VAR" }, { file = "path" } '
+                               'or { credential = "name" }')
+    (kind, ref), = value.items()
+    if not isinstance(ref, str) or not ref:
+        raise ctx.error(where, f"{kind} must name something")
+    if kind == "env":
+        secret = os.environ.get(ref)
+        if not secret:
+            raise ctx.error(where, f"environment variable {ref} is not set or empty")
+        return Secret(secret, f"environment variable {ref}")
+    if kind == "file":
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() else ctx.base / path
+        return Secret(_read_secret_file(path, where, ctx), f"file {path}")
+    if kind == "credential":
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ctx.error(where, f"credential {ref!r} needs $CREDENTIALS_DIRECTORY "
+                                   "(set by systemd's LoadCredential=)")
+        if "/" in ref:
+            raise ctx.error(where, "a credential name cannot contain '/'")
+        return Secret(_read_secret_file(Path(directory) / ref, where, ctx), f"credential {ref}")
+    raise ctx.error(where, f"unknown secret source {kind!r} (env, file or credential)")
+
+
+def _read_secret_file(path: Path, where: str, ctx: _Context) -> str:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ctx.error(where, f"secret file {path} does not exist")
+    except OSError as exc:
+        raise ctx.error(where, f"cannot read secret file {path}: {exc.strerror}")
+    if mode & stat.S_IWOTH:
+        raise ctx.error(where, f"secret file {path} is writable by everyone; chmod 600 it")
+    # A PEM key keeps its inner newlines; a token file's trailing newline is not part of it.
+    text = text.strip("\r\n") if "-----BEGIN" not in text else text
+    if not text.strip():
+        raise ctx.error(where, f"secret file {path} is empty")
+    return text
+
+
+def _check_values(config: Config, ctx: _Context) -> None:
+    t = config.target
+    if not re.match(r"^https?://[^\s/]+", t.url):
+        raise ctx.error("[target] url", "expected an http(s) URL such as https://host/scim/v2")
+    if "@" in t.url.split("//", 1)[1].split("/", 1)[0]:
+        raise ctx.error("[target] url", "do not put credentials in the URL; use token")
+    if t.rate_limit <= 0:
+        raise ctx.error("[target] rate_limit", "must be positive")
+    if not 1 <= t.concurrency <= 64:
+        raise ctx.error("[target] concurrency", "must be between 1 and 64")
+    if t.timeout <= 0:
+        raise ctx.error("[target] timeout", "must be positive")
+    if not 1 <= t.max_attempts <= 20:
+        raise ctx.error("[target] max_attempts", "must be between 1 and 20")
+    s = config.schedule
+    if s.interval and s.cron:
+        raise ctx.error("[schedule]", "set interval or cron, not both")
+    if s.cron:
+        from apscheduler.triggers.cron import CronTrigger
+        try:
+            CronTrigger.from_crontab(s.cron)
+        except ValueError as exc:
+            raise ctx.error("[schedule] cron", f"not a crontab expression: {exc}")
+    if config.metrics.listen and not re.match(r"^[\w.\-\[\]:]+:\d+$", config.metrics.listen):
+        raise ctx.error("[metrics] listen", "expected host:port such as 127.0.0.1:9464")
+
+
+def describe_fields(cls: type) -> list[tuple[str, str]]:
+    """(key, help) pairs of a section, for docs and --help output."""
+    return [(f.name, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]

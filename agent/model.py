@@ -1,0 +1,153 @@
+"""The desired state in SCIM terms: users and groups as frozen values with a canonical digest.
+
+Attributes are kept flat, with dotted names for sub-attributes (``name.givenName``) and
+``email`` for the one primary work e-mail: the planner diffs them key by key, the plan shows
+them as they are, and ``connectors/scim.py`` alone turns them into SCIM JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Flat attribute name -> where it lives in SCIM. Core User attributes (RFC 7643 §4.1) and the
+# enterprise extension (§4.3). Anything else a source maps is dropped with a warning: a SCIM
+# server in strict mode rejects unknown attributes, and one bad key would fail every user.
+CORE_USER_ATTRIBUTES = (
+    "userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
+    "locale", "timezone", "profileUrl",
+    "name.givenName", "name.familyName", "name.middleName", "name.formatted",
+    "name.honorificPrefix", "name.honorificSuffix",
+    "email", "phoneNumber",
+)
+ENTERPRISE_USER_ATTRIBUTES = (
+    "employeeNumber", "costCenter", "organization", "division", "department", "manager",
+)
+USER_ATTRIBUTES = frozenset(CORE_USER_ATTRIBUTES + ENTERPRISE_USER_ATTRIBUTES)
+
+# Split's rule: a group name must be shorter than 25 characters.
+MAX_GROUP_NAME = 24
+RESERVED_GROUP_NAMES = frozenset({"administrators"})
+
+
+def digest_of(payload: Any) -> str:
+    """A stable digest of JSON-able data: same content, same digest, on every machine."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    source_id: str                     # the source's stable id; sent as externalId
+    user_name: str                     # Split keys users on it: the e-mail
+    active: bool
+    attributes: Mapping[str, str]      # flat SCIM attributes, userName and email included
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not self.digest:
+            object.__setattr__(self, "digest", user_digest(self.attributes, self.active))
+
+    @property
+    def key(self) -> str:
+        return self.user_name
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    source_id: str
+    display_name: str
+    members: frozenset[str]            # source ids of member users (nesting already flattened)
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if not self.digest:
+            object.__setattr__(self, "digest", group_digest(self.display_name))
+
+    @property
+    def key(self) -> str:
+        return self.display_name
+
+
+def user_digest(attributes: Mapping[str, str], active: bool) -> str:
+    return digest_of({"a": dict(attributes), "active": active})
+
+
+def group_digest(display_name: str) -> str:
+    # Membership is compared as a set on its own; the digest covers what a rename changes.
+    return digest_of({"displayName": display_name})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A source object the agent will not push this cycle, and why."""
+
+    kind: str          # "user" | "group"
+    source_id: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What the target should hold according to the source, after mapping.
+
+    ``held`` lists source ids of objects that could not be mapped this cycle: the planner
+    leaves whatever it pushed for them earlier alone, rather than treating them as gone.
+    """
+
+    users: Mapping[str, User]
+    groups: Mapping[str, Group]
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def held_users(self) -> frozenset[str]:
+        return frozenset(p.source_id for p in self.problems if p.kind == "user")
+
+    @property
+    def held_groups(self) -> frozenset[str]:
+        return frozenset(p.source_id for p in self.problems if p.kind == "group")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the target holds, as the snapshot remembers it
+
+
+@dataclass(frozen=True, slots=True)
+class PushedUser:
+    source_id: str
+    scim_id: str
+    user_name: str
+    active: bool
+    attributes: Mapping[str, str]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushedGroup:
+    source_id: str
+    scim_id: str
+    display_name: str
+    digest: str
+    members: frozenset[str]            # source ids of member users
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    users: Mapping[str, PushedUser]
+    groups: Mapping[str, PushedGroup]
+
+    @classmethod
+    def empty(cls) -> "Snapshot":
+        return cls({}, {})
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.users and not self.groups
+
+    @property
+    def active_users(self) -> int:
+        return sum(1 for u in self.users.values() if u.active)

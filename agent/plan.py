@@ -1,0 +1,262 @@
+"""(desired state, snapshot) -> Plan: the ordered list of operations, and the safety guard.
+
+Pure: no I/O. The dry run, the guard, the logs, ``apply`` and the tests all read the same
+Plan value.
+
+Order: users are created, reactivated and updated first; then groups are created and renamed;
+then members are added and removed; then groups are deleted; deactivations come last, so a
+leaver loses group access before the account is switched off and nothing is ever referenced
+before it exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, DesiredState, Group, Problem, Snapshot,
+                    User)
+
+
+class OpKind(StrEnum):
+    CREATE_USER = "create_user"
+    UPDATE_USER = "update_user"
+    DEACTIVATE_USER = "deactivate_user"
+    REACTIVATE_USER = "reactivate_user"
+    CREATE_GROUP = "create_group"
+    UPDATE_GROUP = "update_group"
+    DELETE_GROUP = "delete_group"
+    ADD_MEMBERS = "add_members"
+    REMOVE_MEMBERS = "remove_members"
+
+
+PHASES = (
+    (OpKind.CREATE_USER, OpKind.REACTIVATE_USER, OpKind.UPDATE_USER),
+    (OpKind.CREATE_GROUP, OpKind.UPDATE_GROUP),
+    (OpKind.ADD_MEMBERS,),
+    (OpKind.REMOVE_MEMBERS,),
+    (OpKind.DELETE_GROUP,),
+    (OpKind.DEACTIVATE_USER,),
+)
+_PHASE_OF = {kind: i for i, kinds in enumerate(PHASES) for kind in kinds}
+USER_OPS = frozenset({OpKind.CREATE_USER, OpKind.UPDATE_USER, OpKind.DEACTIVATE_USER,
+                      OpKind.REACTIVATE_USER})
+MEMBER_OPS = frozenset({OpKind.ADD_MEMBERS, OpKind.REMOVE_MEMBERS})
+
+Change = tuple[str | None, str | None]
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: OpKind
+    key: str                                   # userName, or the group's displayName
+    source_id: str
+    attributes: Mapping[str, str] = field(default_factory=dict)   # create: everything sent
+    changed: Mapping[str, Change] = field(default_factory=dict)   # update: old -> new
+    members: tuple[str, ...] = ()              # member ops: user source ids
+    member_keys: tuple[str, ...] = ()          # ... and their userNames, for people
+    reason: str = ""                           # why (deactivations, deletions)
+    refused: str = ""                          # not sent: what the target would refuse
+    user: User | None = None                   # the desired value to record once applied
+    group: Group | None = None
+
+    @property
+    def phase(self) -> int:
+        return _PHASE_OF[self.kind]
+
+    @property
+    def weight(self) -> int:
+        """What the summary counts: member references for member ops, else one."""
+        return len(self.members) if self.kind in MEMBER_OPS else 1
+
+    def to_dict(self) -> dict:
+        out: dict = {"op": self.kind.value, "key": self.key}
+        if self.kind in MEMBER_OPS:
+            out["members"] = list(self.member_keys)
+        else:
+            out["source_id"] = self.source_id
+        if self.kind in (OpKind.CREATE_USER, OpKind.CREATE_GROUP):
+            out["attributes"] = dict(self.attributes)
+        if self.changed:
+            out["changed"] = {k: [old, new] for k, (old, new) in self.changed.items()}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.refused:
+            out["refused"] = self.refused
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    ops: tuple[Op, ...]
+    problems: tuple[Problem, ...] = ()
+
+    def summary(self) -> dict[str, int]:
+        counts = {kind.value: 0 for kind in OpKind}
+        for op in self.ops:
+            counts[op.kind.value] += op.weight
+        return {kind: counts[kind] for kind in (
+            "create_user", "update_user", "deactivate_user", "reactivate_user",
+            "create_group", "update_group", "delete_group", "add_members", "remove_members")}
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.ops
+
+    def count(self, kind: OpKind) -> int:
+        return sum(op.weight for op in self.ops if op.kind == kind)
+
+    def to_dict(self) -> dict:
+        out = {"summary": self.summary(), "changes": [op.to_dict() for op in self.ops]}
+        if self.problems:
+            out["problems"] = [{"kind": p.kind, "key": p.key, "source_id": p.source_id,
+                                "reason": p.reason} for p in self.problems]
+        return out
+
+    def only(self, keys: Iterable[str]) -> "Plan":
+        """The part of the plan that touches the named users or groups (case-insensitive)."""
+        wanted = {k.casefold() for k in keys}
+        return Plan(tuple(op for op in self.ops if op.key.casefold() in wanted), self.problems)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    deactivate: bool = True        # users who leave the source are deactivated
+    groups: bool = True            # groups and memberships are managed at all
+    admin_group_name: str = "Split_Administrators"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = PlanOptions()) -> Plan:
+    ops: list[Op] = []
+    ops += _user_ops(desired, snapshot, options)
+    if options.groups:
+        ops += _group_ops(desired, snapshot, options)
+    ops.sort(key=lambda op: (op.phase, op.kind.value, op.key.casefold(), op.source_id))
+    return Plan(tuple(ops), tuple(desired.problems))
+
+
+def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
+    ops = []
+    for sid, user in desired.users.items():
+        pushed = snapshot.users.get(sid)
+        if pushed is None:
+            if user.active:   # an account disabled before we ever saw it is not created
+                ops.append(Op(OpKind.CREATE_USER, user.key, sid,
+                              attributes=user.attributes, user=user))
+            continue
+        if pushed.digest == user.digest:
+            continue
+        changed = diff(pushed.attributes, user.attributes)
+        if user.active and not pushed.active:
+            ops.append(Op(OpKind.REACTIVATE_USER, user.key, sid, changed=changed, user=user,
+                          reason="active again in the source"))
+        elif pushed.active and not user.active:
+            ops.append(Op(OpKind.DEACTIVATE_USER, user.key, sid, changed=changed, user=user,
+                          reason="disabled in the source"))
+        elif changed:
+            ops.append(Op(OpKind.UPDATE_USER, user.key, sid, changed=changed, user=user))
+    if options.deactivate:
+        held = desired.held_users
+        for sid, pushed in snapshot.users.items():
+            if sid not in desired.users and sid not in held and pushed.active:
+                ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, sid,
+                              reason="no longer in the source or its scope"))
+    return ops
+
+
+def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
+    ops = []
+    user_key = _user_keys(desired, snapshot)
+    held_users = desired.held_users
+    admin = options.admin_group_name.casefold()
+    for sid, group in desired.groups.items():
+        pushed = snapshot.groups.get(sid)
+        refusal = _refuse_name(group.display_name)
+        if pushed is None:
+            ops.append(Op(OpKind.CREATE_GROUP, group.key, sid,
+                          attributes={"displayName": group.display_name}, group=group,
+                          refused=refusal))
+            if refusal:
+                continue       # nothing to add members to
+            to_add, to_remove = group.members, frozenset()
+        else:
+            if pushed.display_name != group.display_name:
+                ops.append(Op(OpKind.UPDATE_GROUP, group.key, sid, group=group, refused=refusal,
+                              changed={"displayName": (pushed.display_name, group.display_name)}))
+            to_add = group.members - pushed.members
+            to_remove = pushed.members - group.members - held_users
+        name = pushed.display_name if pushed is not None and refusal else group.display_name
+        if to_add:
+            ops.append(_member_op(OpKind.ADD_MEMBERS, name, sid, to_add, user_key))
+        if to_remove:
+            refused = ""
+            if name.casefold() == admin and not (pushed.members - to_remove):
+                refused = (f"{options.admin_group_name} must keep at least one member "
+                           "(Split's Administrators group)")
+            ops.append(_member_op(OpKind.REMOVE_MEMBERS, name, sid, to_remove, user_key, refused))
+    for sid, pushed in snapshot.groups.items():
+        if sid not in desired.groups and sid not in desired.held_groups:
+            refused = ""
+            if pushed.display_name.casefold() == admin:
+                refused = f"{options.admin_group_name} is never deleted (Split's Administrators)"
+            ops.append(Op(OpKind.DELETE_GROUP, pushed.display_name, sid, refused=refused,
+                          reason="no longer in the source or its scope"))
+    return ops
+
+
+def _member_op(kind: OpKind, key: str, sid: str, members: Iterable[str],
+               user_key: Mapping[str, str], refused: str = "") -> Op:
+    ordered = sorted(members, key=lambda m: (user_key.get(m, m).casefold(), m))
+    return Op(kind, key, sid, members=tuple(ordered),
+              member_keys=tuple(user_key.get(m, m) for m in ordered), refused=refused)
+
+
+def _user_keys(desired: DesiredState, snapshot: Snapshot) -> dict[str, str]:
+    keys = {sid: u.user_name for sid, u in snapshot.users.items()}
+    keys.update({sid: u.user_name for sid, u in desired.users.items()})
+    return keys
+
+
+def _refuse_name(name: str) -> str:
+    if len(name) > MAX_GROUP_NAME:
+        return (f"Split group names must be shorter than 25 characters "
+                f"({len(name)} characters)")
+    if name.casefold() in RESERVED_GROUP_NAMES:
+        return f"{name!r} is reserved in Split"
+    return ""
+
+
+def diff(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, Change]:
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The guard
+
+
+@dataclass(frozen=True)
+class GuardStop:
+    reason: str
+
+
+def guard(plan: Plan, desired: DesiredState, snapshot: Snapshot, max_deactivations) -> GuardStop | None:
+    """Refuse a plan that looks like a bad read rather than a real change.
+
+    ``max_deactivations`` is a ``config.Threshold`` (anything with ``limit(managed)``).
+    """
+    managed = snapshot.active_users
+    if managed and not desired.users:
+        return GuardStop(f"the source returned no users while {managed} are managed; "
+                         "refusing to deactivate everyone")
+    count = plan.count(OpKind.DEACTIVATE_USER)
+    if count:
+        limit = max_deactivations.limit(managed)
+        if count > limit:
+            return GuardStop(f"{count} deactivations planned, more than sync.max_deactivations "
+                             f"allows ({max_deactivations} of {managed} managed users = {limit})")
+    return None

@@ -1,0 +1,377 @@
+"""The SQLite snapshot: what was pushed, the last complete source view, and run history.
+
+One row per user and group the agent manages: the source id (the key), the SCIM id the target
+assigned, and the digest and attributes last pushed; memberships by source ids. Every applied
+operation is recorded in its own transaction right after the target confirmed it, so a crash
+at any point loses nothing and duplicates nothing (an operation whose confirmation was lost is
+resolved by the 409 -> look up -> adopt path on the next run).
+
+The database runs in WAL mode with ``synchronous=FULL`` (an acknowledged "user created" must
+survive a power cut, or the next run would try to create it again); the file and its folder
+are private (0600/0700). The schema carries a version; :data:`MIGRATIONS` upgrades old files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from connectors.base import Directory, GroupRecord, UserRecord
+
+from .model import Group, PushedGroup, PushedUser, Snapshot, User
+
+SCHEMA_VERSION = 1
+
+
+class StateError(Exception):
+    """The snapshot cannot be opened, is locked by another agent, or is damaged."""
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["users"].create({"source_id": str, "scim_id": str, "user_name": str, "active": int,
+                        "attributes": str, "digest": str, "updated": str}, pk="source_id")
+    db["users"].create_index(["scim_id"])
+    db["groups"].create({"source_id": str, "scim_id": str, "display_name": str, "digest": str,
+                         "updated": str}, pk="source_id")
+    db["memberships"].create({"group_id": str, "user_id": str}, pk=("group_id", "user_id"))
+    db["memberships"].create_index(["user_id"])
+    db["source_users"].create({"id": str, "attributes": str, "active": int}, pk="id")
+    db["source_groups"].create({"id": str, "attributes": str, "members": str}, pk="id")
+    db["runs"].create({"id": int, "started": str, "finished": str, "mode": str, "outcome": str,
+                       "counts": str, "failed": int, "message": str, "duration": float}, pk="id")
+    db["failures"].create({"kind": str, "key": str, "op": str, "error": str, "count": int,
+                           "first_seen": str, "last_seen": str}, pk=("kind", "key"))
+
+
+MIGRATIONS = {1: _v1}   # version -> function bringing the schema from version-1 to version
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    started: str
+    finished: str | None
+    mode: str
+    outcome: str | None
+    counts: dict
+    failed: int
+    message: str
+    duration: float | None
+
+
+class State:
+    """An open snapshot. Use :meth:`open`; close it (or use ``with``) when done."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path, lock_fd: int | None):
+        self.db = db
+        self.path = path
+        self._lock_fd = lock_fd
+
+    # -- opening --------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, lock: bool = True, create: bool = True) -> "State":
+        """Open (creating if needed) the snapshot. ``lock`` takes an exclusive lock so that
+        two agents can never write the same snapshot; it fails at once if another holds it."""
+        path = Path(path)
+        if not path.exists() and not create:
+            raise StateError(f"{path}: no snapshot yet (run sync first)")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{path.parent}: cannot create the state folder: {exc.strerror}")
+        lock_fd = cls._lock(path) if lock else None
+        try:
+            if not path.exists():
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+                os.close(fd)
+            conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            for suffix in ("-wal", "-shm"):
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    os.chmod(side, 0o600)
+            state = cls(db, path, lock_fd)
+            state._check_integrity()
+            state._migrate()
+            return state
+        except sqlite3.DatabaseError as exc:
+            cls._unlock(lock_fd)
+            raise StateError(f"{path}: not a usable snapshot database ({exc}); move it aside "
+                             "and run sync to rebuild it from the target")
+        except BaseException:
+            cls._unlock(lock_fd)
+            raise
+
+    @staticmethod
+    def _lock(path: Path) -> int:
+        lock_path = path.with_name(path.name + ".lock")
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError(f"{path}: another scim-agent is using this snapshot "
+                             "(a daemon or a sync still running); try again when it is done")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    @staticmethod
+    def _unlock(fd: int | None) -> None:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def close(self) -> None:
+        self.db.close()
+        self._unlock(self._lock_fd)
+        self._lock_fd = None
+
+    def __enter__(self) -> "State":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_integrity(self) -> None:
+        result = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise StateError(f"{self.path}: the snapshot is damaged ({result}); move it aside and "
+                             "run sync to rebuild it from the target")
+
+    def _migrate(self) -> None:
+        with self.db.atomic():
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            version = int(self.get_meta("schema_version") or 0)
+            if version > SCHEMA_VERSION:
+                raise StateError(f"{self.path}: written by a newer scim-agent "
+                                 f"(schema {version}, this one knows {SCHEMA_VERSION})")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](self.db)
+                self.set_meta("schema_version", str(target))
+
+    # -- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", [key])
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+
+    # -- the snapshot ---------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        members: dict[str, set[str]] = {}
+        for group_id, user_id in self.db.execute("SELECT group_id, user_id FROM memberships"):
+            members.setdefault(group_id, set()).add(user_id)
+        users = {
+            row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]), json.loads(row[4]), row[5])
+            for row in self.db.execute(
+                "SELECT source_id, scim_id, user_name, active, attributes, digest FROM users")
+        }
+        groups = {
+            row[0]: PushedGroup(row[0], row[1], row[2], row[3], frozenset(members.get(row[0], ())))
+            for row in self.db.execute(
+                "SELECT source_id, scim_id, display_name, digest FROM groups")
+        }
+        return Snapshot(users, groups)
+
+    def scim_ids(self) -> tuple[dict[str, str], dict[str, str]]:
+        """source id -> SCIM id, for users and for groups."""
+        users = dict(self.db.execute("SELECT source_id, scim_id FROM users").fetchall())
+        groups = dict(self.db.execute("SELECT source_id, scim_id FROM groups").fetchall())
+        return users, groups
+
+    def counts(self) -> dict[str, int]:
+        def one(sql: str) -> int:
+            return self.db.execute(sql).fetchone()[0]
+        return {
+            "users": one("SELECT count(*) FROM users"),
+            "active_users": one("SELECT count(*) FROM users WHERE active = 1"),
+            "groups": one("SELECT count(*) FROM groups"),
+            "memberships": one("SELECT count(*) FROM memberships"),
+        }
+
+    # One transaction per applied operation: each method below commits on return.
+
+    def record_user(self, user: User, scim_id: str, active: bool | None = None) -> None:
+        with self.db.atomic():
+            self._put_user(user, scim_id, user.active if active is None else active)
+
+    def _put_user(self, user: User, scim_id: str, active: bool) -> None:
+        attributes = dict(user.attributes)
+        digest = user.digest if active == user.active else ""
+        self.db.execute(
+            "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
+            "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [user.source_id, scim_id, user.user_name, int(active),
+             json.dumps(attributes, sort_keys=True), digest, now()])
+
+    def record_user_active(self, source_id: str, active: bool) -> None:
+        """A deactivation of a user that left the source: keep what we know, flip active."""
+        with self.db.atomic():
+            self.db.execute("UPDATE users SET active = ?, digest = '', updated = ? "
+                            "WHERE source_id = ?", [int(active), now(), source_id])
+
+    def record_adopted_user(self, source_id: str, scim_id: str, user_name: str, active: bool,
+                            attributes: dict[str, str]) -> None:
+        """A user found on the target (onboarding, lost snapshot): remember what it holds
+        now, so the planner sends only what differs."""
+        from .model import user_digest
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
+                "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [source_id, scim_id, user_name, int(active),
+                 json.dumps(attributes, sort_keys=True), user_digest(attributes, active), now()])
+
+    def record_group(self, group: Group, scim_id: str) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO groups (source_id, scim_id, display_name, digest, updated) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [group.source_id, scim_id, group.display_name, group.digest, now()])
+
+    def record_adopted_group(self, source_id: str, scim_id: str, display_name: str,
+                             member_ids: Iterable[str]) -> None:
+        from .model import group_digest
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO groups (source_id, scim_id, display_name, digest, updated) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [source_id, scim_id, display_name, group_digest(display_name), now()])
+            self.db.execute("DELETE FROM memberships WHERE group_id = ?", [source_id])
+            self.db.conn.executemany("INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
+                                [(source_id, m) for m in member_ids])
+
+    def record_members(self, group_id: str, added: Iterable[str] = (),
+                       removed: Iterable[str] = ()) -> None:
+        with self.db.atomic():
+            self.db.conn.executemany("INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
+                                [(group_id, m) for m in added])
+            self.db.conn.executemany("DELETE FROM memberships WHERE group_id = ? AND user_id = ?",
+                                [(group_id, m) for m in removed])
+
+    def forget_group(self, source_id: str) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM memberships WHERE group_id = ?", [source_id])
+            self.db.execute("DELETE FROM groups WHERE source_id = ?", [source_id])
+
+    def forget_user(self, source_id: str) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM memberships WHERE user_id = ?", [source_id])
+            self.db.execute("DELETE FROM users WHERE source_id = ?", [source_id])
+
+    # -- the last complete source view (for change-feed sources) --------------------------
+
+    def source_view(self) -> Directory | None:
+        cursor = self.get_meta("source_cursor")
+        if cursor is None:
+            return None
+        users = {
+            row[0]: UserRecord(row[0], json.loads(row[1]), bool(row[2]))
+            for row in self.db.execute("SELECT id, attributes, active FROM source_users")
+        }
+        groups = {
+            row[0]: GroupRecord(row[0], json.loads(row[1]), frozenset(json.loads(row[2])))
+            for row in self.db.execute("SELECT id, attributes, members FROM source_groups")
+        }
+        return Directory(users, groups, cursor)
+
+    def save_source_view(self, view: Directory, source_type: str, full_read: bool,
+                         changed: Directory | None = None, removed_users: Iterable[str] = (),
+                         removed_groups: Iterable[str] = ()) -> None:
+        """Store the view and its cursor in one transaction, after a successful cycle.
+
+        After a full read the whole view is replaced; after a change set only ``changed``
+        records are written and removals deleted.
+        """
+        with self.db.atomic():
+            if full_read:
+                self.db.execute("DELETE FROM source_users")
+                self.db.execute("DELETE FROM source_groups")
+                changed = view
+            if changed is not None:
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO source_users (id, attributes, active) VALUES (?, ?, ?)",
+                    [(u.id, json.dumps(dict(u.attributes), sort_keys=True), int(u.active))
+                     for u in changed.users.values()])
+                self.db.conn.executemany(
+                    "INSERT OR REPLACE INTO source_groups (id, attributes, members) VALUES (?, ?, ?)",
+                    [(g.id, json.dumps(dict(g.attributes), sort_keys=True),
+                      json.dumps(sorted(g.members))) for g in changed.groups.values()])
+            self.db.conn.executemany("DELETE FROM source_users WHERE id = ?",
+                                [(i,) for i in removed_users])
+            self.db.conn.executemany("DELETE FROM source_groups WHERE id = ?",
+                                [(i,) for i in removed_groups])
+            self.set_meta("source_cursor", view.cursor)
+            self.set_meta("source_type", source_type)
+            if full_read:
+                self.set_meta("last_full_read", now())
+
+    def clear_source_view(self) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM source_users")
+            self.db.execute("DELETE FROM source_groups")
+            for key in ("source_cursor", "last_full_read"):
+                self.set_meta(key, None)
+
+    # -- runs and failures ----------------------------------------------------------------
+
+    def start_run(self, mode: str) -> int:
+        with self.db.atomic():
+            cur = self.db.execute("INSERT INTO runs (started, mode, failed, message, counts) "
+                                  "VALUES (?, ?, 0, '', '{}')", [now(), mode])
+            return cur.lastrowid
+
+    def finish_run(self, run_id: int, outcome: str, counts: dict, failed: int, message: str,
+                   duration: float) -> None:
+        with self.db.atomic():
+            self.db.execute("UPDATE runs SET finished = ?, outcome = ?, counts = ?, failed = ?, "
+                            "message = ?, duration = ? WHERE id = ?",
+                            [now(), outcome, json.dumps(counts), failed, message, duration, run_id])
+
+    def runs(self, limit: int = 10) -> list[RunRecord]:
+        rows = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
+                               "message, duration FROM runs ORDER BY id DESC LIMIT ?", [limit])
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
+                          r[7] or "", r[8]) for r in rows]
+
+    def record_failure(self, kind: str, key: str, op: str, error: str) -> None:
+        with self.db.atomic():
+            stamp = now()
+            self.db.execute(
+                "INSERT INTO failures (kind, key, op, error, count, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, key) DO UPDATE SET "
+                "op = excluded.op, error = excluded.error, count = count + 1, "
+                "last_seen = excluded.last_seen", [kind, key, op, error, stamp, stamp])
+
+    def clear_failure(self, kind: str, key: str) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM failures WHERE kind = ? AND key = ?", [kind, key])
+
+    def failures(self, limit: int = 50) -> list[dict]:
+        rows = self.db.execute("SELECT kind, key, op, error, count, first_seen, last_seen "
+                               "FROM failures ORDER BY count DESC, last_seen DESC LIMIT ?", [limit])
+        cols = ("kind", "key", "op", "error", "count", "first_seen", "last_seen")
+        return [dict(zip(cols, r)) for r in rows]

@@ -1,0 +1,256 @@
+"""What every source yields, the protocol it implements, and the error tree.
+
+Sources speak a vendor protocol and return plain records with the vendor's own attribute
+names; they know nothing of SCIM attributes, the snapshot or the planner (``agent/`` decides
+all of that). A source reads either a complete :class:`Directory` or, where the vendor has a
+change feed, a :class:`ChangeSet` since a cursor it handed out earlier.
+
+Errors are modelled by what the caller must do::
+
+    ConnectorError                 base of everything raised on purpose by connectors/
+    ├── ConfigError                a setting is missing or wrong; fix the config (fatal)
+    ├── SourceError                the source could not be read completely; abort the cycle
+    │   ├── SourceAuthError        credentials rejected by the directory (fatal for the cycle)
+    │   └── CursorExpired          the stored change cursor is no longer valid: read in full
+    └── TargetError                an operation against the SCIM target failed
+        ├── TransientError         timeouts, 5xx, 429: retried with backoff, then reported
+        ├── ConflictError          409 uniqueness: look the object up and adopt it
+        ├── NotFoundError          404: the object vanished on the target; recreate or forget
+        ├── RejectedError          400 and friends: skip this object, report it, go on
+        └── FatalTargetError       401/403 or a broken endpoint: stop the whole run now
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+class Secret:
+    """A resolved secret value. Its ``str``/``repr`` never show the value; use ``.reveal()``."""
+
+    __slots__ = ("_value", "origin")
+
+    def __init__(self, value: str, origin: str = "literal"):
+        self._value = value
+        self.origin = origin  # e.g. "env SCIM_TOKEN": safe to show, helps operators
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(<hidden>, from {self.origin})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self):  # never pickle a secret into a cache or a crash dump
+        raise TypeError("secrets cannot be pickled")
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+Value = str | int | float | bool | list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One account as the source sees it.
+
+    ``id`` is the source's stable identifier (entryUUID, objectGUID, Okta id, Entra object
+    id): it survives renames and moves. ``attributes`` keeps the vendor's own names.
+    """
+
+    id: str
+    attributes: Mapping[str, Value]
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """One group. ``members`` holds direct members: ids of users *or* of other groups
+    (nested groups are flattened by the engine, not here)."""
+
+    id: str
+    attributes: Mapping[str, Value]
+    members: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A complete read of the source: every user and group in its scope.
+
+    ``cursor`` is where a later :meth:`Source.read_changes` may continue from (None when the
+    source has no change feed).
+    """
+
+    users: Mapping[str, UserRecord]
+    groups: Mapping[str, GroupRecord]
+    cursor: str | None = None
+
+    @classmethod
+    def of(cls, users=(), groups=(), cursor: str | None = None) -> "Directory":
+        return cls({u.id: u for u in users}, {g.id: g for g in groups}, cursor)
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What changed since a cursor: records to upsert and ids that left the source."""
+
+    users: Mapping[str, UserRecord] = field(default_factory=dict)
+    groups: Mapping[str, GroupRecord] = field(default_factory=dict)
+    removed_users: frozenset[str] = frozenset()
+    removed_groups: frozenset[str] = frozenset()
+    cursor: str | None = None
+
+    def apply_to(self, view: Directory) -> Directory:
+        """The complete view after this change set (explicit removals included)."""
+        users = dict(view.users)
+        groups = dict(view.groups)
+        users.update(self.users)
+        groups.update(self.groups)
+        for uid in self.removed_users:
+            users.pop(uid, None)
+        for gid in self.removed_groups:
+            groups.pop(gid, None)
+        return Directory(users, groups, self.cursor)
+
+    def __len__(self) -> int:
+        return (len(self.users) + len(self.groups)
+                + len(self.removed_users) + len(self.removed_groups))
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A directory the agent reads from.
+
+    Class attributes:
+
+    ``type_name``
+        the ``[source] type`` value that selects this source.
+    ``Settings``
+        a frozen dataclass of the source's own config keys; ``agent/config.py`` validates the
+        ``[source]`` table against its fields and types (``Secret`` fields accept the secret
+        forms of the config contract).
+    ``default_mapping``
+        SCIM attribute name -> raw attribute names tried in order (the first non-empty wins);
+        ``[source.attributes]`` overrides entries.
+    ``group_name_attributes``
+        raw attribute names for a group's display name, tried in order.
+    """
+
+    type_name: ClassVar[str]
+    default_mapping: ClassVar[Mapping[str, tuple[str, ...]]]
+    group_name_attributes: ClassVar[tuple[str, ...]]
+
+    def read(self) -> Directory:
+        """A complete read. Raises SourceError rather than returning a partial view."""
+
+    def read_changes(self, cursor: str, known: Directory) -> ChangeSet:
+        """Changes since ``cursor``; ``known`` is the last complete view (for resolving
+        references such as member DNs). Sources without a change feed raise CursorExpired."""
+
+    def check(self) -> Mapping[str, int | str]:
+        """Read-only connectivity and credential test; returns counts to show the operator."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class FullReadOnly:
+    """Mixin for sources with no change feed: every cycle is a complete read."""
+
+    def read_changes(self, cursor: str, known: Directory) -> ChangeSet:
+        raise CursorExpired(f"the {self.type_name} source has no change feed")  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class ConnectorError(Exception):
+    """Base class for every error connectors/ raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """A setting is missing or wrong."""
+
+
+class SourceError(ConnectorError):
+    """The source could not be read completely; the cycle must not plan from it."""
+
+
+class SourceAuthError(SourceError):
+    """The directory rejected the credentials."""
+
+
+class CursorExpired(SourceError):
+    """The stored change cursor is no longer valid; the caller must read in full."""
+
+
+class TargetError(ConnectorError):
+    """An operation against the SCIM target failed."""
+
+    def __init__(self, message: str, status: int | None = None, scim_type: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.scim_type = scim_type
+
+
+class TransientError(TargetError):
+    """Worth retrying: timeout, connection error, 5xx, 429."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None,
+                 sent: bool = False):
+        super().__init__(message, status)
+        self.retry_after = retry_after
+        self.sent = sent  # the request may have reached the server: outcome unknown
+
+
+class ConflictError(TargetError):
+    """409: the object already exists on the target."""
+
+
+class NotFoundError(TargetError):
+    """404: the object is not on the target."""
+
+
+class RejectedError(TargetError):
+    """The target refused this object (400 and similar); skip it, report it."""
+
+
+class FatalTargetError(TargetError):
+    """Stop the run: the token was rejected or the endpoint is unusable."""
+
+
+def settings_fields(settings_cls: type) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(settings_cls)
+
+
+def as_list(value: Any) -> list[str]:
+    """A raw attribute value as a list of strings (None -> [])."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [str(v) for v in value if v is not None and v != ""]
+    return [str(value)] if value != "" else []

@@ -1,0 +1,1 @@
+"""Small honest fakes of the remote systems the agent talks to."""
