@@ -180,7 +180,7 @@ class ScimTarget:
                  sleep: Callable[[float], None] = time.sleep):
         self.url = url.rstrip("/")
         self.policy = policy
-        self.limiter = RateLimiter(policy.rate_limit, burst=max(1.0, float(policy.concurrency)),
+        self.limiter = RateLimiter(policy.rate_limit, burst=1.0,  # a ceiling, not an average
                                    sleep=sleep)
         self._sleep = sleep
         self.client = build_client(self.url + "/", policy, transport=transport, headers={
