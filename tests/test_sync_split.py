@@ -11,6 +11,7 @@ import threading
 
 from agent.app import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
 from agent.state import State
+from connectors.http import RateLimiter
 from tests.conftest import group, user
 
 
@@ -84,15 +85,38 @@ def test_an_expired_token_stops_the_run_and_records_nothing_more(fake_split, spl
     assert len(fake_split.users) == 6
 
 
+class FakeTime:
+    """A clock that sleeping advances, so waits are recorded instead of spent."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def target_on(fake_time):
+    def build(config):
+        t = default_target(config)
+        t._sleep = fake_time.sleep
+        t.limiter = RateLimiter(1000, clock=fake_time.clock, sleep=fake_time.advance)
+        return t
+    return build
+
+
 def test_rate_limit_429_waits_as_told_then_succeeds(fake_split, split_ws):
     split_ws.write_directory(people(3), [])
-    sleeps = []
-
-    def target(config):
-        t = default_target(config)
-        t._sleep = lambda s: sleeps.append(s)
-        t.limiter._sleep = lambda s: None
-        return t
+    fake_time = FakeTime()
+    sleeps = fake_time.sleeps
+    target = target_on(fake_time)
 
     fake_split.fail_next(2, status=429, headers={"X-RateLimit-Reset-Seconds-Org": "7",
                                                   "X-RateLimit-Reset-Seconds-IP": "3"})
@@ -104,12 +128,9 @@ def test_rate_limit_429_waits_as_told_then_succeeds(fake_split, split_ws):
 
 def test_retry_after_comes_first(fake_split, split_ws):
     split_ws.write_directory(people(1), [])
-    sleeps = []
-
-    def target(config):
-        t = default_target(config)
-        t._sleep = sleeps.append
-        return t
+    fake_time = FakeTime()
+    sleeps = fake_time.sleeps
+    target = target_on(fake_time)
 
     fake_split.fail_next(1, status=429, retry_after=2,
                          headers={"X-RateLimit-Reset-Seconds-Org": "30"})
