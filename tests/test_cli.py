@@ -1,0 +1,223 @@
+"""The command line: commands, options, output formats, exit statuses, secrecy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import build_parser, main
+from tests.conftest import TOKEN, Workspace, group, user
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ("plan", "sync", "run", "status", "check")
+
+
+def run(capsys, ws: Workspace, *args) -> tuple[int, str, str]:
+    code = main(["--config", str(ws.config), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def small_directory(ws: Workspace) -> None:
+    ws.write_directory([user("1", "ann@example.org", "Ann", "Archer", title="Engineer"),
+                        user("2", "ben@example.org", "Ben", "Baker"),
+                        user("3", "cy@example.org", "Cy", "Cole", active=False)],
+                       [group("g", "Team", ["1", "2", "3"])])
+
+
+def test_every_command_has_help_text_and_is_documented():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    cli_doc = (ROOT / "docs" / "cli.md").read_text()
+    for command in COMMANDS:
+        assert helps[command], command
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([command, "--help"])
+        assert exc.value.code == 0
+        assert f"scim-agent {command}" in cli_doc or f"`{command}" in cli_doc, command
+
+
+def test_the_example_config_plans_the_bundled_example_without_a_token(capsys, monkeypatch):
+    monkeypatch.delenv("SCIM_TOKEN", raising=False)
+    code = main(["--config", str(ROOT / "config.example.toml"), "plan", "--output", "json"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    plan = json.loads(out)
+    assert plan["summary"]["create_user"] == 34
+    assert not (ROOT / "state").exists()            # plan writes nothing
+
+
+def test_plan_text_reads_like_a_plan(capsys, split_ws):
+    small_directory(split_ws)
+    code, out, _ = run(capsys, split_ws, "plan")
+    assert code == 0
+    assert "+ create user ann@example.org" in out
+    assert '      title: "Engineer"' in out
+    assert "+ add to group Team" in out
+    assert "cy@example.org" not in out.split("add to group")[0]     # disabled: not created
+    assert out.strip().endswith("members +2 -0.")
+    assert "\033[" not in out                                      # no colours off a terminal
+
+
+def test_plan_json_follows_the_contract(capsys, split_ws):
+    small_directory(split_ws)
+    code, out, _ = run(capsys, split_ws, "plan", "--output", "json")
+    plan = json.loads(out)
+    assert list(plan) == ["summary", "changes"]
+    assert list(plan["summary"]) == ["create_user", "update_user", "deactivate_user",
+                                     "reactivate_user", "create_group", "update_group",
+                                     "delete_group", "add_members", "remove_members"]
+    assert plan["summary"]["add_members"] == 2
+    first = plan["changes"][0]
+    assert first == {"op": "create_user", "key": "ann@example.org", "source_id": "1",
+                     "attributes": {"userName": "ann@example.org", "email": "ann@example.org",
+                                    "name.givenName": "Ann", "name.familyName": "Archer",
+                                    "displayName": "Ann Archer", "title": "Engineer"}}
+    assert plan["changes"][-1] == {"op": "add_members", "key": "Team",
+                                   "members": ["ann@example.org", "ben@example.org"]}
+
+
+def test_update_shows_old_and_new(capsys, split_ws):
+    small_directory(split_ws)
+    assert run(capsys, split_ws, "sync")[0] == 0
+    split_ws.write_directory([user("1", "ann@example.org", "Ann", "Archer", title="Lead")],
+                             [group("g", "Team", ["1"])])
+    code, out, _ = run(capsys, split_ws, "plan")
+    assert '~ update user ann@example.org' in out
+    assert 'title: "Engineer" -> "Lead"' in out
+    assert "- deactivate user ben@example.org  (no longer in the source or its scope)" in out
+    assert "- remove from group Team" in out
+    code, out, _ = run(capsys, split_ws, "plan", "--output", "json")
+    changes = json.loads(out)["changes"]
+    assert {"op": "update_user", "key": "ann@example.org", "source_id": "1",
+            "changed": {"title": ["Engineer", "Lead"]}} in changes
+
+
+def test_detailed_exitcode(capsys, split_ws):
+    small_directory(split_ws)
+    assert run(capsys, split_ws, "plan", "--detailed-exitcode")[0] == 2
+    assert run(capsys, split_ws, "sync")[0] == 0
+    assert run(capsys, split_ws, "plan", "--detailed-exitcode")[0] == 0
+    code, out, _ = run(capsys, split_ws, "plan")
+    assert "No changes." in out
+
+
+def test_sync_dry_run_is_plan_and_sends_nothing(capsys, split_ws, fake_split):
+    small_directory(split_ws)
+    code, out, _ = run(capsys, split_ws, "sync", "--dry-run")
+    assert code == 0 and "+ create user" in out
+    assert fake_split.requests == []
+
+
+def test_sync_exit_statuses(capsys, split_ws, fake_split):
+    small_directory(split_ws)
+    assert run(capsys, split_ws, "sync")[0] == 0
+    split_ws.write_directory([], [])
+    code, out, _ = run(capsys, split_ws, "sync")
+    assert code == 3 and "safety guard" in out
+    small_directory(split_ws)
+    split_ws.write_directory([user("1", "ann@example.org"), user("2", "ben@example.org")],
+                             [group("g", "A very long group name for Split", ["1"])])
+    code, out, _ = run(capsys, split_ws, "sync")
+    assert code == 4 and "25 characters" in out
+    code, out, _ = run(capsys, split_ws, "sync", "--output", "json")
+    assert code == 4 and json.loads(out)["failed"][0]["op"] == "update_group"   # a refused rename
+
+
+def test_a_config_error_is_one_line_naming_file_and_key(capsys, split_ws):
+    split_ws.write_config(extra="[sync]\nmax_deactivation = 5\n")
+    code, out, err = run(capsys, split_ws, "plan")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert str(split_ws.config) in err and "[sync] max_deactivation" in err
+    assert "Traceback" not in err
+
+
+def test_a_malformed_source_is_one_line_naming_the_record(capsys, split_ws):
+    split_ws.source.write_text('{"users": [{"id": "1", "userName": "a@b.c"}, {"id": "2"}]}')
+    code, _, err = run(capsys, split_ws, "plan")
+    assert code == 1
+    assert "users[1]" in err and "userName is required" in err and "Traceback" not in err
+
+
+def test_sync_needs_a_token_and_says_which_key(capsys, split_ws, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_TOKEN", raising=False)
+    split_ws.config.write_text(split_ws.config.read_text().replace(
+        f'token = "{TOKEN}"', 'token = { env = "NO_SUCH_TOKEN" }'))
+    code, _, err = run(capsys, split_ws, "sync")
+    assert code == 1 and "[target] token" in err and "NO_SUCH_TOKEN" in err
+    assert run(capsys, split_ws, "plan")[0] == 0              # plan does not need it
+
+
+def test_status_reports_runs_and_failures(capsys, split_ws):
+    small_directory(split_ws)
+    code, out, _ = run(capsys, split_ws, "status")
+    assert code == 0 and "no snapshot yet" not in out.lower() or "Snapshot" in out
+    run(capsys, split_ws, "sync")
+    split_ws.write_directory([user("1", "ann@example.org")],
+                             [group("g", "Another very long group name", ["1"])])
+    run(capsys, split_ws, "sync", "--allow-mass-deactivation")
+    code, out, _ = run(capsys, split_ws, "status")
+    assert code == 0
+    assert "Managed: 2 users (1 active), 1 groups" in out
+    assert "Failing objects:" in out and "Another very long group name" in out
+    code, out, _ = run(capsys, split_ws, "status", "--output", "json")
+    data = json.loads(out)
+    assert data["runs"][0]["outcome"] == "partial" and data["runs"][1]["outcome"] == "ok"
+    assert data["failures"][0]["op"] == "update_group"
+
+
+def test_check_reports_source_and_target(capsys, split_ws, fake_split):
+    small_directory(split_ws)
+    fake_split.seed_user("someone@example.org")
+    code, out, _ = run(capsys, split_ws, "check")
+    assert code == 0
+    assert re.search(r"ok\s+source \(file\): users: 3, groups: 1", out)
+    assert re.search(r"ok\s+target: users: 1, groups: 0", out)
+    assert fake_split.writes() == []
+    fake_split.token = "rotated"
+    code, out, _ = run(capsys, split_ws, "check")
+    assert code == 1 and "FAIL target" in out and "token was rejected" in out
+
+
+def test_the_token_never_appears_in_any_output_or_in_the_snapshot(capsys, split_ws, fake_split,
+                                                                    tmp_path, monkeypatch):
+    secret = "s3cr3t-TOKEN-value-0123456789"
+    small_directory(split_ws)
+    fake_split.token = "something-else"                    # every call fails with 401
+    outputs = []
+    for form in (f'token = "{secret}"', 'token = { env = "AGENT_TEST_TOKEN" }',
+                 'token = { file = "token.txt" }'):
+        monkeypatch.setenv("AGENT_TEST_TOKEN", secret)
+        (split_ws.root / "token.txt").write_text(secret + "\n")
+        os.chmod(split_ws.root / "token.txt", 0o600)
+        split_ws.config.write_text(split_ws.config.read_text().split("token =")[0] + form + "\n"
+                                   + "timeout = 2\nmax_attempts = 1\n")
+        for args in (["plan"], ["plan", "--output", "json"], ["sync"], ["sync", "--output", "json"],
+                     ["--debug", "sync"], ["check"], ["status"], ["status", "--output", "json"]):
+            code, out, err = run(capsys, split_ws, *args)
+            outputs.append((args, code, out + err))
+    assert any("token was rejected" in text for _, _, text in outputs)
+    for args, code, text in outputs:
+        assert secret not in text, args
+    for path in split_ws.state.parent.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
+    # and the requests really carried it: the secret was used, not lost
+    assert any(r.headers.get("authorization") == f"Bearer {secret}" for r in fake_split.requests)
+
+
+def test_python_dash_m_and_the_console_script(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for cmd in ([sys.executable, "-m", "agent", "--help"],
+                [str(Path(sys.executable).parent / "scim-agent"), "--version"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "scim-agent" in result.stdout
