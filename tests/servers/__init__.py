@@ -1,0 +1,1 @@
+"""Real servers started by tests and benchmarks (slapd), on loopback ports, from temporary config."""
