@@ -8,6 +8,7 @@ what it returns.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import threading
 import time
@@ -105,7 +106,13 @@ class Agent:
     # -- pieces ---------------------------------------------------------------------------
 
     def make_source(self):
-        return self.source_cls(self.config.source.settings)
+        """The configured source. Sources that fetch only the attributes they need are told
+        every raw attribute name the mapping reads, overrides included."""
+        kwargs = {}
+        if "attributes" in inspect.signature(self.source_cls).parameters:
+            kwargs["attributes"] = sorted({name for names in self.rules.user_attributes.values()
+                                           for name in names})
+        return self.source_cls(self.config.source.settings, **kwargs)
 
     def open_state(self, *, lock: bool = True) -> State:
         return State.open(self.config.state.path, lock=lock)

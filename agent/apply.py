@@ -107,7 +107,11 @@ class Applier:
                                           OpKind.REACTIVATE_USER, OpKind.DEACTIVATE_USER) else "user"
         try:
             adopted = future.result()
+        except _NotSent:
+            return
         except FatalTargetError as exc:
+            if report.fatal:
+                return
             report.fatal = str(exc)
             report.failed.append((op, str(exc)))
             log.error("stopping: %s", exc)
@@ -133,7 +137,7 @@ class Applier:
 
     def _run(self, op: Op) -> bool:
         if self._fatal.is_set():
-            raise FatalTargetError("not sent: the run was stopped by an earlier error")
+            raise _NotSent()
         if op.refused:
             raise _Refused(op.refused)
         try:
@@ -260,6 +264,10 @@ class Applier:
             self.target.delete_group(scim_id)
         self.record("forget_group", op.source_id)
         return False
+
+
+class _NotSent(Exception):
+    """Skipped: an earlier operation stopped the run before this one was sent."""
 
 
 class _Refused(TargetError):
