@@ -184,17 +184,26 @@ def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) 
                 continue       # nothing to add members to
             to_add, to_remove = group.members, frozenset()
         else:
+            renamed_admin = (pushed.display_name != group.display_name
+                             and pushed.display_name.casefold() == admin)
+            if renamed_admin:
+                refusal = (f"{options.admin_group_name} is never renamed "
+                           "(Split's Administrators group)")
             if pushed.display_name != group.display_name:
                 ops.append(Op(OpKind.UPDATE_GROUP, group.key, sid, group=group, refused=refusal,
                               changed={"displayName": (pushed.display_name, group.display_name)}))
+            if renamed_admin:
+                continue    # another group's members must not flow into the administrators
             to_add = group.members - pushed.members
             to_remove = pushed.members - group.members - held_users
+        # a refused rename keeps the old name on the target; members still follow the source
         name = pushed.display_name if pushed is not None and refusal else group.display_name
         if to_add:
             ops.append(_member_op(OpKind.ADD_MEMBERS, name, sid, to_add, user_key))
         if to_remove:
             refused = ""
-            if name.casefold() == admin and not (pushed.members - to_remove):
+            # additions run in an earlier phase, so handing admin over to someone else is fine
+            if name.casefold() == admin and not ((pushed.members | to_add) - to_remove):
                 refused = (f"{options.admin_group_name} must keep at least one member "
                            "(Split's Administrators group)")
             ops.append(_member_op(OpKind.REMOVE_MEMBERS, name, sid, to_remove, user_key, refused))

@@ -119,13 +119,15 @@ def _read_csv_folder(folder: Path) -> Directory:
 def _csv_rows(path: Path, required: tuple[str, ...]):
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, strict=True)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
                 raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
             for row in reader:
                 if None in row:
                     raise SourceError(f"{path}: line {reader.line_num}: more fields than columns")
+                if None in row.values():    # a cut-off export must not read as a smaller one
+                    raise SourceError(f"{path}: line {reader.line_num}: fewer fields than columns")
                 yield reader.line_num, {k: (v or "") for k, v in row.items()}
     except FileNotFoundError:
         raise SourceError(f"{path}: source file not found")

@@ -115,7 +115,7 @@ class RateLimiter:
                         self._tokens -= 1
                         return
                     wait = (1 - self._tokens) / self.rate
-            self._sleep(wait)
+            self._sleep(max(wait, 1e-3))   # never a zero-length spin
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

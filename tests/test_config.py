@@ -1,0 +1,415 @@
+"""agent/config.py: the TOML loader, its error messages, secrets and value types."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from pathlib import Path
+
+import pytest
+
+from agent import config as config_module
+from agent.config import ConfigError, Threshold, load, parse_duration
+from connectors.base import Secret
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "s3cr3t-token-value-9f8e7d"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("SCIM_TOKEN", "CREDENTIALS_DIRECTORY", "SCIM_AGENT_CONFIG", "TEST_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def config_text(*, state: str = 'path = "state.db"',
+                source: str = 'type = "file"\npath = "directory.json"',
+                target: str = 'url = "https://split.example.test/scim/v2"',
+                extra: str = "") -> str:
+    return f"[state]\n{state}\n\n[source]\n{source}\n\n[target]\n{target}\n\n{extra}\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error_at(path: Path, **kwargs) -> str:
+    """The message of the ConfigError that loading ``path`` raises; it must name the file."""
+    with pytest.raises(ConfigError) as info:
+        load(path, **kwargs)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def load_error(tmp_path: Path, text: str, **kwargs) -> str:
+    return load_error_at(write(tmp_path, text), **kwargs)
+
+
+# ------------------------------------------------------------------ the bundled example
+
+
+def test_example_config_loads_without_target_secrets():
+    config = load(REPO / "config.example.toml", resolve_target_secrets=False)
+    assert config.source.type == "file"
+    assert config.source.settings.path == REPO / "examples" / "directory.json"
+    assert config.state.path == REPO / "state" / "scim-agent.db"
+    assert config.target.token is None
+    assert config.sync.max_deactivations == Threshold(10, True)
+    assert config.schedule.interval == dt.timedelta(minutes=5)
+
+
+def test_example_config_resolves_the_token_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SCIM_TOKEN", SECRET)
+    config = load(REPO / "config.example.toml")
+    assert config.target.token.reveal() == SECRET
+
+
+def test_example_config_without_scim_token_names_the_variable():
+    message = load_error_at(REPO / "config.example.toml")
+    assert "[target] token" in message
+    assert "SCIM_TOKEN" in message
+
+
+def test_minimal_config_gets_the_documented_defaults(tmp_path):
+    config = load(write(tmp_path, config_text()))
+    assert config.target.rate_limit == 10.0
+    assert config.target.concurrency == 4
+    assert config.target.admin_group_name == "Split_Administrators"
+    assert config.sync.deactivate is True
+    assert config.sync.groups is True
+    assert config.sync.max_deactivations == Threshold(10, True)
+
+
+# ------------------------------------------------------------------ file-level errors
+
+
+def test_missing_file_is_named(tmp_path):
+    message = load_error_at(tmp_path / "nope.toml")
+    assert "not found" in message
+
+
+def test_invalid_toml_is_named(tmp_path):
+    message = load_error(tmp_path, config_text(extra="[sync\ndeactivate = true"))
+    assert "not valid TOML" in message
+
+
+def test_non_utf8_file_is_named(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(config_text().encode() + b'# caf\xe9\n')
+    assert "UTF-8" in load_error_at(path)
+
+
+# ------------------------------------------------------------------ unknown and missing keys
+
+
+def test_unknown_section(tmp_path):
+    message = load_error(tmp_path, config_text(extra="[sink]\nx = 1"))
+    assert "[sink]" in message and "unknown section" in message
+
+
+def test_unknown_key_in_a_section(tmp_path):
+    message = load_error(tmp_path, config_text(extra="[sync]\ndeactivte = true"))
+    assert "[sync] deactivte" in message and "unknown key" in message
+
+
+def test_unknown_key_in_source(tmp_path):
+    source = 'type = "file"\npath = "d.json"\nfilename = "d.json"'
+    message = load_error(tmp_path, config_text(source=source))
+    assert "[source] filename" in message and "unknown key" in message
+
+
+def test_unknown_scim_attribute_in_source_attributes(tmp_path):
+    source = 'type = "file"\npath = "d.json"\n[source.attributes]\nshoeSize = "shoe"'
+    message = load_error(tmp_path, config_text(source=source))
+    assert "[source.attributes] shoeSize" in message
+
+
+def test_unknown_source_type(tmp_path):
+    message = load_error(tmp_path, config_text(source='type = "csv"\npath = "d"'))
+    assert "[source] type" in message and "'csv'" in message
+
+
+@pytest.mark.parametrize("section", ["state", "source", "target"])
+def test_missing_required_section(tmp_path, section):
+    blocks = config_text().split("\n\n")
+    text = "\n\n".join(b for b in blocks if not b.startswith(f"[{section}]"))
+    message = load_error(tmp_path, text)
+    assert f"[{section}]" in message and "missing" in message
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    ({"state": ""}, "[state] path"),
+    ({"source": 'path = "d.json"'}, "[source] type"),
+    ({"source": 'type = "file"'}, "[source] path"),
+    ({"target": 'rate_limit = 5.0'}, "[target] url"),
+])
+def test_missing_required_key(tmp_path, kwargs, where):
+    message = load_error(tmp_path, config_text(**kwargs))
+    assert where in message and "required" in message
+
+
+# ------------------------------------------------------------------ wrong types and bad values
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    ({"target": 'url = "https://h/scim/v2"\nconcurrency = "4"'}, "[target] concurrency"),
+    ({"extra": "[sync]\ndeactivate = 1"}, "[sync] deactivate"),
+    ({"target": 'url = "https://h/scim/v2"\nmax_attempts = true'}, "[target] max_attempts"),
+    ({"target": 'url = "https://h/scim/v2"\nrate_limit = false'}, "[target] rate_limit"),
+    ({"target": "url = 42"}, "[target] url"),
+    ({"state": "path = 3"}, "[state] path"),
+    ({"extra": '[sync]\nadmin_group = ["a"]'}, "[sync] admin_group"),
+], ids=["string-for-int", "int-for-bool", "bool-for-int", "bool-for-float", "int-for-url",
+        "int-for-path", "list-for-string"])
+def test_wrong_type_names_the_key(tmp_path, kwargs, where):
+    message = load_error(tmp_path, config_text(**kwargs))
+    assert where in message
+    assert "expected" in message
+
+
+@pytest.mark.parametrize("value", ['"5 minutes"', '"0s"', '"-5m"', '"m"', "true", '""'])
+def test_bad_duration_names_the_key(tmp_path, value):
+    message = load_error(tmp_path, config_text(extra=f"[schedule]\ninterval = {value}"))
+    assert "[schedule] interval" in message
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30s", 30), ("5m", 300), ("1h", 3600), ("7d", 604800), ("1.5h", 5400), ("250ms", 0.25),
+])
+def test_durations_parse(text, seconds):
+    assert parse_duration(text) == dt.timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("value", ['"150%"', '"ten"', "-1", "2.5", "true"])
+def test_bad_threshold_names_the_key(tmp_path, value):
+    message = load_error(tmp_path, config_text(extra=f"[sync]\nmax_deactivations = {value}"))
+    assert "[sync] max_deactivations" in message
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('"10%"', Threshold(10, True)), ("25", Threshold(25, False)), ('"25"', Threshold(25, False)),
+    ('"100%"', Threshold(100, True)), ("0", Threshold(0, False)),
+])
+def test_thresholds_parse(tmp_path, value, expected):
+    config = load(write(tmp_path, config_text(extra=f"[sync]\nmax_deactivations = {value}")))
+    assert config.sync.max_deactivations == expected
+
+
+def test_interval_and_cron_together_are_refused(tmp_path):
+    extra = '[schedule]\ninterval = "5m"\ncron = "*/5 * * * *"'
+    message = load_error(tmp_path, config_text(extra=extra))
+    assert "[schedule]" in message and "interval" in message and "cron" in message
+
+
+@pytest.mark.parametrize("cron", ["every five minutes", "61 * * * *", "* * * *"])
+def test_bad_cron_names_the_key(tmp_path, cron):
+    message = load_error(tmp_path, config_text(extra=f'[schedule]\ncron = "{cron}"'))
+    assert "[schedule] cron" in message
+
+
+def test_good_cron_loads(tmp_path):
+    config = load(write(tmp_path, config_text(extra='[schedule]\ncron = "*/5 * * * *"')))
+    assert config.schedule.cron == "*/5 * * * *"
+    assert config.schedule.interval is None
+
+
+@pytest.mark.parametrize("url", ["split.example.test/scim", "ftp://h/scim", "https://u:p@h/scim"])
+def test_bad_target_url(tmp_path, url):
+    message = load_error(tmp_path, config_text(target=f'url = "{url}"'))
+    assert "[target] url" in message
+
+
+# ------------------------------------------------------------------ relative paths
+
+
+def test_relative_paths_are_relative_to_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    target = 'url = "https://h/scim/v2"\nca_file = "certs/ca.pem"'
+    config = load(write(folder, config_text(state='path = "var/state.db"', target=target)))
+    assert config.state.path == folder / "var" / "state.db"
+    assert config.source.settings.path == folder / "directory.json"
+    assert config.target.ca_file == folder / "certs" / "ca.pem"
+
+
+def test_absolute_paths_are_kept(tmp_path):
+    config = load(write(tmp_path, config_text(state='path = "/var/lib/scim-agent/state.db"')))
+    assert config.state.path == Path("/var/lib/scim-agent/state.db")
+
+
+def test_relative_config_path_is_made_absolute(tmp_path, monkeypatch):
+    write(tmp_path, config_text())
+    monkeypatch.chdir(tmp_path)
+    config = load("config.toml")
+    assert config.path == tmp_path / "config.toml"
+    assert config.state.path == tmp_path / "state.db"
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def with_token(token: str) -> str:
+    return config_text(target=f'url = "https://h/scim/v2"\ntoken = {token}')
+
+
+def test_literal_secret(tmp_path):
+    config = load(write(tmp_path, with_token(f'"{SECRET}"')))
+    assert config.target.token.reveal() == SECRET
+
+
+def test_env_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TOKEN", SECRET)
+    config = load(write(tmp_path, with_token('{ env = "TEST_TOKEN" }')))
+    assert config.target.token.reveal() == SECRET
+
+
+def test_file_secret_strips_the_trailing_newline(tmp_path):
+    secret_file = tmp_path / "token"
+    secret_file.write_text(SECRET + "\n")
+    secret_file.chmod(0o600)
+    config = load(write(tmp_path, with_token('{ file = "token" }')))
+    assert config.target.token.reveal() == SECRET
+
+
+def test_file_secret_is_relative_to_the_config_folder(tmp_path, monkeypatch):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text(SECRET)
+    monkeypatch.chdir("/")
+    config = load(write(tmp_path, with_token('{ file = "secrets/token" }')))
+    assert config.target.token.reveal() == SECRET
+
+
+def test_credential_secret(tmp_path, monkeypatch):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "scim-token").write_text(SECRET + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    config = load(write(tmp_path, with_token('{ credential = "scim-token" }')))
+    assert config.target.token.reveal() == SECRET
+
+
+def test_unset_env_secret_names_the_variable(tmp_path):
+    message = load_error(tmp_path, with_token('{ env = "TEST_TOKEN" }'))
+    assert "[target] token" in message and "TEST_TOKEN" in message
+
+
+def test_missing_secret_file_is_named(tmp_path):
+    message = load_error(tmp_path, with_token('{ file = "absent" }'))
+    assert "[target] token" in message and str(tmp_path / "absent") in message
+
+
+def test_world_writable_secret_file_is_refused(tmp_path):
+    secret_file = tmp_path / "token"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o666)
+    message = load_error(tmp_path, with_token('{ file = "token" }'))
+    assert "[target] token" in message and "writable by everyone" in message
+
+
+def test_empty_secret_file_is_refused(tmp_path):
+    (tmp_path / "token").write_text("\n")
+    message = load_error(tmp_path, with_token('{ file = "token" }'))
+    assert "[target] token" in message and "empty" in message
+
+
+def test_credential_without_credentials_directory(tmp_path):
+    message = load_error(tmp_path, with_token('{ credential = "scim-token" }'))
+    assert "[target] token" in message and "CREDENTIALS_DIRECTORY" in message
+
+
+def test_unknown_secret_form(tmp_path):
+    message = load_error(tmp_path, with_token('{ vault = "kv/scim" }'))
+    assert "[target] token" in message and "vault" in message
+
+
+def test_target_secrets_are_not_read_when_not_needed(tmp_path):
+    config = load(write(tmp_path, with_token('{ env = "TEST_TOKEN" }')),
+                  resolve_target_secrets=False)
+    assert config.target.token is None
+
+
+@pytest.mark.parametrize("token", [
+    f'["{SECRET}"]',                                   # a list instead of a string
+    f'{{ env = "TEST_TOKEN", literal = "{SECRET}" }}',  # two forms at once
+    f'{{ literal = "{SECRET}" }}',                       # an unknown form holding the value
+])
+def test_secret_errors_never_contain_the_value(tmp_path, token):
+    message = load_error(tmp_path, with_token(token))
+    assert "[target] token" in message
+    assert SECRET not in message
+
+
+def test_later_errors_never_contain_a_resolved_secret(tmp_path):
+    target = f'url = "https://h/scim/v2"\ntoken = "{SECRET}"\nconcurrency = "many"'
+    message = load_error(tmp_path, config_text(target=target))
+    assert "[target] concurrency" in message
+    assert SECRET not in message
+
+
+def test_secret_file_errors_never_contain_the_value(tmp_path):
+    secret_file = tmp_path / "token"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o666)
+    assert SECRET not in load_error(tmp_path, with_token('{ file = "token" }'))
+
+
+def test_secret_repr_and_str_hide_the_value():
+    secret = Secret(SECRET, "environment variable SCIM_TOKEN")
+    for shown in (repr(secret), str(secret), f"{secret}", "%s" % secret, repr([secret])):
+        assert SECRET not in shown
+    assert "SCIM_TOKEN" in repr(secret)
+
+
+def test_loaded_config_repr_hides_the_secret(tmp_path):
+    config = load(write(tmp_path, with_token(f'"{SECRET}"')))
+    assert SECRET not in repr(config)
+
+
+def test_secret_cannot_be_pickled():
+    with pytest.raises(TypeError):
+        pickle.dumps(Secret(SECRET))
+
+
+def test_config_holding_a_secret_cannot_be_pickled(tmp_path):
+    config = load(write(tmp_path, with_token(f'"{SECRET}"')))
+    with pytest.raises(TypeError):
+        pickle.dumps(config)
+
+
+# ------------------------------------------------------------------ Threshold
+
+
+@pytest.mark.parametrize("percent, managed, limit", [
+    (10, 5, 1),      # 0.5 rounds up: one leaver still passes in a small organisation
+    (10, 10, 1),
+    (10, 11, 2),     # 1.1 rounds up
+    (10, 0, 0),
+    (33, 100, 33),
+    (12.5, 9, 2),    # 1.125 rounds up
+])
+def test_percentage_threshold_rounds_up(percent, managed, limit):
+    assert Threshold(percent, True).limit(managed) == limit
+
+
+def test_count_threshold_ignores_the_number_managed():
+    assert Threshold(3, False).limit(1000) == 3
+    assert Threshold(3, False).limit(1) == 3
+
+
+def test_threshold_str_is_what_the_operator_wrote():
+    assert str(Threshold(10, True)) == "10%"
+    assert str(Threshold(25, False)) == "25"
+
+
+def test_config_path_prefers_explicit_then_environment(monkeypatch):
+    monkeypatch.setenv("SCIM_AGENT_CONFIG", "/srv/agent.toml")
+    assert config_module.config_path("/tmp/x.toml") == Path("/tmp/x.toml")
+    assert config_module.config_path(None) == Path("/srv/agent.toml")
+    monkeypatch.delenv("SCIM_AGENT_CONFIG")
+    assert config_module.config_path(None) == Path("/etc/scim-agent/config.toml")

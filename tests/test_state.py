@@ -1,0 +1,338 @@
+"""agent/state.py: the SQLite snapshot, its file, its lock, and its bookkeeping."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from agent.model import Group, PushedGroup, PushedUser, Snapshot, User, user_digest
+from agent.state import SCHEMA_VERSION, State, StateError
+from connectors.base import Directory, GroupRecord, UserRecord
+
+ALICE = User("u1", "alice@example.org", True,
+             {"userName": "alice@example.org", "email": "alice@example.org", "title": "Eng"})
+BOB = User("u2", "bob@example.org", True, {"userName": "bob@example.org"})
+ENG = Group("g1", "Engineering", frozenset({"u1", "u2"}))
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "var" / "state.db"
+
+
+@pytest.fixture
+def state(db_path):
+    with State.open(db_path) as opened:
+        yield opened
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ------------------------------------------------------------------ the file
+
+
+def test_open_creates_a_private_file_in_a_private_folder(db_path):
+    State.open(db_path).close()
+    assert mode(db_path) == 0o600
+    assert mode(db_path.parent) == 0o700
+
+
+def test_every_file_beside_the_snapshot_is_private(state, db_path):
+    state.record_user(ALICE, "scim-1")
+    files = list(db_path.parent.iterdir())
+    assert db_path in files
+    assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_wal_mode_is_on(state):
+    assert state.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_schema_version_is_recorded(state):
+    assert state.get_meta("schema_version") == str(SCHEMA_VERSION)
+
+
+def test_reopening_keeps_the_data(db_path):
+    with State.open(db_path) as first:
+        first.record_user(ALICE, "scim-1")
+    with State.open(db_path) as second:
+        assert set(second.snapshot().users) == {"u1"}
+        assert second.get_meta("schema_version") == str(SCHEMA_VERSION)
+
+
+def test_a_newer_schema_is_refused(db_path):
+    with State.open(db_path) as first:
+        first.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(StateError, match="newer scim-agent") as info:
+        State.open(db_path)
+    assert str(db_path) in str(info.value)
+
+
+def test_a_corrupt_file_gives_a_clear_error(db_path):
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"this is not a database\n" * 500)
+    with pytest.raises(StateError) as info:
+        State.open(db_path)
+    message = str(info.value)
+    assert str(db_path) in message
+    assert "not a usable snapshot" in message
+    assert "move it aside" in message
+
+
+def test_a_corrupt_file_releases_the_lock(db_path):
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(StateError):
+        State.open(db_path)
+    db_path.unlink()
+    State.open(db_path).close()
+
+
+def test_open_without_create_refuses_a_missing_snapshot(db_path):
+    with pytest.raises(StateError, match="no snapshot yet"):
+        State.open(db_path, create=False)
+    assert not db_path.exists()
+
+
+# ------------------------------------------------------------------ the lock
+
+
+def test_a_second_locked_open_is_refused_naming_the_path(state, db_path):
+    with pytest.raises(StateError, match="another scim-agent") as info:
+        State.open(db_path, lock=True)
+    assert str(db_path) in str(info.value)
+
+
+def test_the_lock_is_released_on_close(db_path):
+    State.open(db_path).close()
+    State.open(db_path).close()
+
+
+def test_the_lock_is_released_when_leaving_the_with_block(db_path):
+    with State.open(db_path):
+        pass
+    with State.open(db_path) as again:
+        assert again.snapshot().is_empty
+
+
+def test_an_unlocked_reader_may_open_while_locked(state, db_path):
+    state.record_user(ALICE, "scim-1")
+    with State.open(db_path, lock=False) as reader:
+        assert set(reader.snapshot().users) == {"u1"}
+
+
+# ------------------------------------------------------------------ the snapshot
+
+
+def test_a_new_snapshot_is_empty(state):
+    assert state.snapshot() == Snapshot.empty()
+
+
+def test_record_user_round_trips(state):
+    state.record_user(ALICE, "scim-1")
+    assert state.snapshot().users == {
+        "u1": PushedUser("u1", "scim-1", "alice@example.org", True, dict(ALICE.attributes),
+                         ALICE.digest)}
+
+
+def test_record_user_replaces_the_previous_version(state):
+    state.record_user(ALICE, "scim-1")
+    renamed = User("u1", "a.archer@example.org", True, {"userName": "a.archer@example.org"})
+    state.record_user(renamed, "scim-1")
+    pushed = state.snapshot().users["u1"]
+    assert pushed.user_name == "a.archer@example.org"
+    assert pushed.digest == renamed.digest
+    assert state.counts()["users"] == 1
+
+
+def test_record_user_with_another_active_flag_clears_the_digest(state):
+    state.record_user(ALICE, "scim-1", active=False)
+    pushed = state.snapshot().users["u1"]
+    assert pushed.active is False
+    assert pushed.digest == ""          # so the next plan compares attributes again
+
+
+def test_record_user_active_flips_only_the_flag(state):
+    state.record_user(ALICE, "scim-1")
+    state.record_user_active("u1", False)
+    pushed = state.snapshot().users["u1"]
+    assert pushed.active is False
+    assert pushed.attributes == dict(ALICE.attributes)
+    assert pushed.scim_id == "scim-1"
+
+
+def test_record_adopted_user_gets_the_digest_of_what_the_target_holds(state):
+    state.record_adopted_user("u1", "scim-1", "alice@example.org", True, dict(ALICE.attributes))
+    pushed = state.snapshot().users["u1"]
+    assert pushed.digest == ALICE.digest
+    assert pushed.digest == user_digest(ALICE.attributes, True)
+
+
+def test_record_group_and_members_round_trip(state):
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1", "u2"])
+    assert state.snapshot().groups == {
+        "g1": PushedGroup("g1", "scim-g1", "Engineering", ENG.digest, frozenset({"u1", "u2"}))}
+
+
+def test_record_members_removes(state):
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1", "u2"])
+    state.record_members("g1", removed=["u1"])
+    assert state.snapshot().groups["g1"].members == {"u2"}
+
+
+def test_record_members_twice_is_harmless(state):
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1"])
+    state.record_members("g1", added=["u1"])
+    assert state.counts()["memberships"] == 1
+
+
+def test_record_adopted_group_replaces_memberships(state):
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1"])
+    state.record_adopted_group("g1", "scim-g9", "Engineering", ["u2"])
+    group = state.snapshot().groups["g1"]
+    assert (group.scim_id, group.members) == ("scim-g9", {"u2"})
+    assert group.digest == ENG.digest
+
+
+def test_forget_user_drops_the_user_and_their_memberships(state):
+    state.record_user(ALICE, "scim-1")
+    state.record_user(BOB, "scim-2")
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1", "u2"])
+    state.forget_user("u1")
+    snap = state.snapshot()
+    assert set(snap.users) == {"u2"}
+    assert snap.groups["g1"].members == {"u2"}
+
+
+def test_forget_group_drops_the_group_and_its_memberships(state):
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1"])
+    state.forget_group("g1")
+    assert state.snapshot().groups == {}
+    assert state.counts()["memberships"] == 0
+
+
+def test_scim_ids_and_counts(state):
+    state.record_user(ALICE, "scim-1")
+    state.record_user(BOB, "scim-2")
+    state.record_user_active("u2", False)
+    state.record_group(ENG, "scim-g1")
+    state.record_members("g1", added=["u1"])
+    assert state.scim_ids() == ({"u1": "scim-1", "u2": "scim-2"}, {"g1": "scim-g1"})
+    assert state.counts() == {"users": 2, "active_users": 1, "groups": 1, "memberships": 1}
+
+
+def test_each_record_is_committed_at_once(state, db_path):
+    state.record_user(ALICE, "scim-1")
+    other = sqlite3.connect(db_path)          # a separate connection sees it: committed
+    try:
+        assert other.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+    finally:
+        other.close()
+
+
+# ------------------------------------------------------------------ the source view
+
+
+VIEW = Directory.of(
+    [UserRecord("u1", {"mail": "alice@example.org", "groups": ["a", "b"]}, True),
+     UserRecord("u2", {"mail": "bob@example.org"}, False)],
+    [GroupRecord("g1", {"cn": "Eng"}, frozenset({"u1", "g2"})),
+     GroupRecord("g2", {"cn": "Platform"}, frozenset())],
+    cursor="delta-1")
+
+
+def test_no_source_view_before_one_is_saved(state):
+    assert state.source_view() is None
+
+
+def test_full_source_view_round_trips(state):
+    state.save_source_view(VIEW, "entra", full_read=True)
+    assert state.source_view() == VIEW
+    assert state.get_meta("source_type") == "entra"
+    assert state.get_meta("last_full_read")
+
+
+def test_a_full_read_replaces_the_whole_view(state):
+    state.save_source_view(VIEW, "entra", full_read=True)
+    smaller = Directory.of([UserRecord("u3", {"mail": "c@example.org"})], [], cursor="delta-2")
+    state.save_source_view(smaller, "entra", full_read=True)
+    assert state.source_view() == smaller
+
+
+def test_incremental_source_view_round_trips(state):
+    state.save_source_view(VIEW, "entra", full_read=True)
+    changed = Directory.of([UserRecord("u2", {"mail": "bob@example.org"}, True),
+                            UserRecord("u3", {"mail": "carol@example.org"}, True)],
+                           [GroupRecord("g1", {"cn": "Eng"}, frozenset({"u3"}))])
+    after = Directory(
+        {"u2": changed.users["u2"], "u3": changed.users["u3"]},
+        {"g1": changed.groups["g1"]},
+        cursor="delta-2")
+    state.save_source_view(after, "entra", full_read=False, changed=changed,
+                           removed_users=["u1"], removed_groups=["g2"])
+    assert state.source_view() == after
+
+
+def test_incremental_save_keeps_the_last_full_read_time(state):
+    state.save_source_view(VIEW, "entra", full_read=True)
+    state.set_meta("last_full_read", "2000-01-01T00:00:00+00:00")
+    state.save_source_view(Directory.of(cursor="delta-2"), "entra", full_read=False,
+                           changed=Directory.of())
+    assert state.get_meta("last_full_read") == "2000-01-01T00:00:00+00:00"
+    assert state.get_meta("source_cursor") == "delta-2"
+
+
+def test_clear_source_view(state):
+    state.save_source_view(VIEW, "entra", full_read=True)
+    state.clear_source_view()
+    assert state.source_view() is None
+    assert state.db.execute("SELECT count(*) FROM source_users").fetchone()[0] == 0
+
+
+# ------------------------------------------------------------------ runs and failures
+
+
+def test_runs_are_listed_newest_first(state):
+    first = state.start_run("sync")
+    state.finish_run(first, "ok", {"create_user": 2}, 0, "", 1.5)
+    second = state.start_run("sync")
+    runs = state.runs()
+    assert [r.id for r in runs] == [second, first]
+    assert runs[1].outcome == "ok"
+    assert runs[1].counts == {"create_user": 2}
+    assert runs[1].duration == 1.5
+    assert runs[1].finished is not None
+    assert runs[0].finished is None and runs[0].outcome is None
+    assert runs[0].mode == "sync"
+
+
+def test_runs_limit(state):
+    for _ in range(5):
+        state.start_run("plan")
+    assert len(state.runs(limit=3)) == 3
+
+
+def test_failures_are_counted_per_object(state):
+    state.record_failure("user", "alice@example.org", "create_user", "400: bad email")
+    state.record_failure("user", "alice@example.org", "update_user", "400: bad title")
+    state.record_failure("group", "Eng", "create_group", "409")
+    failures = state.failures()
+    assert [(f["key"], f["count"]) for f in failures] == [("alice@example.org", 2), ("Eng", 1)]
+    assert failures[0]["op"] == "update_user"
+    assert failures[0]["error"] == "400: bad title"
+
+
+def test_a_cleared_failure_is_gone(state):
+    state.record_failure("user", "alice@example.org", "create_user", "400")
+    state.clear_failure("user", "alice@example.org")
+    assert state.failures() == []
