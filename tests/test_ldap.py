@@ -1,0 +1,676 @@
+"""LDAP source against a real OpenLDAP slapd (tests/servers/slapd.py), plus an AD stand-in.
+
+Most tests run against one slapd per module, bulk-loaded offline with slapadd (fast) with
+entries dated 2020 so that change reads see only what a test touches. Tests that change or
+kill the server get their own slapd. The server's ``sizelimit`` is 50 for plain searches
+(paged searches are unlimited, as with AD's MaxPageSize), and it also listens on ldaps://
+with a CA generated here.
+
+Active Directory behaviour is exercised against :class:`FakeAd`, ldap3's MOCK_SYNC server
+with a thin layer that emulates what the mock lacks: rootDSE (highestCommittedUSN,
+dsServiceName), range retrieval of ``member`` (MaxValRange = 4), and the two extensible
+matching rules (bit-and 803 on userAccountControl, in-chain 1941 on memberOf), rewritten
+into equivalent plain filters from the mock's own data. What that proves: the connector
+asks for the right things (filters, escaped values, ranges, rootDSE fields, the DSA's
+invocationId) and turns AD-shaped answers into the right records (objectGUID bytes_le,
+disabled bit, UPN fallback, USN cursor). What it leaves unproven: real AD's wire behaviour —
+the exact range reply form and MaxValRange, how AD evaluates 1941 on large or cyclic
+nesting, continuation references, objectCategory expansion, the 1000-entry page cap — all
+taken from Microsoft's documentation (sources.md §3), not observed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from pathlib import Path
+
+import ldap3
+import pytest
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from connectors.base import (ConfigError, CursorExpired, Secret, SourceAuthError, SourceError)
+from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
+                             normalise_dn, verifying_context)
+from tests.servers.slapd import (ADMIN_DN, BASE_LDIF, READER_DN, READER_PASSWORD, SUFFIX, Slapd,
+                                 available, free_port, ldif_entry, make_ca)
+from tests.source_contract import PEOPLE, TEAMS, SourceContract, people_by_key
+
+pytestmark = pytest.mark.skipif(not available(), reason="slapd / ldap-utils not installed")
+
+PEOPLE_BASE = f"ou=people,{SUFFIX}"
+GROUPS_BASE = f"ou=groups,{SUFFIX}"
+OLD = "20200101000000Z"          # seeded entries look old: change reads must not see them
+
+
+def old(i: int) -> str:
+    """Seed timestamps a minute apart, as in a directory edited over time (a bulk load in
+    one second would put every entry inside the change read's overlap window)."""
+    return (dt.datetime(2020, 1, 1) + dt.timedelta(minutes=i)).strftime("%Y%m%d%H%M%SZ")
+WEIRD_CN = 'Weird ( ) * \\ , + " < > ; = Ünïcødé'
+BULK_USERS, BULK_GROUPS, BIG_GROUP = 120, 60, 3000
+LIMITED_DN = f"cn=limited,{SUFFIX}"
+
+
+def person_dn(key: str, base: str = PEOPLE_BASE) -> str:
+    return f"uid={key},{base}"
+
+
+def team_dn(team) -> str:
+    return f"cn={escape_rdn(team.name)},{GROUPS_BASE}"
+
+
+def people_ldif(base: str = PEOPLE_BASE, stamped: bool = True) -> str:
+    out = []
+    for i, p in enumerate(PEOPLE):
+        attrs = {"objectClass": "inetOrgPerson", "uid": p.key, "cn": p.display, "sn": p.family,
+                 "givenName": p.given, "displayName": p.display, "mail": p.email,
+                 "title": p.title, "departmentNumber": p.department}
+        if stamped:
+            attrs.update(modifyTimestamp=old(i), createTimestamp=old(i))
+        if not p.active:
+            attrs["employeeType"] = "disabled"
+        out.append(ldif_entry(person_dn(p.key, base), attrs))
+    return "".join(out)
+
+
+def teams_ldif(stamped: bool = True) -> str:
+    by_key = {t.key: t for t in TEAMS}
+    out = []
+    for i, t in enumerate(TEAMS, start=len(PEOPLE)):
+        attrs = {"objectClass": "groupOfNames", "cn": t.name,
+                 "member": [person_dn(k) for k in t.people] + [team_dn(by_key[k])
+                                                               for k in t.teams]}
+        if stamped:
+            attrs.update(modifyTimestamp=old(i), createTimestamp=old(i))
+        out.append(ldif_entry(team_dn(t), attrs))
+    return "".join(out)
+
+
+def extra_ldif() -> str:
+    """Bulk users and groups beyond the size limit, a 3000-member group, special characters."""
+    out = [ldif_entry(f"ou={ou},{SUFFIX}", {"objectClass": "organizationalUnit", "ou": ou})
+           for ou in ("bulk", "bulkgroups", "big", "weird")]
+    for i in range(BULK_USERS):
+        out.append(ldif_entry(f"uid=bulk{i:03d},ou=bulk,{SUFFIX}", {
+            "objectClass": "inetOrgPerson", "uid": f"bulk{i:03d}", "cn": f"Bulk {i}",
+            "sn": "Bulk", "mail": f"bulk{i:03d}@example.org"}))
+    for g in range(BULK_GROUPS):
+        out.append(ldif_entry(f"cn=bulkgroup{g:02d},ou=bulkgroups,{SUFFIX}", {
+            "objectClass": "groupOfNames", "cn": f"bulkgroup{g:02d}",
+            "member": f"uid=bulk{g:03d},ou=bulk,{SUFFIX}"}))
+    for i in range(BIG_GROUP):
+        out.append(ldif_entry(f"uid=big{i:04d},ou=big,{SUFFIX}", {
+            "objectClass": "inetOrgPerson", "uid": f"big{i:04d}", "cn": "Big", "sn": "Big",
+            "mail": f"big{i:04d}@example.org"}))
+    out.append(ldif_entry(f"cn=everyone,ou=big,{SUFFIX}", {
+        "objectClass": "groupOfNames", "cn": "everyone",
+        "member": [f"uid=big{i:04d},ou=big,{SUFFIX}" for i in range(BIG_GROUP)]}))
+    weird_user = f"cn={escape_rdn(WEIRD_CN)},ou=weird,{SUFFIX}"
+    out.append(ldif_entry(weird_user, {
+        "objectClass": "inetOrgPerson", "cn": WEIRD_CN, "sn": "Ünal*", "givenName": "Zoë (x)",
+        "mail": "weird@example.org"}))
+    out.append(ldif_entry(f"cn={escape_rdn('Ops (EU), *all*')},ou=weird,{SUFFIX}", {
+        "objectClass": "groupOfNames", "cn": "Ops (EU), *all*",
+        # the member DN spelled differently from the entry's own DN: hex escapes, upper case
+        "member": "CN=" + "".join(f"\\{b:02X}" for b in WEIRD_CN.encode()) + ",OU=Weird,"
+                  + SUFFIX.upper()}))
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    slapd = Slapd(tmp_path_factory.mktemp("slapd"), tls=True, size_limit=50,
+                  database_config=f'limits dn.exact="{LIMITED_DN}" size.soft=50 size.hard=50 '
+                                  f'size.prtotal=60')
+    slapd.slapadd(BASE_LDIF + "\n" + people_ldif() + teams_ldif() + extra_ldif()
+                  + ldif_entry(LIMITED_DN, {"objectClass": ["simpleSecurityObject",
+                                                            "organizationalRole"],
+                                            "cn": "limited", "userPassword": "limited"}))
+    slapd.start()
+    yield slapd
+    slapd.stop()
+
+
+def make_source(url, user_base=PEOPLE_BASE, group_base=GROUPS_BASE, **kw) -> LdapSource:
+    kw.setdefault("disabled_filter", "(employeeType=disabled)")
+    hooks = {k: kw.pop(k) for k in ("on_page", "connection_factory", "attributes") if k in kw}
+    settings = LdapSource.Settings(url=(url,) if isinstance(url, str) else tuple(url),
+                                   user_base=user_base, group_base=group_base,
+                                   bind_dn=kw.pop("bind_dn", READER_DN),
+                                   password=kw.pop("password", Secret(READER_PASSWORD)), **kw)
+    return LdapSource(settings, **hooks)
+
+
+def fresh_server(tmp_path, online: bool = False) -> Slapd:
+    """A slapd of its own holding PEOPLE and TEAMS: loaded offline with old timestamps, or
+    (``online``) added through the server so that overlays such as memberof see them."""
+    slapd = Slapd(tmp_path / "slapd")
+    if online:
+        slapd.start()
+        slapd.add_ldif(people_ldif(stamped=False) + teams_ldif(stamped=False))
+        return slapd
+    slapd.slapadd(BASE_LDIF + "\n" + people_ldif() + teams_ldif())
+    return slapd.start()
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared contract
+
+
+class TestContract(SourceContract):
+    source_cls = LdapSource
+
+    @pytest.fixture
+    def seeded_source(self, server):
+        return make_source(server.url)
+
+    @pytest.fixture
+    def failing_source(self, tmp_path):
+        slapd = Slapd(tmp_path / "dying")
+        slapd.slapadd(BASE_LDIF + "\n" + people_ldif() + teams_ldif() + extra_ldif())
+        slapd.start()
+
+        def kill_after_first_page(what, count):
+            if what == "users":
+                slapd.kill()
+
+        yield make_source(slapd.url, user_base=f"ou=bulk,{SUFFIX}", page_size=25,
+                          on_page=kill_after_first_page)
+        slapd.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def test_paged_read_goes_beyond_the_server_size_limit(server):
+    plain = ldap3.Connection(ldap3.Server(server.url), READER_DN, READER_PASSWORD, auto_bind=True)
+    plain.search(f"ou=bulk,{SUFFIX}", "(objectClass=inetOrgPerson)", attributes=["1.1"])
+    assert plain.result["description"] == "sizeLimitExceeded" and len(plain.response) == 50
+
+    pages = []
+    source = make_source(server.url, user_base=f"ou=bulk,{SUFFIX}",
+                         group_base=f"ou=bulkgroups,{SUFFIX}", page_size=20,
+                         on_page=lambda what, n: pages.append((what, n)))
+    directory = source.read()
+    assert len(directory.users) == BULK_USERS and len(directory.groups) == BULK_GROUPS
+    assert ("users", 20) in pages and ("users", BULK_USERS) in pages
+    # a page larger than the size limit is fine too (the limit binds plain searches only)
+    assert len(make_source(server.url, user_base=f"ou=bulk,{SUFFIX}").read().users) == BULK_USERS
+
+
+def test_a_read_cut_short_by_a_server_limit_is_an_error_not_a_short_read(server):
+    # cn=limited may page through 60 entries at most: ldap3 reports sizeLimitExceeded as a
+    # normal end of the search, the connector must not
+    source = make_source(server.url, user_base=f"ou=bulk,{SUFFIX}", page_size=20,
+                         bind_dn=LIMITED_DN, password=Secret("limited"))
+    with pytest.raises(SourceError, match="size limit"):
+        source.read()
+
+
+def test_groups_carry_direct_member_ids_including_nested_and_cyclic_groups(server):
+    directory = make_source(server.url).read()
+    by_dn = {normalise_dn(str(r.attributes["dn"])): r.id
+             for r in (*directory.users.values(), *directory.groups.values())}
+    groups = {g.attributes["cn"]: g for g in directory.groups.values()}
+    eng, platform = groups["Engineering"], groups["Platform"]
+    assert eng.members == {by_dn[normalise_dn(person_dn("alice"))],
+                           by_dn[normalise_dn(person_dn("bob"))], platform.id}
+    assert groups["Loop A"].id in groups["Loop B"].members
+    assert groups["Loop B"].id in groups["Loop A"].members
+    assert all(isinstance(g.attributes["dn"], str) for g in directory.groups.values())
+
+
+def test_a_group_of_three_thousand_members(server):
+    directory = make_source(server.url, user_base=f"ou=big,{SUFFIX}",
+                            group_base=f"ou=big,{SUFFIX}").read()
+    (group,) = directory.groups.values()
+    assert len(directory.users) == BIG_GROUP
+    assert group.members == set(directory.users)
+
+
+def test_members_outside_the_user_base_are_left_out(server):
+    directory = make_source(server.url, user_base=f"ou=bulk,{SUFFIX}").read()
+    groups = {g.attributes["cn"]: g for g in directory.groups.values()}
+    assert groups["Engineering"].members == {groups["Platform"].id}   # users are elsewhere
+
+
+def test_special_characters_and_non_ascii_in_names_and_dns(server):
+    directory = make_source(server.url, user_base=f"ou=weird,{SUFFIX}",
+                            group_base=f"ou=weird,{SUFFIX}").read()
+    (user,) = directory.users.values()
+    (group,) = directory.groups.values()
+    assert user.attributes["cn"] == WEIRD_CN and user.attributes["givenName"] == "Zoë (x)"
+    assert group.attributes["cn"] == "Ops (EU), *all*"
+    assert group.members == {user.id}          # member DN spelt with hex escapes, upper case
+
+
+def test_normalised_dns_compare_by_value():
+    same = ["cn=O\\2CBrien\\+x,ou=People,dc=Example,dc=Test",
+            "CN=o\\,brien\\+X, OU=people,DC=example,DC=test",
+            'cn="O,Brien+x",ou=people;dc=example,dc=test']
+    assert len({normalise_dn(dn) for dn in same}) == 1
+    assert normalise_dn("cn=a+sn=b,dc=x") == normalise_dn("sn=B+cn=A,dc=x")
+    assert normalise_dn("cn=Zoë,dc=x") == normalise_dn("cn=Zo\\C3\\AB,dc=x")
+    assert normalise_dn("cn=a\\,b,dc=x") != normalise_dn("cn=a,cn=b,dc=x")
+
+
+def test_check_reports_users_groups_and_disabled(server):
+    report = make_source(server.url).check()
+    assert report["users"] == len(PEOPLE) and report["groups"] == len(TEAMS)
+    assert report["disabled"] == 1 and report["server"] == server.url
+
+
+def test_extra_attributes_from_the_mapping_are_read(server):
+    directory = make_source(server.url, attributes=("uid",)).read()
+    assert {u.attributes["uid"] for u in directory.users.values()} == set(people_by_key())
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity and changes
+
+
+def test_rename_and_move_keep_the_id(tmp_path):
+    slapd = fresh_server(tmp_path, online=True)
+    try:
+        source = make_source(slapd.url, user_base=SUFFIX)
+        before = source.read()
+        alice_id = next(u.id for u in before.users.values() if u.attributes.get("mail") == "alice@example.org")
+        conn = slapd.admin_connection()
+        conn.add(f"ou=moved,{SUFFIX}", "organizationalUnit", {"ou": "moved"})
+        conn.modify_dn(person_dn("alice"), "uid=alice2", new_superior=f"ou=moved,{SUFFIX}")
+        after = source.read()
+        assert after.users[alice_id].attributes["dn"] == f"uid=alice2,ou=moved,{SUFFIX}"
+        assert set(after.users) == set(before.users)
+        eng = next(g for g in after.groups.values() if g.attributes["cn"] == "Engineering")
+        assert alice_id in eng.members        # memberof-refint rewrote the member DN
+    finally:
+        slapd.stop()
+
+
+def test_change_read_sees_a_changed_user_and_a_membership_change_only(tmp_path):
+    slapd = fresh_server(tmp_path)
+    try:
+        source = make_source(slapd.url)
+        full = source.read()
+        assert json.loads(full.cursor)["since"] < "2021"
+        # only the newest entry falls in the overlap window the cursor keeps
+        unchanged = source.read_changes(full.cursor, full)
+        assert len(unchanged) <= 1
+
+        conn = slapd.admin_connection()
+        conn.modify(person_dn("bob"), {"title": [(ldap3.MODIFY_REPLACE, ["Principal Designer"])]})
+        conn.modify(team_dn(TEAMS[1]), {"member": [(ldap3.MODIFY_ADD, [person_dn("zoe")])]})
+        # the memberof trap: zoe's own timestamp did not move
+        conn.search(person_dn("zoe"), "(objectClass=*)", ldap3.BASE, attributes=["modifyTimestamp"])
+        assert conn.response[0]["raw_attributes"]["modifyTimestamp"][0].decode() < "2021"
+
+        changes = source.read_changes(full.cursor, full)
+        overlap = set(unchanged.users) | set(unchanged.groups)
+        assert [u.attributes["mail"] for uid, u in changes.users.items()
+                if uid not in overlap] == ["bob@example.org"]
+        assert [g.attributes["cn"] for gid, g in changes.groups.items()
+                if gid not in overlap] == ["Platform"]
+        assert changes.users[next(iter(changes.users))].attributes["title"] == "Principal Designer"
+
+        merged = changes.apply_to(full)
+        again = source.read()
+        assert merged.users == again.users and merged.groups == again.groups
+        # the next change read starts after these changes and finds nothing new
+        assert len(source.read_changes(changes.cursor, merged)) <= 2
+    finally:
+        slapd.stop()
+
+
+def test_scope_group_keeps_nested_members_and_follows_changes(tmp_path):
+    slapd = fresh_server(tmp_path)
+    try:
+        source = make_source(slapd.url, scope_group=team_dn(TEAMS[0]))   # Engineering
+        full = source.read()
+        mails = {u.attributes["mail"] for u in full.users.values()}
+        assert mails == {"alice@example.org", "bob@example.org", "carol@example.org",
+                         "dave@example.org"}
+        conn = slapd.admin_connection()
+        conn.modify(team_dn(TEAMS[1]), {"member": [(ldap3.MODIFY_ADD, [person_dn("zoe")])]})
+        conn.modify(team_dn(TEAMS[0]), {"member": [(ldap3.MODIFY_DELETE, [person_dn("bob")])]})
+        changes = source.read_changes(full.cursor, full)
+        assert {u.attributes["mail"] for u in changes.users.values()} == {"zoe.unal@example.org"}
+        bob = next(uid for uid, u in full.users.items() if u.attributes["mail"] == "bob@example.org")
+        assert changes.removed_users == {bob}
+        merged = changes.apply_to(full)
+        assert set(merged.users) == set(source.read().users)
+    finally:
+        slapd.stop()
+
+
+def test_a_scope_group_that_does_not_exist_is_an_error(server):
+    with pytest.raises(SourceError, match="scope_group"):
+        make_source(server.url, scope_group=f"cn=nope,{GROUPS_BASE}").read()
+
+
+def test_unusable_cursors_expire(server):
+    source = make_source(server.url)
+    full = source.read()
+    for cursor in ("", "not json", json.dumps({"v": 1, "flavor": "ad", "url": server.url}),
+                   json.dumps({**json.loads(full.cursor), "url": "ldap://elsewhere:389"})):
+        with pytest.raises(CursorExpired):
+            source.read_changes(cursor, full)
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures
+
+
+def test_server_killed_in_the_middle_of_a_paged_read(tmp_path):
+    slapd = Slapd(tmp_path / "slapd")
+    slapd.slapadd(BASE_LDIF + "\n" + extra_ldif())
+    slapd.start()
+    pages = []
+
+    def kill_on_second_page(what, count):
+        if what == "users":
+            pages.append(count)
+            if len(pages) == 2:
+                slapd.kill()
+
+    source = make_source(slapd.url, user_base=f"ou=big,{SUFFIX}", group_base=f"ou=big,{SUFFIX}",
+                         page_size=100, on_page=kill_on_second_page)
+    try:
+        with pytest.raises(SourceError, match="connection to .* was lost"):
+            source.read()
+        assert pages == [100, 200]
+    finally:
+        slapd.stop()
+
+
+def test_wrong_password_is_an_auth_error(server):
+    with pytest.raises(SourceAuthError, match="rejected"):
+        make_source(server.url, password=Secret("wrong")).read()
+
+
+def test_missing_base_is_named(server):
+    with pytest.raises(SourceError, match="ou=nowhere"):
+        make_source(server.url, user_base=f"ou=nowhere,{SUFFIX}").read()
+
+
+def test_failover_to_the_next_url(server):
+    dead = f"ldap://127.0.0.1:{free_port()}"
+    assert len(make_source([dead, server.url], timeout=3).read().users) == len(PEOPLE)
+    with pytest.raises(SourceError) as info:
+        make_source([dead, f"ldap://127.0.0.1:{free_port()}"], timeout=3).read()
+    assert str(info.value).count("127.0.0.1") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS
+
+
+def test_ldaps_with_the_right_ca(server):
+    assert len(make_source(server.ldaps_url, ca_file=server.ca_file).read().users) == len(PEOPLE)
+
+
+def test_start_tls_with_the_right_ca(server):
+    url = f"ldap://localhost:{server.port}"
+    source = make_source(url, start_tls=True, ca_file=server.ca_file)
+    assert len(source.read().users) == len(PEOPLE)
+
+
+@pytest.mark.parametrize("start_tls", [False, True])
+def test_a_wrong_ca_is_a_clear_error(server, tmp_path, start_tls):
+    wrong = make_ca(tmp_path, "Other CA").cert_file
+    url = f"ldap://localhost:{server.port}" if start_tls else server.ldaps_url
+    with pytest.raises(SourceError, match="certificate of .*could not be verified.*ca_file"):
+        make_source(url, start_tls=start_tls, ca_file=wrong, timeout=5).read()
+
+
+def test_environment_ca_variables_do_not_leak_in(server, monkeypatch):
+    # SSL_CERT_FILE naming the right CA must not make an unconfigured source trust it
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))
+    monkeypatch.setenv("SSL_CERT_DIR", str(Path(server.ca_file).parent))
+    with pytest.raises(SourceError, match="could not be verified"):
+        make_source(server.ldaps_url, timeout=5).read()
+
+
+def test_tls_context_always_verifies(tmp_path):
+    ctx = verifying_context(make_ca(tmp_path).cert_file)
+    assert ctx.check_hostname and ctx.verify_mode.name == "CERT_REQUIRED"
+    assert verifying_context(None).check_hostname
+
+
+def test_settings_are_validated():
+    base = dict(user_base=PEOPLE_BASE)
+    for bad in ({"url": ("http://x",)}, {"url": ("ldaps://x",), "start_tls": True},
+                {"url": ("ldap://x",), "flavor": "novell"},
+                {"url": ("ldap://x",), "in_chain": True},
+                {"url": ("ldap://x",), "page_size": 0},
+                {"url": ("ldap://x",), "password": Secret("p")}):
+        with pytest.raises(ConfigError):
+            LdapSource(LdapSource.Settings(**base, **bad))
+
+
+def test_entry_decoder_matches_ldap3_on_a_real_message():
+    from ldap3.operation.search import search_result_entry_response_to_dict_fast
+    from ldap3.utils.asn1 import decode_message_fast
+    # searchResEntry id 7: dn "cn=a", attributes cn: [a], member: [x, y]
+    def tlv(tag, body):
+        return bytes([tag, len(body)]) + body
+    attr = lambda n, vals: tlv(0x30, tlv(0x04, n) + tlv(0x31, b"".join(tlv(0x04, v) for v in vals)))
+    message = tlv(0x30, tlv(0x02, b"\x07") + tlv(0x64, tlv(0x04, b"cn=a") + tlv(0x30, attr(b"cn", [b"a"]) + attr(b"member", [b"x", b"y"]))))
+    mid, ours = decode_entry(message)
+    theirs = search_result_entry_response_to_dict_fast(decode_message_fast(message)["payload"], None, None, False)
+    assert mid == 7 and ours["dn"] == theirs["dn"]
+    assert ours["raw_attributes"] == {k: v for k, v in theirs["raw_attributes"].items()}
+    assert decode_entry(tlv(0x30, tlv(0x02, b"\x07") + tlv(0x65, b""))) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Active Directory, against ldap3's MOCK_SYNC with an emulation layer (see module docstring)
+
+
+AD = "DC=corp,DC=example"
+DSA_DN = f"CN=NTDS Settings,CN=DC1,CN=Servers,CN=Sites,CN=Configuration,{AD}"
+SVC_DN = f"CN=svc-split,CN=Users,{AD}"
+_EXT = re.compile(r"\(ExtensibleMatch:\s*matchingRule=(\S+)\s*type=(\S+)\s*matchValue=(.*?)\n"
+                  r"\s*dnAttributes=\w+\s*\)", re.S)
+
+
+class FakeAd:
+    MAX_VAL_RANGE = 4
+
+    def __init__(self):
+        self.server = ldap3.Server("fake-ad", get_info=ldap3.NONE)
+        self.usn = 100
+        self.invocation = uuid.uuid4()
+        self.admin = self.connection()
+        self.add(SVC_DN, objectClass="user", userPassword="pw")
+        self.add(DSA_DN, objectClass="nTDSDSA", invocationId=self.invocation.bytes_le)
+        self.admin.bind()
+        self.guids: dict[str, uuid.UUID] = {}
+
+    def connection(self) -> ldap3.Connection:
+        conn = ldap3.Connection(self.server, user=SVC_DN, password="pw",
+                                client_strategy=ldap3.MOCK_SYNC, raise_exceptions=True,
+                                check_names=False, return_empty_attributes=False,
+                                auto_range=False)
+        original = conn.strategy._execute_search
+        conn.strategy._execute_search = lambda request: self._search(original, request)
+        return conn
+
+    def add(self, dn, **attrs):
+        attrs.setdefault("distinguishedName", dn)
+        self.admin.strategy.add_entry(dn, attrs)
+
+    def add_user(self, cn, *, disabled=False, mail=None, upn=None, ou="CN=Users"):
+        dn = f"CN={escape_rdn(cn)},{ou},{AD}"
+        guid = uuid.uuid4()
+        attrs = dict(objectClass=["top", "person", "user"], objectCategory="person", cn=cn,
+                     sn=cn.split()[-1], givenName=cn.split()[0], displayName=cn,
+                     objectGUID=guid.bytes_le, uSNChanged="50",
+                     userAccountControl=str(514 if disabled else 512))
+        if mail:
+            attrs["mail"] = mail
+        if upn:
+            attrs["userPrincipalName"] = upn
+        self.add(dn, **attrs)
+        self.guids[dn] = guid
+        return dn
+
+    def add_group(self, cn, members):
+        dn = f"CN={escape_rdn(cn)},CN=Groups,{AD}"
+        guid = uuid.uuid4()
+        self.add(dn, objectClass=["top", "group"], cn=cn, objectGUID=guid.bytes_le,
+                 uSNChanged="50", member=list(members))
+        self.guids[dn] = guid
+        return dn
+
+    def touch(self, dn, **changes):
+        self.usn += 1
+        changes["uSNChanged"] = str(self.usn)
+        self.admin.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v if isinstance(v, list) else [v])]
+                               for k, v in changes.items()})
+
+    def source(self, **kw) -> LdapSource:
+        kw.setdefault("group_base", AD)
+        settings = LdapSource.Settings(url=("ldaps://dc1.corp.example",), user_base=AD,
+                                       flavor="ad", bind_dn=SVC_DN, password=Secret("pw"),
+                                       page_size=3, **kw)
+        return LdapSource(settings, connection_factory=lambda url: self.connection())
+
+    # -- the emulation -----------------------------------------------------------------
+    def _entries(self):
+        return self.server.dit
+
+    def _values(self, dn, attr):
+        entry = self._entries()[dn]
+        key = next((k for k in entry if k.lower() == attr.lower()), None)
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in entry.get(key, [])] if key else []
+
+    def _matching(self, rule, attr, value):
+        if rule == "1.2.840.113556.1.4.803":
+            bits = int(value)
+            return [dn for dn in self._entries()
+                    if any(int(v) & bits == bits for v in self._values(dn, attr) if v.isdigit())]
+        if rule == "1.2.840.113556.1.4.1941" and attr.lower() == "memberof":
+            found, stack, seen = set(), [value], set()
+            while stack:
+                group = normalise_dn(stack.pop())
+                if group in seen:
+                    continue
+                seen.add(group)
+                dn = next((d for d in self._entries() if normalise_dn(d) == group), None)
+                for member in self._values(dn, "member") if dn else []:
+                    found.add(normalise_dn(member))
+                    stack.append(member)
+            return [dn for dn in self._entries() if normalise_dn(dn) in found]
+        raise AssertionError(f"matching rule {rule} is not emulated")
+
+    def _replace_extensible(self, match):
+        dns = self._matching(match.group(1), match.group(2), match.group(3))
+        if not dns:
+            return "(objectClass=no-such-class)"
+        return "(|" + "".join(f"(distinguishedName={escape_filter_chars(d)})" for d in dns) + ")"
+
+    def _search(self, original, request):
+        if request["base"] == "" and request["scope"] == 0:          # rootDSE
+            return [{"object": "", "attributes": [
+                {"type": "highestCommittedUSN", "vals": [str(self.usn).encode()]},
+                {"type": "dsServiceName", "vals": [DSA_DN.encode()]}]}], _ok()
+        request["filter"] = _EXT.sub(self._replace_extensible, request["filter"])
+        wanted_range = None
+        for attr in list(request["attributes"]):
+            if attr.lower().startswith("member;range="):
+                wanted_range = int(attr.split("=", 1)[1].split("-")[0])
+                request["attributes"].remove(attr)
+                request["attributes"].append("member")
+        responses, result = original(request)
+        for response in responses:
+            for attr in response["attributes"]:
+                if attr["type"].lower() != "member":
+                    continue
+                values, low = attr["vals"], wanted_range or 0
+                if len(values) > self.MAX_VAL_RANGE or wanted_range is not None:
+                    chunk = values[low:low + self.MAX_VAL_RANGE]
+                    high = "*" if low + self.MAX_VAL_RANGE >= len(values) else low + len(chunk) - 1
+                    attr["type"], attr["vals"] = f"member;range={low}-{high}", chunk
+        return responses, result
+
+
+def _ok():
+    return {"resultCode": 0, "matchedDN": "", "diagnosticMessage": "", "referral": None}
+
+
+@pytest.fixture
+def ad():
+    fake = FakeAd()
+    fake.alice = fake.add_user("Alice Archer", mail="alice@corp.example",
+                               upn="alice@corp.example")
+    fake.bob = fake.add_user("Bob Baker", upn="bob@corp.example")            # no mail: UPN
+    fake.carol = fake.add_user("Carol Chen", mail="carol@corp.example", disabled=True)
+    fake.weird = fake.add_user('Ops, Lead (EU) *', mail="ops@corp.example")
+    fake.crowd = [fake.add_user(f"Crowd Member{i}", mail=f"c{i}@corp.example") for i in range(10)]
+    fake.inner = fake.add_group("Inner (x)", [fake.bob, fake.weird])
+    fake.outer = fake.add_group("Outer", [fake.alice, fake.inner])
+    fake.big = fake.add_group("Crowd", fake.crowd + [fake.carol])
+    return fake
+
+
+def test_ad_objectguid_disabled_bit_and_upn_fallback(ad):
+    source = ad.source()
+    directory = source.read()
+    assert set(directory.users) == {str(ad.guids[dn]) for dn in
+                                    [ad.alice, ad.bob, ad.carol, ad.weird, *ad.crowd]}
+    carol = directory.users[str(ad.guids[ad.carol])]
+    assert carol.active is False and source.disabled_filter == AD_DISABLED_FILTER
+    from agent.mapping import MappingRules, map_directory
+    desired = map_directory(directory, MappingRules.for_source(LdapSource))
+    names = {u.user_name for u in desired.users.values()}
+    assert "bob@corp.example" in names and "alice@corp.example" in names
+
+
+def test_ad_objectguid_is_little_endian():
+    raw = bytes.fromhex("78563412341278561234567890abcdef")
+    assert decode_id("objectGUID", raw) == "12345678-1234-5678-1234-567890abcdef"
+
+
+def test_ad_range_retrieval_of_a_large_member_attribute(ad):
+    directory = ad.source().read()
+    crowd = directory.groups[str(ad.guids[ad.big])]
+    assert len(crowd.members) == 11                  # 11 values fetched 4 at a time
+    assert str(ad.guids[ad.carol]) in crowd.members
+
+
+def test_ad_scope_group_with_the_in_chain_rule(ad):
+    source = ad.source(scope_group=ad.outer)
+    assert source.in_chain
+    directory = source.read()
+    assert set(directory.users) == {str(ad.guids[d]) for d in (ad.alice, ad.bob, ad.weird)}
+    # the DN went into the filter escaped
+    assert escape_filter_chars(ad.outer) in source._scoped_user_filter()
+
+
+def test_ad_change_read_by_usn_and_a_restored_controller(ad):
+    source = ad.source()
+    full = source.read()
+    assert json.loads(full.cursor)["usn"] == 100
+    ad.touch(ad.bob, title="Lead")
+    ad.touch(ad.inner, member=[ad.bob])               # weird left the group
+    changes = source.read_changes(full.cursor, full)
+    assert set(changes.users) == {str(ad.guids[ad.bob])}
+    assert changes.users[str(ad.guids[ad.bob])].attributes["title"] == "Lead"
+    (inner,) = changes.groups.values()
+    assert inner.members == {str(ad.guids[ad.bob])}
+    assert json.loads(changes.cursor)["usn"] == 102
+    assert len(source.read_changes(changes.cursor, changes.apply_to(full))) == 0
+
+    ad.admin.modify(DSA_DN, {"invocationId": [(ldap3.MODIFY_REPLACE, [uuid.uuid4().bytes_le])]})
+    with pytest.raises(CursorExpired, match="restored"):
+        source.read_changes(changes.cursor, full)
+
+
+def test_ad_check_counts(ad):
+    report = ad.source().check()
+    assert report["users"] == 14 and report["disabled"] == 1 and report["groups"] == 3
