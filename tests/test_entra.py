@@ -1,0 +1,539 @@
+"""connectors/entra.py against the fake login + Graph in tests/fakes/graph.py (TLS on loopback).
+
+The test CA is handed to every client explicitly (``ca_file``); the machine-wide
+REQUESTS_CA_BUNDLE / SSL_CERT_FILE must neither help nor hurt. Sleeps are injected, so
+throttling tests do not wait.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+
+import pytest
+
+from agent.mapping import MappingRules, map_directory
+from connectors.base import (ChangeSet, ConfigError, CursorExpired, Directory, Secret,
+                             SourceAuthError, SourceError)
+from connectors.entra import (EntraSource, clean_attributes, load_certificate,
+                              merge_group_delta, odata_quote)
+from connectors.http import HttpPolicy
+from tests.fakes.graph import (FakeEntra, FakeEntraServer, make_client_certificate, make_pki,
+                               thumbprint)
+from tests.source_contract import PEOPLE, TEAMS, SourceContract
+
+CLIENT_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+SECRET = "s3cr3t~value.that-is-long"
+
+
+def oid(key: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def app_cert():
+    return make_client_certificate()
+
+
+@pytest.fixture
+def fake():
+    fake = FakeEntra(page_cap=2)   # small pages so every listing really pages
+    fake.add_app(CLIENT_ID, secret=SECRET)
+    return fake
+
+
+@pytest.fixture
+def server(fake, pki):
+    server = FakeEntraServer(fake, pki).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def make_source(server, pki, sleeps):
+    made = []
+
+    def make(*, attributes=(), **overrides) -> EntraSource:
+        values = dict(tenant_id=server.fake.tenant_id, client_id=CLIENT_ID,
+                      client_secret=Secret(SECRET), authority=server.url,
+                      graph_url=server.url, ca_file=pki.ca_file)
+        values.update(overrides)
+        source = EntraSource(EntraSource.Settings(**values), attributes=attributes,
+                             sleep=sleeps.append,
+                             policy=HttpPolicy(timeout=5, ca_file=values["ca_file"]))
+        made.append(source)
+        return source
+
+    yield make
+    for source in made:
+        source.close()
+
+
+def seed(fake: FakeEntra) -> None:
+    """The contract's people and teams, the Entra way: disabled = accountEnabled false."""
+    for p in PEOPLE:
+        fake.add_user(oid(p.key), mail=p.email, userPrincipalName=f"{p.key}@contoso.example",
+                      givenName=p.given, surname=p.family, displayName=p.display,
+                      jobTitle=p.title, department=p.department, accountEnabled=p.active,
+                      mailNickname=p.key, employeeId=f"E-{p.key}")
+    for t in TEAMS:
+        fake.add_group(oid("g-" + t.key), displayName=t.name)
+    for t in TEAMS:
+        for member in [oid(k) for k in t.people] + [oid("g-" + k) for k in t.teams]:
+            fake.add_member(oid("g-" + t.key), member)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared contract
+
+
+class TestContract(SourceContract):
+    source_cls = EntraSource
+
+    @pytest.fixture
+    def seeded_source(self, fake, make_source):
+        seed(fake)
+        fake.page_cap = 999     # check() reads one page, as Graph serves up to $top=999
+        return make_source()
+
+    @pytest.fixture
+    def failing_source(self, fake, make_source):
+        seed(fake)
+        fake.inject("/v1.0/users", status=500, times=float("inf"), later_pages_only=True)
+        return make_source()
+
+
+# ---------------------------------------------------------------------------------------------
+# Full read
+
+
+def test_full_read_selects_mapped_attributes_and_pages(fake, make_source):
+    seed(fake)
+    fake.users[oid("bob")]["mail"] = None           # no mailbox: userPrincipalName is used
+    fake.devices.add("device-1")
+    fake.add_member(oid("g-eng"), "device-1")       # not a user or group: ignored
+    directory = make_source().read()
+
+    assert set(directory.users) == {oid(p.key) for p in PEOPLE}
+    alice = directory.users[oid("alice")]
+    assert alice.attributes["mail"] == "alice@example.org"
+    assert alice.attributes["jobTitle"] == "Engineer"
+    assert alice.attributes["employeeId"] == "E-alice"
+    assert "mailNickname" not in alice.attributes             # not mapped, not selected
+    assert directory.users[oid("carol")].active is False
+    assert directory.users[oid("bob")].attributes["userPrincipalName"] == "bob@contoso.example"
+
+    eng = directory.groups[oid("g-eng")]
+    assert eng.attributes["displayName"] == "Engineering"
+    assert eng.members == {oid("alice"), oid("bob"), oid("g-platform")}
+
+    users_calls = [q for _, p, q in fake.requests if p == "/v1.0/users"]
+    assert users_calls[0]["$top"] == "999"
+    selected = set(users_calls[0]["$select"].split(","))
+    assert {"id", "accountEnabled", "mail", "userPrincipalName", "givenName", "surname",
+            "displayName", "jobTitle", "department", "employeeId"} == selected
+    assert len(users_calls) == 3                      # 6 users, pages of 2, via nextLink
+    assert all("$skiptoken" in q for q in users_calls[1:])
+    assert directory.cursor is not None
+
+
+def test_user_name_falls_back_to_user_principal_name(fake, make_source):
+    seed(fake)
+    fake.users[oid("bob")]["mail"] = None
+    desired = map_directory(make_source().read(), MappingRules.for_source(EntraSource))
+    assert desired.users[oid("bob")].user_name == "bob@contoso.example"
+
+
+def test_overridden_attributes_are_selected(fake, make_source):
+    seed(fake)
+    fake.users[oid("alice")]["onPremisesExtensionAttributes"] = {"extensionAttribute1": "CC-7"}
+    source = make_source(attributes=["onPremisesExtensionAttributes.extensionAttribute1"])
+    directory = source.read()
+    assert directory.users[oid("alice")].attributes[
+        "onPremisesExtensionAttributes.extensionAttribute1"] == "CC-7"
+    assert all("onPremisesExtensionAttributes" in q["$select"].split(",")
+               for _, p, q in fake.requests if p == "/v1.0/users" and "$select" in q)
+
+
+def test_token_is_cached_across_requests(fake, make_source):
+    seed(fake)
+    source = make_source()
+    source.read()
+    source.check()
+    assert fake.token_requests == 1
+
+
+def test_check_reports_counts(fake, make_source):
+    seed(fake)
+    report = make_source().check()
+    assert report["users"] == 2 and report["groups"] == 2       # first page (server caps at 2)
+    assert "first page" in report["counted"]
+    assert report["credential"] == "client secret"
+    fake.page_cap = 999
+    report = make_source().check()
+    assert (report["users"], report["groups"], report["disabled users"]) == (6, 5, 1)
+
+
+def test_tls_uses_the_configured_ca_not_the_environment(fake, make_source, monkeypatch,
+                                                        tmp_path):
+    seed(fake)
+    bogus = tmp_path / "nothing.pem"
+    bogus.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bogus))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(bogus))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bogus))
+    assert len(make_source().read().users) == len(PEOPLE)
+
+
+def test_tls_fails_clearly_without_the_ca(fake, make_source):
+    with pytest.raises(SourceError, match="TLS verification of the sign-in host"):
+        make_source(ca_file=None).read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials and sign-in errors
+
+
+def test_certificate_credential(fake, make_source, app_cert):
+    pem, public = app_cert
+    fake.add_app(CLIENT_ID, certificate=public)
+    seed(fake)
+    source = make_source(client_secret=None, certificate=Secret(pem, "file app.pem"))
+    assert len(source.read().users) == len(PEOPLE)
+    report = source.check()
+    assert report["credential"] == f"certificate {thumbprint(public)}"
+    assert "certificate expires" in report
+
+
+def test_load_certificate_computes_sha1_thumbprint(app_cert):
+    pem, public = app_cert
+    cred = load_certificate(pem)
+    assert cred.msal_value["thumbprint"] == thumbprint(public)
+    assert "PRIVATE KEY" in cred.msal_value["private_key"]
+
+
+def test_certificate_file_without_certificate_is_a_config_error(app_cert):
+    pem, _ = app_cert
+    key_only = pem[:pem.index("-----BEGIN CERTIFICATE-----")]
+    with pytest.raises(ConfigError, match="certificate"):
+        load_certificate(key_only)
+
+
+@pytest.mark.parametrize("setup, code, words", [
+    (lambda f: f.add_app(CLIENT_ID, secret="another"), "AADSTS7000215", "secret is wrong"),
+    (lambda f: f.add_app(CLIENT_ID, secret=SECRET, secret_expired=True), "AADSTS7000222",
+     "expired"),
+    (lambda f: f.add_app(CLIENT_ID, secret=SECRET, consented=False), "AADSTS65001",
+     "admin consent"),
+    (lambda f: f.apps.clear(), "AADSTS700016", "client_id"),
+])
+def test_token_errors_become_one_sentence(fake, make_source, setup, code, words):
+    setup(fake)
+    with pytest.raises(SourceAuthError) as caught:
+        make_source().read()
+    message = str(caught.value)
+    assert code in message and words in message
+    assert SECRET not in message and "Trace ID" not in message
+    assert message.count(". ") == 0 and message.endswith(".")
+
+
+def test_unknown_tenant(fake, make_source):
+    with pytest.raises(SourceAuthError, match="AADSTS90002.*tenant does not exist"):
+        make_source(tenant_id="contoso-typo.onmicrosoft.com").check()
+
+
+def test_unregistered_and_expired_certificates(fake, make_source, app_cert):
+    pem, _ = app_cert
+    _, other = make_client_certificate()
+    fake.add_app(CLIENT_ID, certificate=other)
+    with pytest.raises(SourceAuthError, match="AADSTS700027.*upload its public part"):
+        make_source(client_secret=None, certificate=Secret(pem)).check()
+    old_pem, old_public = make_client_certificate(expired=True)
+    fake.add_app(CLIENT_ID, certificate=old_public)
+    with pytest.raises(SourceAuthError, match="AADSTS700027.*certificate has expired"):
+        make_source(client_secret=None, certificate=Secret(old_pem)).check()
+
+
+def test_missing_graph_permissions(fake, make_source):
+    fake.add_app(CLIENT_ID, secret=SECRET, roles=())
+    with pytest.raises(SourceAuthError, match="403 Authorization_RequestDenied.*User.Read.All"):
+        make_source().check()
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"certificate": Secret("x")}, "exactly one"),
+    ({"client_secret": None}, "exactly one"),
+    ({"authority": "http://login.example"}, "authority must be an https"),
+    ({"graph_url": "graph.microsoft.com"}, "graph_url must be an https"),
+])
+def test_config_errors(make_source, overrides, words):
+    with pytest.raises(ConfigError, match=words):
+        make_source(**overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental reads
+
+
+def same_view(a: Directory, b: Directory) -> None:
+    """The same users and groups, and the same members among the objects that exist. (A view
+    built from deltas keeps the ids of soft-deleted members, as Entra restores a user with
+    its memberships; the engine ignores ids it does not know.)"""
+    assert {u.id: (dict(u.attributes), u.active) for u in a.users.values()} == \
+        {u.id: (dict(u.attributes), u.active) for u in b.users.values()}
+
+    def groups(view: Directory):
+        live = set(view.users) | set(view.groups)
+        return {g.id: (g.attributes["displayName"], g.members & live)
+                for g in view.groups.values()}
+
+    assert groups(a) == groups(b)
+
+
+def test_no_changes_gives_an_empty_change_set_and_a_new_cursor(fake, make_source):
+    seed(fake)
+    source = make_source()
+    known = source.read()
+    changes = source.read_changes(known.cursor, known)
+    assert len(changes) == 0 and changes.cursor
+
+
+def test_incremental_read_matches_a_full_read(fake, make_source):
+    seed(fake)
+    fake.members_delta_chunk = 2
+    source = make_source()
+    known = source.read()
+
+    fake.update_user(oid("alice"), jobTitle="Staff Engineer")        # changed
+    fake.update_user(oid("bob"), accountEnabled=False)                # disabled
+    fake.delete_user(oid("dave"))                                     # soft delete
+    fake.delete_user(oid("obrien"), hard=True)                        # hard delete
+    newbie = fake.add_user(oid("newbie"), mail="new@example.org", givenName="New",
+                           surname="Bie", displayName="New Bie")
+    big = fake.add_group(oid("g-big"), displayName="Big")
+    for key in ("alice", "bob", "carol", "zoe", "newbie"):            # 5 adds, chunks of 2
+        fake.add_member(big, oid(key) if key != "newbie" else newbie)
+    fake.remove_member(oid("g-eng"), oid("bob"))                     # membership change
+    fake.rename_group(oid("g-platform"), "Platform Team")
+    fake.delete_group(oid("g-loop-b"))                                # group removed
+
+    changes = source.read_changes(known.cursor, known)
+    assert isinstance(changes, ChangeSet)
+    assert changes.users[oid("alice")].attributes["jobTitle"] == "Staff Engineer"
+    assert changes.users[oid("bob")].active is False
+    assert changes.removed_users == {oid("dave"), oid("obrien")}
+    assert changes.removed_groups == {oid("g-loop-b")}
+    assert changes.groups[big].members == {oid(k) for k in ("alice", "bob", "carol", "zoe",
+                                                            "newbie")}
+    assert oid("bob") not in changes.groups[oid("g-eng")].members
+    # members@delta of the big group really came in several objects, over several pages
+    delta_pages = [q for _, p, q in fake.requests if p == "/v1.0/groups/delta"]
+    assert len(delta_pages) >= 3
+
+    same_view(changes.apply_to(known), make_source().read())
+
+    # and the next round starts from the new cursor
+    fake.update_user(oid("zoe"), department="Ops")
+    again = source.read_changes(changes.cursor, changes.apply_to(known))
+    assert set(again.users) == {oid("zoe")} and not again.groups
+
+
+def test_restored_user_comes_back(fake, make_source):
+    seed(fake)
+    source = make_source()
+    known = source.read()
+    saved = dict(fake.users[oid("dave")])
+    fake.delete_user(oid("dave"))
+    first = source.read_changes(known.cursor, known)
+    assert first.removed_users == {oid("dave")}
+    view = first.apply_to(known)
+    fake.add_user(**saved)           # restored from deleted items: no annotation, full object
+    second = source.read_changes(first.cursor, view)
+    assert second.users[oid("dave")].attributes["mail"] == "dave@example.org"
+    assert not second.removed_users
+
+
+def test_member_delta_merging_is_ordered():
+    known = Directory.of(groups=[])
+    items = [{"id": "g", "displayName": "G", "members@delta": [
+                 {"@odata.type": "#microsoft.graph.user", "id": "u1"},
+                 {"@odata.type": "#microsoft.graph.user", "id": "u2"}]},
+             {"id": "g", "displayName": "G", "members@delta": [
+                 {"@odata.type": "#microsoft.graph.user", "id": "u1",
+                  "@removed": {"reason": "deleted"}},
+                 {"@odata.type": "#microsoft.graph.device", "id": "d1"},
+                 {"@odata.type": "#microsoft.graph.group", "id": "g2"}]}]
+    groups, removed = merge_group_delta(items, known)
+    assert groups["g"].members == {"u2", "g2"} and not removed
+
+
+@pytest.mark.parametrize("mode", ["410", "syncStateNotFound"])
+def test_expired_delta_token_raises_cursor_expired(fake, make_source, mode):
+    seed(fake)
+    source = make_source()
+    known = source.read()
+    fake.expire_delta_tokens(mode)
+    code = "410 resyncRequired" if mode == "410" else "400 syncStateNotFound"
+    with pytest.raises(CursorExpired, match=f"delta token for users expired \\({code}\\)"):
+        source.read_changes(known.cursor, known)
+    fresh = source.read()                              # the engine's one full read
+    fake.update_user(oid("alice"), jobTitle="CTO")
+    assert set(source.read_changes(fresh.cursor, fresh).users) == {oid("alice")}
+
+
+def test_cursor_for_other_settings_is_expired(fake, make_source):
+    seed(fake)
+    known = make_source().read()
+    with pytest.raises(CursorExpired, match="attributes changed"):
+        make_source(attributes={"costCenter": "companyName"}).read_changes(known.cursor, known)
+    with pytest.raises(CursorExpired, match="groups setting"):
+        make_source(groups=("Engineering",)).read_changes(known.cursor, known)
+    with pytest.raises(CursorExpired):
+        make_source().read_changes("not json", known)
+    moved = json.loads(known.cursor)
+    moved["users"] = "https://graph.example.net/v1.0/users/delta?$deltatoken=x"
+    with pytest.raises(CursorExpired, match="another graph_url"):
+        make_source().read_changes(json.dumps(moved), known)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scope groups
+
+
+def test_scope_group_by_name_reads_transitive_members(fake, make_source):
+    seed(fake)
+    directory = make_source(groups=("Engineering",)).read()
+    assert set(directory.users) == {oid(k) for k in ("alice", "bob", "dave", "carol")}
+    assert set(directory.groups) == {oid("g-eng"), oid("g-platform")}
+    assert directory.users[oid("carol")].active is False
+    filters = [q["$filter"] for _, p, q in fake.requests if p == "/v1.0/groups" and
+               "$filter" in q]
+    assert filters == ["displayName eq 'Engineering'"]
+
+
+def test_scope_group_by_id_and_quoted_name(fake, make_source):
+    seed(fake)
+    quoted = fake.add_group(displayName="O'Brien's crew", members=[oid("obrien")])
+    directory = make_source(groups=(oid("g-platform"), "O'Brien's crew")).read()
+    assert set(directory.users) == {oid("dave"), oid("carol"), oid("obrien")}
+    assert set(directory.groups) == {oid("g-platform"), quoted}
+    assert odata_quote("O'Brien's crew") == "'O''Brien''s crew'"
+
+
+@pytest.mark.parametrize("groups, words", [
+    (("Nobody",), "no group named 'Nobody'"),
+    ((str(uuid.uuid4()),), "does not exist"),
+])
+def test_unknown_scope_group(fake, make_source, groups, words):
+    seed(fake)
+    with pytest.raises(SourceError, match=words):
+        make_source(groups=groups).read()
+
+
+def test_ambiguous_scope_group_name(fake, make_source):
+    seed(fake)
+    fake.add_group(displayName="Engineering")
+    with pytest.raises(SourceError, match="2 groups are named 'Engineering'.*id"):
+        make_source(groups=("Engineering",)).read()
+
+
+def test_scoped_incremental_read(fake, make_source):
+    seed(fake)
+    source = make_source(groups=("Engineering",))
+    known = source.read()
+    fake.add_member(oid("g-platform"), oid("zoe"))          # joins the scope (nested)
+    fake.remove_member(oid("g-eng"), oid("bob"))            # leaves the scope
+    fake.update_user(oid("alice"), department="R&D")        # in scope: changed
+    fake.update_user(oid("obrien"), department="Elsewhere")  # out of scope: ignored
+    changes = source.read_changes(known.cursor, known)
+    assert set(changes.users) == {oid("zoe"), oid("alice")}
+    assert changes.users[oid("zoe")].attributes["mail"] == "zoe.unal@example.org"
+    assert changes.removed_users == {oid("bob")}
+    assert set(changes.groups) == {oid("g-eng"), oid("g-platform")}
+    same_view(changes.apply_to(known), make_source(groups=("Engineering",)).read())
+
+
+# ---------------------------------------------------------------------------------------------
+# Throttling and failures
+
+
+def test_429_honours_retry_after(fake, make_source, sleeps):
+    seed(fake)
+    fake.inject("/v1.0/users", status=429, times=2, retry_after="7")
+    directory = make_source().read()
+    assert len(directory.users) == len(PEOPLE)
+    assert len(sleeps) == 2 and all(7 <= s <= 7.25 for s in sleeps)
+
+
+def test_503_without_retry_after_backs_off(fake, make_source, sleeps):
+    seed(fake)
+    fake.inject("/v1.0/groups", status=503, times=3)
+    assert len(make_source().read().groups) == len(TEAMS)
+    assert len(sleeps) == 3 and all(0 <= s <= 30 for s in sleeps)
+
+
+def test_throttling_that_never_clears_gives_up(fake, make_source, sleeps):
+    seed(fake)
+    fake.inject("/v1.0/users", status=429, times=float("inf"), retry_after="1")
+    with pytest.raises(SourceError, match="kept failing.*429.*6 attempts"):
+        make_source().read()
+    assert len(sleeps) == 5
+
+
+@pytest.mark.parametrize("rule", [
+    dict(prefix="/v1.0/users", drop=True, times=float("inf"), later_pages_only=True),
+    dict(prefix="/v1.0/groups", status=400, later_pages_only=True),
+])
+def test_failure_mid_paging_raises(fake, make_source, rule):
+    seed(fake)
+    fake.inject(**rule)
+    with pytest.raises(SourceError):
+        make_source().read()
+
+
+def test_failure_mid_delta_raises_and_keeps_the_old_cursor_usable(fake, make_source):
+    seed(fake)
+    fake.delta_page_size = 1
+    source = make_source()
+    known = source.read()
+    for key in ("alice", "bob", "dave"):
+        fake.update_user(oid(key), jobTitle="Changed")
+    fake.inject("/v1.0/users/delta", status=500, times=float("inf"), later_pages_only=True)
+    with pytest.raises(SourceError):
+        source.read_changes(known.cursor, known)
+    fake.rules.clear()
+    changes = source.read_changes(known.cursor, known)
+    assert set(changes.users) == {oid("alice"), oid("bob"), oid("dave")}
+
+
+def test_links_to_other_hosts_are_not_followed(make_source):
+    with pytest.raises(SourceError, match="another host"):
+        make_source()._get("https://evil.example/v1.0/users")
+
+
+def test_clean_attributes_flattens_and_drops_annotations():
+    raw = {"id": "x", "@odata.type": "#microsoft.graph.user", "mail": "a@b",
+           "businessPhones": ["1", "2"], "accountEnabled": True,
+           "onPremisesExtensionAttributes": {"extensionAttribute1": "v",
+                                             "extensionAttribute2": None},
+           "identities": [{"signInType": "emailAddress"}]}
+    assert clean_attributes(raw) == {
+        "mail": "a@b", "businessPhones": ["1", "2"], "accountEnabled": True,
+        "onPremisesExtensionAttributes.extensionAttribute1": "v",
+        "onPremisesExtensionAttributes.extensionAttribute2": None, "identities": []}
+
+
+def test_settings_fields_have_help():
+    for f in dataclasses.fields(EntraSource.Settings):
+        assert f.metadata.get("help"), f.name
