@@ -1,0 +1,522 @@
+"""The Okta source against a fake Okta org on loopback (tests/fakes/okta.py).
+
+Time is a shared FakeClock: the connector sleeps on it, the fake stamps Date, rate-limit
+windows and token expiry with it, so waits are checked without really waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from connectors.base import (ChangeSet, ConfigError, CursorExpired, Directory, Secret,
+                             SourceAuthError, SourceError)
+from connectors.okta import OktaSource
+from tests.fakes.okta import ALL_STATUSES, FakeClock, FakeOkta
+from tests.source_contract import PEOPLE, TEAMS, SourceContract
+
+START = 1_700_000_000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def okta(clock):
+    with FakeOkta(clock=clock) as fake:
+        yield fake
+
+
+def source_for(okta: FakeOkta, **settings) -> OktaSource:
+    if "client_id" not in settings:
+        settings.setdefault("token", Secret(okta.api_token, "test"))
+    src = OktaSource(OktaSource.Settings(org_url=okta.url, **settings),
+                     clock=okta.clock.time, sleep=okta.clock.sleep)
+    return src
+
+
+def team_people(key: str) -> set[str]:
+    """Okta has no nested groups: a contract team's members, nesting flattened."""
+    teams = {t.key: t for t in TEAMS}
+    seen, stack, people = {key}, [key], set()
+    while stack:
+        team = teams[stack.pop()]
+        people |= set(team.people)
+        for sub in team.teams:
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+    return people
+
+
+def seed_contract(okta: FakeOkta) -> dict[str, str]:
+    ids = {}
+    for p in PEOPLE:
+        ids[p.key] = okta.add_user(p.email, p.given, p.family,
+                                   status="ACTIVE" if p.active else "DEPROVISIONED",
+                                   title=p.title, department=p.department)
+    for team in TEAMS:
+        okta.add_group(team.name, [ids[k] for k in sorted(team_people(team.key))])
+    okta.add_group("Everyone", list(ids.values()), type="BUILT_IN")
+    okta.clock.advance(3600)
+    return ids
+
+
+def pem_key(kind: str = "rsa") -> tuple[str, str]:
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "rsa"
+           else ec.generate_private_key(ec.SECP256R1()))
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
+def emails(users) -> set[str]:
+    return {u.attributes["profile.email"] for u in users.values()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared contract
+
+
+class TestOktaContract(SourceContract):
+    source_cls = OktaSource
+
+    @pytest.fixture
+    def seeded_source(self, okta):
+        seed_contract(okta)
+        src = source_for(okta)
+        yield src
+        src.close()
+
+    @pytest.fixture
+    def failing_source(self, clock):
+        with FakeOkta(clock=clock, page_cap=2) as fake:
+            seed_contract(fake)
+            fake.fail("/api/v1/users", page=2, action="drop")
+            src = source_for(fake)
+            yield src
+            src.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Statuses
+
+
+def test_every_status_maps_to_active_and_staged_users_need_include_staged(okta):
+    ids = {s: okta.add_user(f"{s.lower()}@example.org", s.title(), "User", status=s)
+           for s in ALL_STATUSES}
+    directory = source_for(okta).read()
+    expected = {"ACTIVE": True, "PASSWORD_EXPIRED": True, "LOCKED_OUT": True,
+                "RECOVERY": True, "SUSPENDED": False, "DEPROVISIONED": False}
+    assert {s: directory.users[ids[s]].active for s in expected} == expected
+    assert ids["STAGED"] not in directory.users and ids["PROVISIONED"] not in directory.users
+    # DEPROVISIONED users are asked for explicitly: the plain list leaves them out
+    assert any(r.query.get("filter") == 'status eq "DEPROVISIONED"' for r in okta.requests)
+
+    staged = source_for(okta, include_staged=True).read()
+    assert staged.users[ids["STAGED"]].active and staged.users[ids["PROVISIONED"]].active
+    assert len(staged.users) == len(ALL_STATUSES)
+
+
+def test_records_keep_okta_names_flat_and_json_friendly(okta):
+    uid = okta.add_user("ann@example.org", "Ann", "Lee", title="CTO",
+                        displayName="Dr Ann Lee", nicknames=["al", None], manager={"id": "x"})
+    user = source_for(okta).read().users[uid]
+    assert user.attributes["profile.displayName"] == "Dr Ann Lee"
+    assert user.attributes["profile.nicknames"] == ["al"]
+    assert user.attributes["profile.manager"] == '{"id": "x"}'
+    assert user.attributes["status"] == "ACTIVE"
+
+
+def test_the_everyone_group_is_not_pushed(okta):
+    seed_contract(okta)
+    names = {g.attributes["profile.name"] for g in source_for(okta).read().groups.values()}
+    assert "Everyone" not in names and "Engineering" in names
+    # and its (huge) member list is not even read
+    assert not any("/groups/" in r.path and r.path.endswith("/users")
+                   and okta.groups.get(r.path.split("/")[4], {}).get("type") == "BUILT_IN"
+                   for r in okta.requests)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paging
+
+
+def test_paging_follows_next_links_across_many_short_pages(clock):
+    with FakeOkta(clock=clock, page_cap=7) as okta:
+        ids = {okta.add_user(f"u{i}@example.org", "U", str(i)) for i in range(450)}
+        okta.add_group("All", sorted(ids)[:300])
+        directory = source_for(okta).read()
+        assert set(directory.users) == ids
+        group = next(iter(directory.groups.values()))
+        assert len(group.members) == 300
+        plain = [r for r in okta.requests if r.path == "/api/v1/users"
+                 and "filter" not in r.query]
+        assert len(plain) == math.ceil(450 / 7)
+        assert plain[0].query["limit"] == "200"
+        assert all("after" in r.query for r in plain[1:])   # followed, not constructed
+        assert okta.count(prefix="/api/v1/groups/") == math.ceil(300 / 7)
+
+
+def test_a_next_link_to_another_host_is_refused(clock):
+    with FakeOkta(clock=clock, page_cap=2, link_base="http://127.0.0.2:1") as okta:
+        for i in range(5):
+            okta.add_user(f"u{i}@example.org", "U", str(i))
+        with pytest.raises(SourceError, match="another host"):
+            source_for(okta).read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures mid-read
+
+
+@pytest.mark.parametrize("action", [500, 503, "drop"])
+def test_a_failure_mid_paging_raises_source_error(clock, action):
+    with FakeOkta(clock=clock, page_cap=3) as okta:
+        for i in range(20):
+            okta.add_user(f"u{i}@example.org", "U", str(i))
+        okta.fail("/api/v1/users", page=3, action=action)
+        src = source_for(okta)
+        with pytest.raises(SourceError, match=r"/api/v1/users.*gave up after 6 attempts"):
+            src.read()
+        assert okta.count("/api/v1/users") == 2 + 6      # pages 1-2, then 6 tries of page 3
+
+
+def test_a_fault_that_clears_is_retried(clock):
+    with FakeOkta(clock=clock, page_cap=3) as okta:
+        for i in range(20):
+            okta.add_user(f"u{i}@example.org", "U", str(i))
+        okta.fail("/api/v1/users", page=2, action="drop", times=1)
+        okta.fail("/api/v1/users", page=4, action=500, times=2)
+        assert len(source_for(okta).read().users) == 20
+
+
+def test_a_failure_mid_paging_of_a_change_read_raises(clock):
+    with FakeOkta(clock=clock, page_cap=2) as okta:
+        ids = [okta.add_user(f"u{i}@example.org", "U", str(i)) for i in range(10)]
+        src = source_for(okta)
+        first = src.read()
+        clock.advance(300)
+        for uid in ids:
+            okta.update_user(uid, title="new")
+        okta.fail("/api/v1/users", page=3, action=502)
+        with pytest.raises(SourceError):
+            src.read_changes(first.cursor, first)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental reads
+
+
+def test_read_changes_reports_changed_users_memberships_and_deactivations(okta, clock):
+    ids = seed_contract(okta)
+    eng = next(g for g, v in okta.groups.items() if v["profile"]["name"] == "Engineering")
+    src = source_for(okta)
+    first = src.read()
+    assert first.cursor
+
+    clock.advance(600)
+    okta.update_user(ids["bob"], title="Lead Designer")
+    okta.add_member(eng, ids["zoe"])
+    okta.remove_member(eng, ids["alice"])
+    okta.set_status(ids["dave"], "DEPROVISIONED")
+    clock.advance(120)                  # beyond the cursor's overlap
+    changes = src.read_changes(first.cursor, first)
+
+    assert isinstance(changes, ChangeSet)
+    assert set(changes.users) == {ids["bob"], ids["dave"], ids["zoe"], *okta.members[eng]}
+    assert changes.users[ids["bob"]].attributes["profile.title"] == "Lead Designer"
+    assert changes.users[ids["dave"]].active is False          # deactivated, not vanished
+    assert set(changes.groups) == {eng}
+    assert changes.groups[eng].members == frozenset(okta.members[eng])
+    assert ids["alice"] not in changes.groups[eng].members
+    assert not changes.removed_users and not changes.removed_groups
+    filters = [r.query.get("filter", "") for r in okta.requests[-20:]]
+    assert any(f.startswith('lastUpdated gt "') for f in filters)
+    assert any("lastMembershipUpdated gt" in f for f in filters)
+
+    view = changes.apply_to(first)
+    clock.advance(600)
+    quiet = src.read_changes(changes.cursor, view)
+    assert len(quiet) == 0 and quiet.cursor > changes.cursor
+
+
+def test_the_cursor_is_server_time_minus_an_overlap(clock):
+    with FakeOkta(clock=clock, skew=7200) as okta:      # server clock two hours ahead
+        okta.add_user("a@example.org", "A", "A")
+        cursor = source_for(okta).read().cursor
+        assert "since=2023-11-15T00:12:20.000Z" in cursor   # START + 2h - 60 s
+
+
+def test_a_change_in_the_overlap_window_is_not_lost(okta, clock):
+    uid = okta.add_user("a@example.org", "A", "A")
+    clock.advance(600)
+    src = source_for(okta)
+    first = src.read()
+    okta.update_user(uid, title="same second as the read")
+    changes = src.read_changes(first.cursor, first)
+    assert changes.users[uid].attributes["profile.title"] == "same second as the read"
+
+
+def test_cursor_expires_when_a_full_read_is_due_or_settings_change(okta, clock):
+    okta.add_user("a@example.org", "A", "A")
+    src = source_for(okta, full_read_every=timedelta(hours=1))
+    first = src.read()
+    clock.advance(1800)
+    src.read_changes(first.cursor, first)
+    clock.advance(1801)
+    with pytest.raises(CursorExpired, match="full"):
+        src.read_changes(first.cursor, first)
+    with pytest.raises(CursorExpired):
+        src.read_changes("garbage", first)
+    staged = source_for(okta, include_staged=True)
+    with pytest.raises(CursorExpired, match="scope"):
+        staged.read_changes(first.cursor, first)
+
+
+def test_a_hard_deleted_group_member_and_deleted_group(okta, clock):
+    ids = seed_contract(okta)
+    src = source_for(okta)
+    first = src.read()
+    clock.advance(600)
+    okta.delete_user(ids["bob"])      # vanishes; the full read will drop it
+    changes = src.read_changes(first.cursor, first)
+    eng = next(g for g in changes.groups.values() if g.attributes["profile.name"] == "Engineering")
+    assert ids["bob"] not in eng.members
+    full = src.read()
+    assert ids["bob"] not in full.users
+
+
+def test_a_group_deleted_while_reading_is_skipped_not_fatal(okta, clock):
+    ids = seed_contract(okta)
+    src = source_for(okta)
+    first = src.read()
+    eng = next(g for g, v in okta.groups.items() if v["profile"]["name"] == "Engineering")
+    okta.fail(f"/api/v1/groups/{eng}/users", page=1, action=404)   # gone after the listing
+    assert eng not in src.read().groups
+    clock.advance(600)
+    okta.add_member(eng, ids["zoe"])
+    changes = src.read_changes(first.cursor, first)
+    assert changes.removed_groups == {eng}
+
+
+# ---------------------------------------------------------------------------------------------
+# Scope
+
+
+def scoped_org(okta: FakeOkta):
+    a = okta.add_user("a@example.org", "A", "A")
+    b = okta.add_user("b@example.org", "B", "B")
+    c = okta.add_user("c@example.org", "C", "C")
+    scope = okta.add_group("Split Users", [a, b])
+    eng = okta.add_group("Engineering", [a, c])
+    mkt = okta.add_group("Marketing", [c])
+    okta.clock.advance(3600)
+    return a, b, c, scope, eng, mkt
+
+
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_scope_groups_limit_users_and_pushed_groups(okta, by):
+    a, b, c, scope, eng, mkt = scoped_org(okta)
+    wanted = "split users" if by == "name" else scope
+    directory = source_for(okta, groups=(wanted,)).read()
+    assert set(directory.users) == {a, b}
+    # the scope group, plus every group with a member in scope (Marketing has none)
+    assert set(directory.groups) == {scope, eng}
+
+
+def test_an_unknown_scope_group_is_an_error(okta):
+    scoped_org(okta)
+    with pytest.raises(SourceError, match="'Nobody'.*no single group"):
+        source_for(okta, groups=("Nobody",)).read()
+
+
+def test_scoped_read_changes_follow_users_into_and_out_of_scope(okta, clock):
+    a, b, c, scope, eng, mkt = scoped_org(okta)
+    src = source_for(okta, groups=("Split Users",))
+    first = src.read()
+
+    clock.advance(600)
+    okta.add_member(scope, c)        # c enters: Marketing now has a member in scope
+    changes = src.read_changes(first.cursor, first)
+    assert set(changes.users) == {a, b, c}
+    assert mkt in changes.groups and changes.groups[mkt].members == {c}
+    view = changes.apply_to(first)
+
+    clock.advance(600)
+    okta.remove_member(scope, c)     # c leaves: Marketing is left with nobody in scope
+    changes = src.read_changes(changes.cursor, view)
+    assert changes.removed_users == {c}
+    assert changes.removed_groups == {mkt}
+    assert eng in view.groups and eng not in changes.removed_groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits
+
+
+def test_the_agent_slows_down_instead_of_collecting_429s(clock):
+    with FakeOkta(clock=clock, rate_limit=10, window=60, page_cap=5) as okta:
+        for i in range(150):                       # 30 pages of users
+            okta.add_user(f"u{i}@example.org", "U", str(i))
+        directory = source_for(okta).read()
+        assert len(directory.users) == 150
+        assert okta.count(status=429) <= 1
+        assert okta.count("/api/v1/users") >= 30
+        # it waited for windows to reset: 31 requests to /api/v1/users at 9 per window
+        assert clock.now - START >= 2 * 60
+
+
+def test_a_429_waits_until_the_reset_measured_against_the_server_date(clock):
+    with FakeOkta(clock=clock, skew=3600) as okta:   # our clock is an hour behind
+        okta.add_user("a@example.org", "A", "A")
+        clock.advance(10)                            # 10 s into a 60 s window
+        okta.consume("/api/v1/groups", 600)          # someone else spent the budget
+        expected = 60 - okta.now() % 60 + 1          # reset - Date + 1, by the server clock
+        src = source_for(okta)
+        assert len(src.read().users) == 1
+        assert okta.count(status=429) == 1
+        assert expected <= max(clock.slept) <= expected + 0.3   # not an hour
+
+
+def test_the_concurrent_limit_429_is_waited_out(okta, clock):
+    okta.add_user("a@example.org", "A", "A")
+    okta.concurrent_429s = 2
+    assert len(source_for(okta).read().users) == 1
+    assert okta.count(status=429) == 2
+
+
+def test_rate_limit_retries_are_bounded(clock):
+    with FakeOkta(clock=clock, rate_limit=0) as okta:
+        with pytest.raises(SourceError, match=r"429 E0000047.*6 attempts"):
+            source_for(okta).read()
+        assert okta.count(status=429) == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# OAuth service app
+
+
+def oauth_source(okta: FakeOkta, kind: str = "rsa", **settings) -> OktaSource:
+    private, public = pem_key(kind)
+    okta.add_app("0oa-service-app", public, scopes=settings.pop("granted", None))
+    return source_for(okta, client_id="0oa-service-app",
+                      private_key=Secret(private, "test"), **settings)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_oauth_service_app_reads_with_a_cached_token(okta, kind):
+    seed_contract(okta)
+    src = oauth_source(okta, kind)
+    assert len(src.read().users) == len(PEOPLE)
+    src.read()
+    assert okta.count("/oauth2/v1/token") == 1
+    assert okta.count(status=401) == 0
+
+
+def test_the_access_token_is_renewed_before_it_expires(clock):
+    with FakeOkta(clock=clock, token_lifetime=120) as okta:
+        okta.add_user("a@example.org", "A", "A")
+        src = oauth_source(okta)
+        src.read()
+        clock.advance(100)
+        src.read()
+        assert okta.count("/oauth2/v1/token") == 1      # still comfortably valid
+        clock.advance(10)                               # inside the renewal margin
+        src.read()
+        assert okta.count("/oauth2/v1/token") == 2
+        assert okta.count(status=401) == 0
+
+
+def test_a_revoked_access_token_is_replaced_once(okta):
+    okta.add_user("a@example.org", "A", "A")
+    src = oauth_source(okta)
+    src.read()
+    okta.access_tokens.clear()
+    assert len(src.read().users) == 1
+    assert okta.count("/oauth2/v1/token") == 2
+
+
+def test_oauth_failures_are_one_clear_sentence(okta):
+    private, _ = pem_key()
+    _, other_public = pem_key()
+    okta.add_app("0oa-app", other_public)
+    src = source_for(okta, client_id="0oa-app", private_key=Secret(private, "test"))
+    with pytest.raises(SourceAuthError, match="invalid_client.*signature") as err:
+        src.read()
+    assert "BEGIN" not in str(err.value)
+
+    src = oauth_source(okta, granted={"okta.users.read"})
+    with pytest.raises(SourceAuthError, match="invalid_scope.*okta.groups.read"):
+        src.read()
+
+
+def test_a_wrong_api_token_is_a_source_auth_error_without_the_token(okta, caplog):
+    caplog.set_level(logging.DEBUG)
+    okta.add_user("a@example.org", "A", "A")
+    src = source_for(okta, token=Secret("00wrong-token-value", "test"))
+    with pytest.raises(SourceAuthError, match="401 E0000011") as err:
+        src.read()
+    assert "00wrong-token-value" not in str(err.value)
+    assert "00wrong-token-value" not in caplog.text
+    assert okta.api_token not in caplog.text
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(token=Secret("t"), client_id="x", private_key=Secret("k")), "not both"),
+    (dict(), "token"),
+    (dict(client_id="x"), "private_key"),
+    (dict(client_id="x", private_key=Secret("not a key")), "PEM"),
+])
+def test_config_errors_name_the_setting(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        OktaSource(OktaSource.Settings(org_url="https://acme.okta.com", **settings))
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://acme.okta.com", "https"),
+    ("https://acme-admin.okta.com", "admin"),
+    ("https://acme.okta.com/api/v1", "bare org URL"),
+])
+def test_org_url_is_checked(url, message):
+    with pytest.raises(ConfigError, match=message):
+        OktaSource(OktaSource.Settings(org_url=url, token=Secret("t")))
+
+
+# ---------------------------------------------------------------------------------------------
+# check()
+
+
+def test_check_reports_counts_per_status_and_scope_group(okta):
+    ids = seed_contract(okta)
+    okta.add_user("new@example.org", "New", "Hire", status="STAGED")
+    report = source_for(okta).check()
+    assert report["users"] == len(PEOPLE)
+    assert report["status ACTIVE"] == 5 and report["status DEPROVISIONED"] == 1
+    assert report["status STAGED"] == 1 and report["not pushed (staged/provisioned)"] == 1
+    assert report["auth"] == "API token (SSWS)"
+    assert "rate limit /api/v1/users" in report
+
+    scoped = source_for(okta, groups=("Platform",)).check()
+    assert scoped["scope group Platform"] == 2
+    assert scoped["users"] == 2 and scoped["inactive"] == 1
+    assert ids
+
+
+def test_read_returns_a_directory_with_a_cursor(okta):
+    okta.add_user("a@example.org", "A", "A")
+    directory = source_for(okta).read()
+    assert isinstance(directory, Directory) and directory.cursor.startswith("okta1;")
