@@ -221,3 +221,21 @@ def test_python_dash_m_and_the_console_script(tmp_path):
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
         assert result.returncode == 0, result.stderr
         assert "scim-agent" in result.stdout
+
+
+def test_the_example_config_names_every_option_of_every_section_and_source():
+    import dataclasses
+
+    from agent import config as cfg
+    from connectors import SOURCES, source_class
+
+    text = (ROOT / "config.example.toml").read_text()
+    sections = {"state": cfg.StateConfig, "target": cfg.TargetConfig, "sync": cfg.SyncConfig,
+                "schedule": cfg.ScheduleConfig, "metrics": cfg.MetricsConfig}
+    for name, cls in sections.items():
+        for field in dataclasses.fields(cls):
+            assert re.search(rf"^#? ?{field.name} = ", text, re.M), f"[{name}] {field.name}"
+    for type_name in SOURCES:
+        assert f'type = "{type_name}"' in text
+        for field in dataclasses.fields(source_class(type_name).Settings):
+            assert re.search(rf"^#? ?{field.name} = ", text, re.M), f"{type_name}: {field.name}"
