@@ -22,7 +22,7 @@ from connectors.scim import ScimTarget
 from .apply import Applier, ApplyReport, adopt_existing
 from .config import Config, ConfigError
 from .mapping import MappingRules, map_directory
-from .model import DesiredState, Snapshot
+from .model import DesiredState, Snapshot, digest_of
 from .plan import GuardStop, Plan, PlanOptions, guard, make_plan
 from .state import State, StateError
 
@@ -145,7 +145,8 @@ class Agent:
         every = getattr(self.config.source.settings, "full_read_every", None)
         if state is None or every is None:
             return None
-        if state.get_meta("source_type") != self.config.source.type:
+        if state.get_meta("source_config") != self.source_fingerprint():
+            log.info("the [source] settings changed since the last read; reading in full")
             return None
         last_full = state.get_meta("last_full_read")
         if not last_full:
@@ -156,6 +157,13 @@ class Agent:
             return None
         view = state.source_view()
         return view if view is not None and view.cursor else None
+
+    def source_fingerprint(self) -> str:
+        """Changes whenever the source's config does (type, settings, mapping), so a view read
+        under an old filter or base is never extended by change reads under a new one."""
+        source = self.config.source
+        return digest_of([source.type, repr(source.settings),
+                          sorted((k, list(v)) for k, v in self.rules.user_attributes.items())])
 
     def compute_plan(self, state: State | None, read: ReadResult | None = None) -> PlanResult:
         read = read or self.read_source(state)
@@ -245,7 +253,7 @@ class Agent:
             return SyncResult(EXIT_ERROR, plan=plan, report=report, message=report.fatal,
                               adopted=adopted, held=report.fatal)
         if read.view.cursor is not None and not only and not report.interrupted:
-            state.save_source_view(read.view, self.config.source.type, read.full,
+            state.save_source_view(read.view, self.source_fingerprint(), read.full,
                                    changed=read.changes, removed_users=read.removed_users,
                                    removed_groups=read.removed_groups)
         failed = len(report.failed)

@@ -298,7 +298,7 @@ class State:
         }
         return Directory(users, groups, cursor)
 
-    def save_source_view(self, view: Directory, source_type: str, full_read: bool,
+    def save_source_view(self, view: Directory, source_config: str, full_read: bool,
                          changed: Directory | None = None, removed_users: Iterable[str] = (),
                          removed_groups: Iterable[str] = ()) -> None:
         """Store the view and its cursor in one transaction, after a successful cycle.
@@ -325,7 +325,7 @@ class State:
             self.db.conn.executemany("DELETE FROM source_groups WHERE id = ?",
                                 [(i,) for i in removed_groups])
             self.set_meta("source_cursor", view.cursor)
-            self.set_meta("source_type", source_type)
+            self.set_meta("source_config", source_config)   # see Agent.source_fingerprint
             if full_read:
                 self.set_meta("last_full_read", now())
 

@@ -258,7 +258,7 @@ def test_no_source_view_before_one_is_saved(state):
 def test_full_source_view_round_trips(state):
     state.save_source_view(VIEW, "entra", full_read=True)
     assert state.source_view() == VIEW
-    assert state.get_meta("source_type") == "entra"
+    assert state.get_meta("source_config") == "entra"
     assert state.get_meta("last_full_read")
 
 
