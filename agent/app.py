@@ -209,6 +209,9 @@ class Agent:
             report = result.report
             state.finish_run(run_id, _outcome(result), report.counts() if report else {},
                              len(report.failed) if report else 0, result.message, result.duration)
+            if mode == "sync" and result.exit_code in (EXIT_OK, EXIT_FAILED_OPS):
+                with state.db.atomic():
+                    state.set_meta("held", None)   # a running daemon resumes (agent/daemon.py)
             return result
         finally:
             state.close()

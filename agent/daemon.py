@@ -44,6 +44,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -51,6 +52,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -419,6 +421,7 @@ class Daemon:
             "max_instances": 1, "coalesce": True, "misfire_grace_time": None})
         self.scheduler.add_job(self._tick, self.schedule.trigger(), id=JOB_ID,
                                name="sync cycle", next_run_time=_now())
+        self.scheduler.add_listener(self._after_tick, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.scheduler.start()
 
     def _on_signal(self, signum: int, _frame) -> None:
@@ -471,7 +474,7 @@ class Daemon:
             if stalled >= (self.watchdog or float("inf")):
                 if not self._stall_logged:
                     self._stall_logged = True
-                    log.error("the cycle has made no progress for %.0fs; no longer pinging the "
+                    log.error("the cycle has made no progress for %.1fs; no longer pinging the "
                               "systemd watchdog", stalled)
                 return False
             self._stall_logged = False
@@ -507,28 +510,42 @@ class Daemon:
             self.scheduler.pause_job(JOB_ID)
         started = self._cycle_started = _now()
         self.notify.send(f"STATUS={self.status_text()}")
+        note = ""
         try:
-            self._cycle()
+            note = self._cycle()
         except Exception:  # a bug must not kill the schedule; it counts as a failed cycle
             log.exception("the cycle failed unexpectedly")
             self._count_failure("internal error (see the log)")
         finally:
-            ended = _now()
-            with self._lock:
-                self._in_cycle = False
-                if self.stop.is_set():
-                    self.next_run = None
-                else:
-                    self.next_run = self.schedule.next_run(
-                        started, ended, 0 if self.hold else self.failures)
-                    self._reschedule(self.next_run)
-            if self.failures and not self.hold and self.next_run:
-                log.warning("%d failed cycle(s) in a row; next attempt at %s (backing off %s)",
-                            self.failures, _local(self.next_run),
-                            format_duration(self.schedule.backoff(self.failures)))
-            self._save_meta()
-            self.notify.send(f"STATUS={self.status_text()}")
-            self._idle.set()
+            try:
+                self._end_tick(started, note)
+            finally:
+                self._idle.set()
+
+    def _end_tick(self, started: dt.datetime, note: str) -> None:
+        ended = _now()
+        with self._lock:
+            self._in_cycle = False
+            if self.stop.is_set():
+                self.next_run = None
+            else:   # resumed by _after_tick, once APScheduler counts this run as done
+                self.next_run = self.schedule.next_run(started, ended,
+                                                       0 if self.hold else self.failures)
+        if self.failures and not self.hold and self.next_run:
+            log.warning("%d failed cycle(s) in a row; next attempt at %s (backing off %s)",
+                        self.failures, _local(self.next_run),
+                        format_duration(self.schedule.backoff(self.failures)))
+        elif note and self.next_run:
+            log.info("%s; next run at %s", note, _local(self.next_run))
+        self._save_meta()
+        self.notify.send(f"STATUS={self.status_text()}")
+
+    def _after_tick(self, event) -> None:
+        # Resuming the job inside _tick would let APScheduler fire it while this run still
+        # counts as an instance, and skip it with a warning.
+        with self._lock:
+            if event.job_id == JOB_ID and self.next_run and not self.stop.is_set():
+                self._reschedule(self.next_run)
 
     def _reschedule(self, when: dt.datetime) -> None:
         try:
@@ -536,7 +553,9 @@ class Daemon:
         except Exception as exc:  # the scheduler is shutting down
             log.debug("could not reschedule: %s", exc)
 
-    def _cycle(self) -> None:
+    def _cycle(self) -> str:
+        """One tick: sync, unless pushing is held or a manual sync has the snapshot.
+        Returns a note for the log when a cycle ran to its end."""
         config = self.config
         days = token_days_left(config)
         self.metrics.token_days_left.set(float("nan") if days is None else days)
@@ -545,15 +564,15 @@ class Daemon:
             if warning:
                 log.warning("%s", warning)
             log.info("pushing is held: %s", self.hold.describe())
-            return
+            return ""
         config = self.config                # a lifted hold may have loaded a new config
         if snapshot_busy(config.state.path):
             log.info("the snapshot is in use by another scim-agent (a manual sync?); "
                      "skipping this cycle")
-            return
+            return ""
         agent = Agent(config, target_factory=self._target)
         result = agent.sync(stop=self.stop, progress=self._beat, mode="run")
-        self._record(result)
+        return self._record(result)
 
     def _target(self, config: Config) -> ScimTarget:
         target = default_target(config)
@@ -562,11 +581,11 @@ class Daemon:
                                      "response": [*hooks["response"], self._beat]}
         return target
 
-    def _record(self, result: SyncResult) -> None:
+    def _record(self, result: SyncResult) -> str:
         if result.report is not None and result.report.interrupted:
             self.metrics.record_cycle(result, "interrupted")
             log.info("cycle interrupted by the stop request: %s", result.message)
-            return
+            return ""
         self.last_finished = _now()
         self.last_message = result.message
         if result.exit_code in (EXIT_OK, EXIT_FAILED_OPS):
@@ -585,7 +604,7 @@ class Daemon:
                 log.error("cycle failed: %s", result.message)
         self.last_outcome = outcome
         self.metrics.record_cycle(result, outcome)
-        log.info("cycle %s in %.1fs", outcome, result.duration)
+        return f"cycle {outcome} in {result.duration:.1f}s"
 
     def _count_failure(self, message: str) -> None:
         self.failures += 1
@@ -605,7 +624,7 @@ class Daemon:
         try:
             with State.open(self.config.state.path, lock=False, create=False) as state:
                 runs = state.runs(1)
-        except StateError:
+        except (StateError, OSError, sqlite3.Error):
             return 0
         return runs[0].id if runs else 0
 
@@ -616,7 +635,7 @@ class Daemon:
                 manual = [r for r in state.runs(20) if r.id > hold.after_run and r.mode == "sync"
                           and r.outcome in ("ok", "partial")]
                 cleared = state.get_meta("held") is None
-        except StateError as exc:
+        except (StateError, OSError, sqlite3.Error) as exc:
             log.warning("cannot read the snapshot to check the hold: %s", exc)
             manual, cleared = [], False
         if manual or cleared:
@@ -695,7 +714,7 @@ class Daemon:
                     state.set_meta("next_run", _local(self.next_run) if self.next_run else None)
                     state.set_meta("consecutive_failures", str(self.failures))
                 counts = state.counts()
-        except StateError as exc:
+        except (StateError, OSError, sqlite3.Error) as exc:
             log.warning("cannot record the daemon's status in the snapshot: %s", exc)
             counts = {}
         for kind, n in counts.items():

@@ -104,7 +104,7 @@ class State:
             db.execute("PRAGMA foreign_keys=ON")
             for suffix in ("-wal", "-shm"):
                 side = path.with_name(path.name + suffix)
-                if side.exists():
+                if side.exists() and side.stat().st_uid == os.geteuid():
                     os.chmod(side, 0o600)
             state = cls(db, path, lock_fd)
             state._check_integrity()

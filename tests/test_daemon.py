@@ -1,0 +1,539 @@
+"""``scim-agent run``: the daemon in a subprocess against the fake Split, and the unit file.
+
+The daemon runs as systemd would run it. It gets a test-owned notify socket and
+``WATCHDOG_USEC``, a one-second interval, and a file source in ``tmp_path``. The fake Split
+runs in this process, so the tests can watch every request and inject latency and token
+rotation. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.config import ScheduleConfig
+from agent.daemon import Notifier, Schedule, watchdog_interval
+from tests.fakes.split import FakeSplit
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "scim-agent.service"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def user(i: int, title: str = "Engineer") -> dict:
+    return {"id": f"u{i}", "userName": f"user{i}@example.org", "email": f"user{i}@example.org",
+            "givenName": "User", "familyName": f"Number{i}", "displayName": f"User {i}",
+            "title": title, "active": True}
+
+
+def write_source(path: Path, ids, titles: dict[int, str] | None = None) -> None:
+    titles = titles or {}
+    ids = list(ids)
+    data = {"users": [user(i, titles.get(i, "Engineer")) for i in ids],
+            "groups": [{"id": "g1", "displayName": "Staff", "members": [f"u{i}" for i in ids]}]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)                       # the daemon never reads half a file
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Setup:
+    """A working folder: config, source file, token file, and the fake Split."""
+
+    def __init__(self, tmp_path: Path, fake: FakeSplit, *, interval: str = "1s",
+                 max_backoff: str = "3s", concurrency: int = 2, listen: str = "",
+                 token_created: str = "", max_deactivations: str = '"50%"'):
+        self.dir = tmp_path
+        self.fake = fake
+        self.config = tmp_path / "config.toml"
+        self.source = tmp_path / "directory.json"
+        self.token = tmp_path / "token"
+        self.token.write_text(fake.token + "\n")
+        self.token.chmod(0o600)
+        self.log = tmp_path / "daemon.log"
+        self.settings = dict(interval=interval, max_backoff=max_backoff, concurrency=concurrency,
+                             listen=listen, token_created=token_created,
+                             max_deactivations=max_deactivations, source="directory.json")
+        self.write_config()
+
+    def write_config(self, **changes) -> None:
+        self.settings.update(changes)
+        s = self.settings
+        created = f"token_created = {s['token_created']}\n" if s["token_created"] else ""
+        self.config.write_text(f"""
+[state]
+path = "state/state.db"
+
+[source]
+type = "file"
+path = "{s['source']}"
+
+[target]
+url = "{self.fake.base_url}"
+token = {{ file = "token" }}
+{created}rate_limit = 200.0
+concurrency = {s['concurrency']}
+timeout = 10
+max_attempts = 2
+
+[sync]
+max_deactivations = {s['max_deactivations']}
+
+[schedule]
+interval = "{s['interval']}"
+max_backoff = "{s['max_backoff']}"
+
+[metrics]
+listen = "{s['listen']}"
+""")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                            "CREDENTIALS_DIRECTORY", "JOURNAL_STREAM", "SCIM_AGENT_CONFIG")}
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "agent", "--config", str(self.config), *args],
+                              cwd=ROOT, env=self.env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def status(self) -> dict:
+        result = self.cli("status", "--output", "json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def daemon_runs(self) -> list[dict]:
+        """The daemon's runs, read straight from the snapshot (the config may be broken)."""
+        path = self.dir / "state" / "state.db"
+        if not path.exists():
+            return []
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM runs WHERE mode = 'run' ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
+
+    def user_names(self) -> list[str]:
+        return sorted(u["userName"] for u in list(self.fake.users.values()))
+
+
+class NotifySocket:
+    """The systemd side of sd_notify: a datagram socket collecting what the daemon sends."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._done.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            self.messages.extend((now, line) for line in data.decode().split("\n"))
+
+    def times(self, line: str) -> list[float]:
+        return [t for t, text in list(self.messages) if text == line]
+
+    def values(self, key: str) -> list[str]:
+        return [text[len(key) + 1:] for _t, text in list(self.messages)
+                if text.startswith(key + "=")]
+
+    def wait_for(self, line: str, timeout: float) -> None:
+        wait_until(lambda: self.times(line), timeout, f"{line} on the notify socket")
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=1)
+        self.sock.close()
+
+
+class Daemon:
+    """``scim-agent run`` in a subprocess, as systemd would start it."""
+
+    def __init__(self, setup: Setup, notify: NotifySocket | None = None,
+                 watchdog_usec: int = 1_000_000):
+        extra = {}
+        if notify is not None:
+            extra = {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": str(watchdog_usec)}
+        self.setup = setup
+        self._log = open(setup.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(setup.config), "run"],
+            cwd=ROOT, env=setup.env(**extra), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def log(self) -> str:
+        return self.setup.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10) -> tuple[int, float]:
+        """SIGTERM; (exit status, seconds it took)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=timeout)
+        return rc, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self._log.close()
+
+
+@pytest.fixture
+def fake():
+    with FakeSplit(token="tok") as split:
+        yield split
+
+
+@pytest.fixture
+def notify(tmp_path):
+    # A path socket: sun_path is limited to 108 bytes, so keep it short.
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"sa-{os.getpid()}-{time.monotonic_ns()}"
+    folder.mkdir()
+    sock = NotifySocket(str(folder / "notify"))
+    yield sock
+    sock.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+
+    def start(setup: Setup, notify: NotifySocket | None = None, **kwargs) -> Daemon:
+        daemon = Daemon(setup, notify, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces, in process
+
+
+def test_notifier_speaks_to_an_abstract_socket():
+    name = f"@scim-agent-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind("\0" + name[1:])
+    server.settimeout(2)
+    try:
+        notifier = Notifier(name)
+        notifier.send("READY=1", "STATUS=syncing")
+        assert server.recv(1024) == b"READY=1\nSTATUS=syncing"
+        notifier.close()
+    finally:
+        server.close()
+    Notifier(None).send("READY=1")          # outside systemd: nothing, and no error
+
+
+def test_watchdog_interval_reads_systemd_environment():
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 30.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000",
+                              "WATCHDOG_PID": str(os.getpid())}) == 30.0
+    assert watchdog_interval({}) is None
+
+
+def test_schedule_backs_off_doubling_up_to_the_cap_and_slow_cycles_delay_the_next():
+    s = Schedule(ScheduleConfig(interval=dt.timedelta(seconds=10),
+                                max_backoff=dt.timedelta(seconds=60)))
+    assert [s.backoff(n).total_seconds() for n in range(5)] == [0, 20, 40, 60, 60]
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    second = dt.timedelta(seconds=1)
+    assert s.next_run(t0, t0 + 2 * second, 0) == t0 + 10 * second     # on the interval
+    assert s.next_run(t0, t0 + 25 * second, 0) == t0 + 25 * second    # slow: right after
+    assert s.next_run(t0, t0 + 2 * second, 2) == t0 + 42 * second      # backing off
+    assert s.backoff(10_000) == dt.timedelta(seconds=60)               # no overflow
+    cron = Schedule(ScheduleConfig(cron="*/5 * * * *"))
+    assert cron.period() == dt.timedelta(minutes=5)
+    due = cron.next_run(t0, t0 + second, 0)
+    assert due > t0 and due.minute % 5 == 0 and due.second == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The daemon
+
+
+def test_ready_watchdog_schedule_changes_health_and_metrics(tmp_path, fake, notify, daemons):
+    port = free_port()
+    created = (dt.date.today() - dt.timedelta(days=350)).isoformat()   # 15 days left
+    setup = Setup(tmp_path, fake, listen=f"127.0.0.1:{port}", token_created=created)
+    write_source(setup.source, range(5))
+    daemon = daemons(setup, notify, watchdog_usec=1_000_000)
+
+    notify.wait_for("READY=1", timeout=15)
+    wait_until(lambda: len(fake.users) == 5, 10, "the first cycle to create 5 users")
+    wait_until(lambda: len(setup.daemon_runs()) >= 2, 10, "a second scheduled cycle")
+    fake.reset_log()
+    runs_before = len(setup.daemon_runs())
+    wait_until(lambda: len(setup.daemon_runs()) >= runs_before + 2, 10, "two more cycles")
+    assert fake.writes() == [], "a cycle with no source changes sends no writes"
+
+    write_source(setup.source, range(6), titles={0: "Director"})
+    wait_until(lambda: "user5@example.org" in setup.user_names(), 10, "the new user")
+    wait_until(lambda: any(u.get("title") == "Director" for u in fake.users.values()), 10,
+               "the changed title")
+
+    assert len(notify.times("WATCHDOG=1")) >= 2
+    assert any("next run" in s for s in notify.values("STATUS"))
+
+    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["token_days_left"] == 15
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in ('scim_agent_operations_total{kind="create_user",outcome="applied"} 6.0',
+                 'scim_agent_objects_managed{kind="users"} 6.0',
+                 "scim_agent_consecutive_failures 0.0",
+                 "scim_agent_token_days_left 15.0",
+                 "scim_agent_held 0.0"):
+        assert line in metrics, line
+    assert "scim_agent_cycle_duration_seconds_count" in metrics
+    last_success = [l for l in metrics.splitlines()
+                    if l.startswith("scim_agent_last_success_timestamp_seconds ")][0]
+    assert abs(float(last_success.split()[1]) - time.time()) < 30
+
+    status = setup.status()
+    assert status["held"] is None and status["consecutive_failures"] == 0
+    assert status["next_run"]
+    assert "expires on" in daemon.log()                 # the token warning, every cycle
+
+    rc, took = daemon.stop()
+    assert rc == 0 and took < 5
+    assert notify.times("STOPPING=1")
+    assert setup.status()["next_run"] is None
+
+
+def test_slow_target_never_overlaps_and_locks_refuse_other_agents(tmp_path, fake, daemons):
+    fake.latency = 0.25
+    setup = Setup(tmp_path, fake, concurrency=1)
+    write_source(setup.source, range(8))
+    daemon = daemons(setup)
+
+    # The first cycle takes ~3 s (each request 0.25 s, one at a time) on a 1 s interval.
+    wait_until(lambda: any(r.method == "POST" for r in fake.requests), 15, "the first POST")
+    manual = setup.cli("sync")
+    assert manual.returncode == 1
+    assert "another scim-agent is using this snapshot" in manual.stderr
+    second = setup.cli("run", timeout=15)
+    assert second.returncode == 1 and "already running" in second.stderr
+
+    wait_until(lambda: len(fake.users) == 8, 15, "the slow cycle to finish")
+    wait_until(lambda: len(setup.daemon_runs()) >= 2, 10, "the next cycle")
+    assert fake.max_in_flight == 1, "two cycles were sending at the same time"
+    runs = sorted(setup.daemon_runs(), key=lambda r: r["id"])
+    for earlier, later in zip(runs, runs[1:]):
+        assert earlier["finished"] and earlier["finished"] <= later["started"]
+    posts = [r for r in fake.requests if r.method == "POST" and r.path == "/Users"]
+    assert len(posts) == 8
+    assert "maximum number of running instances" not in daemon.log()
+    assert daemon.stop()[0] == 0
+
+
+def test_sigterm_mid_cycle_exits_promptly_and_next_sync_converges(tmp_path, fake, notify,
+                                                                  daemons):
+    setup = Setup(tmp_path, fake, concurrency=2)
+    write_source(setup.source, range(4))
+    daemon = daemons(setup, notify, watchdog_usec=600_000)
+    wait_until(lambda: len(fake.users) == 4, 15, "the first cycle")
+    wait_until(lambda: len(notify.times("WATCHDOG=1")) >= 3, 5, "watchdog pings")
+
+    fake.latency = 2.0                       # each request now hangs longer than the watchdog
+    posts_before = sum(r.method == "POST" for r in fake.requests)
+    write_source(setup.source, range(16))
+    slow_from = time.monotonic()
+    wait_until(lambda: sum(r.method == "POST" and r.status > 0 for r in fake.requests)
+               >= posts_before + 2, 15, "the slow cycle to get two creates answered")
+
+    # While requests hang, the heartbeat ages past the watchdog interval: the pings stop.
+    pings = [slow_from] + [t for t in notify.times("WATCHDOG=1") if t > slow_from]
+    assert max(b - a for a, b in zip(pings, pings[1:] + [time.monotonic()])) > 1.2
+
+    rc, took = daemon.stop()
+    assert rc == 0
+    assert took < 4, f"took {took:.1f}s to stop"
+    assert notify.times("STOPPING=1")
+    assert len(fake.users) < 16, "the stop came too late to test an interrupted cycle"
+
+    fake.latency = 0
+    result = setup.cli("sync")
+    assert result.returncode == 0, result.stderr
+    names = [u["userName"] for u in fake.users.values()]
+    assert len(names) == 16 and len(set(names)) == 16
+    created = [r for r in fake.requests if r.method == "POST" and r.path == "/Users"
+               and r.status == 201]
+    assert len(created) == 16, "a user was created twice"
+    assert not any(r.method == "DELETE" for r in fake.requests)
+
+
+def test_sighup_reloads_and_a_broken_config_keeps_the_old_one(tmp_path, fake, notify, daemons):
+    setup = Setup(tmp_path, fake)
+    write_source(setup.source, range(3))
+    write_source(tmp_path / "other.json", range(5))
+    daemon = daemons(setup, notify)
+    wait_until(lambda: len(fake.users) == 3, 15, "the first cycle")
+
+    good = setup.config.read_text()
+    setup.config.write_text(good + "\n[nonsense\n")
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed; still running with the previous config" in daemon.log(),
+               10, "the reload error")
+    runs = len(setup.daemon_runs())
+    wait_until(lambda: len(setup.daemon_runs()) >= runs + 2, 10, "cycles after the bad reload")
+    assert daemon.alive()
+
+    setup.write_config(source="other.json")
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: len(fake.users) == 5, 10, "the reloaded config's source")
+    assert "config reloaded" in daemon.log()
+    assert notify.times("RELOADING=1")
+    assert daemon.stop()[0] == 0
+
+
+def test_backoff_token_hold_and_guard_hold(tmp_path, fake, daemons):
+    port = free_port()
+    setup = Setup(tmp_path, fake, listen=f"127.0.0.1:{port}", max_backoff="3s",
+                  max_deactivations="1")
+    write_source(setup.source, range(4))
+    daemon = daemons(setup)
+    health = lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)  # noqa: E731
+    wait_until(lambda: len(fake.users) == 4, 15, "the first cycle")
+
+    # Failing cycles back off: 2 s after the first failure, then 3 s (the cap).
+    setup.source.write_text("{ not json")
+    status = wait_until(lambda: (s := setup.status())["consecutive_failures"] >= 2 and s, 10,
+                        "two failed cycles")
+    last = status["runs"][0]
+    assert last["outcome"] == "error" and "reading the source failed" in last["message"]
+    gap = (dt.datetime.fromisoformat(status["next_run"])
+           - dt.datetime.fromisoformat(last["finished"])).total_seconds()
+    assert gap >= 2, f"next run only {gap}s after a second failure"
+    assert "scim_agent_consecutive_failures 2.0" in httpx.get(
+        f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    write_source(setup.source, range(5))
+    wait_until(lambda: setup.status()["consecutive_failures"] == 0, 10, "recovery")
+    assert "user4@example.org" in setup.user_names()
+
+    # A rotated token: 401, then nothing is sent until the credential changes.
+    fake.token = "rotated"
+    write_source(setup.source, range(6))
+    status = wait_until(lambda: (s := setup.status())["held"] and s, 10, "the 401 hold")
+    assert "401" in status["held"]
+    assert health().status_code == 503 and health().json()["status"] == "held"
+    fake.reset_log()
+    time.sleep(2.2)                           # two ticks of the 1 s schedule
+    assert fake.requests == [], "requests were sent while pushing was held"
+    setup.token.write_text("rotated\n")
+    wait_until(lambda: "user5@example.org" in setup.user_names(), 10, "resuming after the fix")
+    wait_until(lambda: setup.status()["held"] is None, 5, "the hold to clear")
+    assert health().status_code == 200
+
+    # The safety guard holds too; a manual sync that gets through lifts the hold.
+    write_source(setup.source, range(2))     # 4 leavers, more than max_deactivations = 1
+    status = wait_until(lambda: (s := setup.status())["held"] and s, 10, "the guard hold")
+    assert "safety guard" in status["held"]
+    manual = setup.cli("sync", "--allow-mass-deactivation")
+    assert manual.returncode == 0, manual.stderr
+    wait_until(lambda: setup.status()["held"] is None, 10, "the manual sync to lift the hold")
+    assert "a manual sync succeeded" in daemon.log()
+    assert sum(1 for u in fake.users.values() if u.get("active")) == 2
+    assert daemon.stop()[0] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The unit file
+
+
+def _systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: .ci/run must install Debian's systemd")
+        pytest.skip("systemd-analyze is not installed")
+    return path
+
+
+def test_unit_file_is_hardened_to_ok():
+    analyze = _systemd_analyze()
+    result = subprocess.run([analyze, "security", "--offline=true", "--threshold=20", str(UNIT)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    score = float(result.stdout.rsplit("Overall exposure level", 1)[1].split(":")[1].split()[0])
+    assert score <= 2.0
+
+
+def test_unit_file_verifies_without_a_word(tmp_path):
+    """``systemd-analyze verify`` insists that ExecStart exists, so verify inside a root folder
+    holding the unit, the system's own units and a stand-in for /opt/scim-agent/bin."""
+    analyze = _systemd_analyze()
+    system_units = Path("/usr/lib/systemd/system")
+    if not system_units.is_dir():
+        pytest.skip("no systemd unit folder on this machine")
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "bin").symlink_to("usr/bin")
+    shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
+    shutil.copy(UNIT, root / "etc/systemd/system/scim-agent.service")
+    for command in ("/opt/scim-agent/bin/scim-agent", "/usr/bin/kill"):
+        stub = root / command.lstrip("/")
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
+    result = subprocess.run([analyze, "verify", f"--root={root}", "scim-agent.service"],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
