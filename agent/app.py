@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from connectors.base import CursorExpired, Directory, SourceError, TargetError
+from connectors.base import ConnectorError, CursorExpired, Directory, SourceError, TargetError
 from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
 
@@ -203,7 +203,12 @@ class Agent:
             return SyncResult(EXIT_ERROR, message=str(exc), warnings=warnings)
         try:
             run_id = state.start_run(mode)
-            result = self._sync(state, list(only), allow_mass_deactivation, stop, progress)
+            try:
+                result = self._sync(state, list(only), allow_mass_deactivation, stop, progress)
+            except Exception as exc:        # a bug: still close the run record, then re-raise
+                state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
+                                 time.monotonic() - started)
+                raise
             result.duration = time.monotonic() - started
             result.warnings = warnings + result.warnings
             report = result.report
@@ -222,6 +227,8 @@ class Agent:
             read = self.read_source(state)
         except SourceError as exc:
             return SyncResult(EXIT_ERROR, message=f"reading the source failed: {exc}")
+        except ConnectorError as exc:       # a source setting its constructor refused
+            return SyncResult(EXIT_ERROR, message=f"source: {exc}")
         try:
             target = self._target_factory(self.config)
         except ConfigError as exc:

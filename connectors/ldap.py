@@ -42,6 +42,7 @@ The vendor traps handled here, each one a way a naive reader silently loses or m
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import logging
 import re
@@ -177,7 +178,7 @@ class LdapSource:
         self.group_attributes = _unique([self.id_attribute, flavor.change_attribute,
                                          *self.group_name_attributes, *MEMBER_ATTRIBUTES])
         self._tls_context: ssl.SSLContext | None = None
-        self._conn: ldap3.Connection | None = None
+        self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
 
     def _validate(self) -> None:
         s = self.settings
@@ -293,6 +294,9 @@ class LdapSource:
                 user_filter, self.disabled_filter)) & users) if self.disabled_filter else 0
             report["groups"] = len(session.dns(self.group_base, self.group_filter))
         return report
+
+    def __repr__(self) -> str:
+        return f"LdapSource({', '.join(self.settings.url)})"
 
     def close(self) -> None:
         if self._conn is not None:
@@ -487,9 +491,10 @@ class LdapSource:
                 raise_exceptions=True, read_only=True, receive_timeout=max(1, round(s.timeout)),
                 check_names=False, return_empty_attributes=False, auto_range=False,
                 auto_referrals=False, fast_decoder=True)
-            if not use_ssl and not s.start_tls and s.bind_dn:
-                log.warning("binding to %s without TLS: the password crosses the network in "
-                            "clear (use ldaps:// or start_tls = true)", host)
+            if not use_ssl and not s.start_tls and s.password is not None \
+                    and not _is_loopback(parts.hostname):
+                raise ConfigError(f"{host}: refusing to send the bind password without TLS; "
+                                  "use an ldaps:// URL or start_tls = true")
         with _ldap_errors(host, "connection"):
             try:
                 conn.open()
@@ -528,6 +533,7 @@ class _Session:
         count = 0
         attributes = list(attributes)
         pages = 0
+        seen_cookies: set[bytes] = set()
         while True:
             try:
                 self.conn.search(base, flt, ldap3.SUBTREE, attributes=attributes,
@@ -537,7 +543,12 @@ class _Session:
                 raise SourceError(f"{self.host}: the search base {base!r} does not exist "
                                   f"(check source.user_base/group_base)") from exc
             self._complete_or_fail(what)
-            for entry in self.conn.response:
+            # Take this page's entries and cookie now: range retrieval below runs searches of
+            # its own on the same connection, which replace conn.result and conn.response.
+            page = list(self.conn.response or ())
+            controls = self.conn.result.get("controls") or {}
+            cookie = (controls.get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
+            for entry in page:
                 kind = entry.get("type")
                 if kind == "searchResEntry":
                     attrs = _lowered(entry["raw_attributes"])
@@ -548,10 +559,12 @@ class _Session:
                     self._reference(entry)
             pages += 1
             self.source._on_page(what, count)
-            controls = self.conn.result.get("controls") or {}
-            cookie = (controls.get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
             if not cookie:
                 break
+            if cookie in seen_cookies:      # a server that never ends the search
+                raise SourceError(f"{self.host}: the server repeated a paging cookie while "
+                                  f"reading {what}; the read was stopped")
+            seen_cookies.add(cookie)
         log.debug("%s: %d entries in %d pages from %s", what, count, pages, self.host)
 
     def search_all(self, what: str, base: str, flt: str, attributes: Iterable[str]):
@@ -1109,3 +1122,13 @@ def _host_of(url: str) -> str:
 
 def _with_members(record: GroupRecord, members: frozenset[str]) -> GroupRecord:
     return GroupRecord(record.id, record.attributes, members)
+
+
+def _is_loopback(hostname: str | None) -> bool:
+    """Loopback only: the one place a cleartext bind cannot be overheard on a network."""
+    if hostname in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(hostname or "").is_loopback
+    except ValueError:
+        return False

@@ -32,7 +32,8 @@ import pytest
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from connectors.base import (ConfigError, CursorExpired, Secret, SourceAuthError, SourceError)
+from connectors.base import (ConfigError, ConnectorError, CursorExpired, Secret, SourceAuthError,
+                             SourceError)
 from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
                              normalise_dn, verifying_context)
 from tests.servers.slapd import (ADMIN_DN, BASE_LDIF, READER_DN, READER_PASSWORD, SUFFIX, Slapd,
@@ -643,6 +644,18 @@ def test_ad_range_retrieval_of_a_large_member_attribute(ad):
     assert str(ad.guids[ad.carol]) in crowd.members
 
 
+
+def test_range_retrieval_does_not_end_the_paged_search_early():
+    """Range retrieval runs searches of its own on the connection; the paged search must keep
+    its own cookie, or every group after the first ranged page would silently go missing."""
+    fake = FakeAd()
+    crowd = [fake.add_user(f"Crowd Member{i}", mail=f"c{i}@corp.example") for i in range(10)]
+    fake.add_group("Crowd", crowd)                    # 10 values: needs ranges of 4
+    for i in range(7):
+        fake.add_group(f"G{i}", crowd[:1])
+    directory = fake.source().read()                  # page_size 3: the groups span 3 pages
+    assert len(directory.groups) == 8
+
 def test_ad_scope_group_with_the_in_chain_rule(ad):
     source = ad.source(scope_group=ad.outer)
     assert source.in_chain
@@ -674,3 +687,16 @@ def test_ad_change_read_by_usn_and_a_restored_controller(ad):
 def test_ad_check_counts(ad):
     report = ad.source().check()
     assert report["users"] == 14 and report["disabled"] == 1 and report["groups"] == 3
+
+
+def test_a_password_is_never_sent_without_tls_off_loopback():
+    settings = LdapSource.Settings(url=("ldap://ldap.example.invalid",), user_base="dc=x",
+                                   bind_dn="cn=svc,dc=x", password=Secret("pw"), timeout=1)
+    with pytest.raises(ConnectorError, match="without TLS"):
+        LdapSource(settings).read()
+
+
+def test_the_source_repr_shows_no_password():
+    settings = LdapSource.Settings(url=("ldaps://ldap.example.invalid",), user_base="dc=x",
+                                   bind_dn="cn=svc,dc=x", password=Secret("hunter2-pw"))
+    assert "hunter2-pw" not in repr(LdapSource(settings))
