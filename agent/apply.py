@@ -150,12 +150,15 @@ class Applier:
         user = op.user
         assert user is not None
         created = self.target.create_user(user.attributes, True, user.source_id)
+        previous = None
         if created.adopted and created.resource is not None:
             # It was there already (onboarding, a lost snapshot, a lost response): make it match.
             current, active = flat_user(created.resource)
             ops = user_patch(diff(current, user.attributes), active=None if active else True)
             self.target.patch_user(created.scim_id, ops)
-        self.record("record_user", user, created.scim_id)
+            previous = next((sid for sid, scim in self.user_ids.items()
+                             if scim == created.scim_id and sid != user.source_id), None)
+        self.record("record_user", user, created.scim_id, None, previous)
         return created.adopted
 
     def _update_user(self, op: Op) -> bool:

@@ -214,8 +214,15 @@ class State:
 
     # One transaction per applied operation: each method below commits on return.
 
-    def record_user(self, user: User, scim_id: str, active: bool | None = None) -> None:
+    def record_user(self, user: User, scim_id: str, active: bool | None = None,
+                    replaces: str | None = None) -> None:
+        """Record a pushed user. ``replaces`` names another source id that held the same
+        SCIM account (an account deleted and re-created in the source with the same e-mail):
+        it is forgotten in the same transaction, so it is never deactivated on its way out."""
         with self.db.atomic():
+            if replaces is not None:
+                self.db.execute("DELETE FROM memberships WHERE user_id = ?", [replaces])
+                self.db.execute("DELETE FROM users WHERE source_id = ?", [replaces])
             self._put_user(user, scim_id, user.active if active is None else active)
 
     def _put_user(self, user: User, scim_id: str, active: bool) -> None:

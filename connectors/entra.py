@@ -105,7 +105,7 @@ class _NotFound(SourceError):
 class Credential:
     """What msal needs, and what check() may show about it (never the secret itself)."""
 
-    msal_value: Any
+    msal_value: Any = field(repr=False)   # the secret or the private key: never shown
     description: str
     expires: dt.datetime | None = None
 

@@ -53,6 +53,7 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else certifi.where())
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.keylog_filename = None      # SSLKEYLOGFILE must not write session keys to a file
     return ctx
 
 

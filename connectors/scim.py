@@ -18,11 +18,13 @@ Errors are raised as the ``connectors.base`` tree says, so the caller knows what
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -179,6 +181,9 @@ class ScimTarget:
                  transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.url = url.rstrip("/")
+        if not _https_or_loopback(self.url):
+            raise FatalTargetError(f"[target] url must use https:// (only a loopback address "
+                                   f"may use http://): {self.url}")
         self.policy = policy
         self.limiter = RateLimiter(policy.rate_limit, burst=1.0,  # a ceiling, not an average
                                    sleep=sleep)
@@ -238,9 +243,11 @@ class ScimTarget:
             resources = page.get("Resources") or []
             yield from resources
             seen += len(resources)
-            total = int(page.get("totalResults", seen))
-            if not resources or seen >= total:
+            total = page.get("totalResults")
+            if not resources or (total is not None and seen >= int(total)):
                 return
+            if total is None and len(resources) < PAGE_SIZE:
+                return              # no total given: a short page is the last one
             start += len(resources)
 
     def iter_users(self) -> Iterator[dict]:
@@ -274,32 +281,32 @@ class ScimTarget:
     # -- writing --------------------------------------------------------------------------
 
     def _create(self, path: str, body: dict, find: Callable[[], dict | None], what: str) -> Created:
-        for attempt in range(1, self.policy.max_attempts + 1):
-            try:
-                response = self._call("POST", path, json=body, idempotent=False)
-            except ConflictError:
-                found = find()
-                if found is None:
-                    raise ConflictError(f"{what} already exists on the target but cannot be "
-                                        "found by a filter query", 409)
+        """One POST. A 409, or an outcome we cannot know (timeout after sending, a gateway
+        error), is resolved by looking the object up; it is never sent a second time here. If
+        the lookup finds nothing the operation fails and the next cycle tries again, when a
+        late-landing first request shows up as a 409 or in the lookup."""
+        try:
+            response = self._call("POST", path, json=body, idempotent=False)
+        except ConflictError:
+            found = find()
+            if found is None:
+                raise ConflictError(f"{what} already exists on the target but cannot be "
+                                    "found by a filter query", 409)
+            return Created(str(found["id"]), adopted=True, resource=found)
+        except TransientError as exc:
+            if not exc.sent:
+                raise
+            found = find()              # did the lost request land after all?
+            if found is not None:
                 return Created(str(found["id"]), adopted=True, resource=found)
-            except TransientError as exc:
-                if not exc.sent:
-                    raise
-                found = find()          # did the lost request land after all?
-                if found is not None:
-                    return Created(str(found["id"]), adopted=True, resource=found)
-                if attempt == self.policy.max_attempts:
-                    raise
-                log.info("%s: outcome of create unknown (%s) and not on the target; sending again",
-                         what, exc)
-                continue
-            resource = response.json() if response.content else {}
-            scim_id = resource.get("id") or response.headers.get("Location", "").rstrip("/").rsplit("/", 1)[-1]
-            if not scim_id:
-                raise RejectedError(f"{what}: the target created it but returned no id", response.status_code)
-            return Created(str(scim_id), adopted=False, resource=resource)
-        raise AssertionError("unreachable")
+            raise TransientError(f"{exc}; the create may still land, so it is not resent "
+                                 "until the next cycle", exc.status, sent=True) from None
+        resource = response.json() if response.content else {}
+        scim_id = resource.get("id") if isinstance(resource, dict) else None
+        if not scim_id:
+            raise RejectedError(f"{what}: the target answered {response.status_code} but "
+                                "returned no id", response.status_code)
+        return Created(str(scim_id), adopted=False, resource=resource)
 
     def create_user(self, attributes: Mapping[str, str], active: bool, external_id: str) -> Created:
         user_name = attributes["userName"]
@@ -312,6 +319,11 @@ class ScimTarget:
                        json={"schemas": [PATCH_OP], "Operations": operations})
 
     def create_group(self, display_name: str) -> Created:
+        """Link a group of that name if Split has one (it must be adopted, not created twice,
+        and not every server answers a duplicate name with 409), else create it empty."""
+        found = self.find_group(display_name)
+        if found is not None:
+            return Created(str(found["id"]), adopted=True, resource=found)
         body = {"schemas": [GROUP], "displayName": display_name, "members": []}
         return self._create("Groups", body, lambda: self.find_group(display_name),
                             f"group {display_name}")
@@ -332,8 +344,15 @@ class ScimTarget:
     def remove_members(self, scim_id: str, member_ids: list[str],
                        on_chunk: Callable[[list[str]], None] = lambda ids: None) -> None:
         for chunk in chunks(member_ids, MEMBERS_PER_PATCH):
-            self._call("PATCH", f"Groups/{scim_id}", json={"schemas": [PATCH_OP], "Operations": [
-                {"op": "remove", "path": f"members[value eq {filter_value(m)}]"} for m in chunk]})
+            try:
+                self._call("PATCH", f"Groups/{scim_id}", json={"schemas": [PATCH_OP], "Operations": [
+                    {"op": "remove", "path": f"members[value eq {filter_value(m)}]"} for m in chunk]})
+            except RejectedError as exc:
+                # RFC 7644 §3.5.2.2: a filter that matches nothing is "noTarget". The members
+                # are already gone (a lost response, a manual change): the goal is reached.
+                if exc.scim_type != "noTarget":
+                    raise
+                log.info("group %s: members already absent on the target", scim_id)
             on_chunk(chunk)
 
     def delete_group(self, scim_id: str) -> None:
@@ -346,6 +365,20 @@ class ScimTarget:
         return {"users": self.count("Users"), "groups": self.count("Groups")}
 
 
+def _https_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        return False
+
+
 def _retry_unless_sent(state) -> bool:
     exc = state.outcome.exception() if state.outcome else None
     return isinstance(exc, TransientError) and not exc.sent
@@ -353,8 +386,14 @@ def _retry_unless_sent(state) -> bool:
 
 def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
     status = response.status_code
-    if status < 400:
+    if 200 <= status < 300:
         return
+    if 300 <= status < 400:
+        # Never followed, never taken for success: a moved endpoint (e.g. after a move to
+        # Harness FME) must be configured, not silently written through.
+        raise FatalTargetError(f"{method} {path}: HTTP {status}: the SCIM endpoint redirects to "
+                               f"{response.headers.get('Location', '(no Location)')}; "
+                               "check [target] url", status)
     detail, scim_type = _error_body(response)
     where = f"{method} {path}: HTTP {status}"
     if status in (401, 403):
@@ -363,10 +402,11 @@ def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
         raise TransientError(f"{where}: rate limited", status, retry_after=server_wait_hint(response),
                              sent=False)
     if status >= 500:
-        # 502/503/504 are usually answered before the request is processed; a 500 may not be.
+        # Only a 503 reliably means "not processed"; behind a gateway a 500, 502 or 504 may
+        # come after the request was carried out, so a create must be looked up, not resent.
         raise TransientError(f"{where}: {detail or 'server error'}", status,
                              retry_after=server_wait_hint(response) if status == 503 else None,
-                             sent=status == 500)
+                             sent=status != 503)
     if status == 404:
         raise NotFoundError(f"{where}: not found on the target", status)
     if status == 409:

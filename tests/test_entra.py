@@ -537,3 +537,8 @@ def test_clean_attributes_flattens_and_drops_annotations():
 def test_settings_fields_have_help():
     for f in dataclasses.fields(EntraSource.Settings):
         assert f.metadata.get("help"), f.name
+
+
+def test_a_credential_repr_never_shows_the_secret():
+    from connectors.entra import Credential
+    assert "s3cr3t-value" not in repr(Credential("s3cr3t-value", "client secret"))

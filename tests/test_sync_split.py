@@ -152,12 +152,26 @@ def test_errors_that_do_not_clear_fail_the_operation_not_the_run(fake_split, spl
     split_ws.agent().sync()
     split_ws.write_directory(people(2), [])
     fake_split.reset_log()
-    fake_split.fail_next(50, status=502)
+    fake_split.fail_next(50, status=503)              # "not processed": safe to resend
     result = split_ws.agent().sync()
     assert result.exit_code == EXIT_FAILED_OPS
     assert len(result.report.failed) == 1
     attempts = [r for r in fake_split.requests if r.method == "POST"]
     assert len(attempts) == split_ws.agent().config.target.max_attempts
+
+
+def test_a_create_answered_by_a_gateway_error_is_looked_up_not_resent(fake_split, split_ws):
+    split_ws.write_directory(people(1), [])
+    split_ws.agent().sync()
+    split_ws.write_directory(people(2), [])
+    fake_split.reset_log()
+    fake_split.fail_next(1, status=504)               # the POST may have been carried out
+    result = split_ws.agent().sync()
+    assert result.exit_code == EXIT_FAILED_OPS        # not there: fails for this cycle
+    assert [r.method for r in fake_split.requests] == ["POST", "GET"]
+    assert "not resent" in result.report.failed[0][1]
+    assert split_ws.agent().sync().exit_code == EXIT_OK   # the next cycle creates it
+    assert len(fake_split.users) == 2
 
 
 def test_the_agent_stays_under_its_rate_and_never_collects_429s(fake_split, split_ws):
@@ -369,3 +383,20 @@ def test_when_the_target_cannot_be_read_for_adoption_the_cycle_stops(fake_split,
     assert result.exit_code == EXIT_ERROR
     assert "reading the target failed" in result.message
     assert fake_split.writes() == []
+
+
+def test_an_account_recreated_in_the_source_keeps_its_split_user_active(fake_split, split_ws):
+    """Deleted and re-created in the directory: new source id, same e-mail. The new record
+    adopts the Split account; the old record's departure must not switch it off."""
+    ws = split_ws
+    ws.write_directory(people(3), [group("g", "Team", ["0"])])
+    ws.agent().sync()
+    ws.write_directory(people(3)[1:] + [user("new-0", "p000@example.org", "G0", "F0")],
+                       [group("g", "Team", ["new-0"])])
+    result = ws.agent().sync()
+    assert result.exit_code == EXIT_OK, result.message
+    p0 = [u for u in fake_split.users.values() if u["userName"] == "p000@example.org"]
+    assert len(p0) == 1 and p0[0]["active"] is True
+    assert ws.agent().sync().plan.is_empty
+    with State.open(ws.state, lock=False) as state:
+        assert set(state.snapshot().users) == {"1", "2", "new-0"}

@@ -1,0 +1,123 @@
+"""The SCIM target client: what it sends and how it reads answers, against the fake Split."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from connectors.base import FatalTargetError, Secret
+from connectors.http import HttpPolicy
+from connectors.scim import ScimTarget, filter_value, flat_user, user_patch, user_resource
+from tests.conftest import TOKEN
+
+
+def target_for(url: str, transport=None) -> ScimTarget:
+    return ScimTarget(url, Secret(TOKEN), HttpPolicy(rate_limit=1000, max_attempts=2),
+                      transport=transport, sleep=lambda s: None)
+
+
+def test_filter_values_are_quoted_and_escaped():
+    assert filter_value('a"b\\c@example.org') == '"a\\"b\\\\c@example.org"'
+
+
+def test_user_resource_and_back():
+    flat = {"userName": "a@example.org", "email": "a@example.org", "name.givenName": "A",
+            "name.familyName": "B", "displayName": "A B", "title": "T", "department": "D",
+            "manager": "m-1", "phoneNumber": "+1 555"}
+    body = user_resource(flat, True, "src-1")
+    assert body["externalId"] == "src-1" and body["active"] is True
+    assert body["emails"] == [{"value": "a@example.org", "type": "work", "primary": True}]
+    ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    assert ent in body["schemas"] and body[ent] == {"department": "D", "manager": {"value": "m-1"}}
+    assert flat_user({**body, "id": "x"}) == (flat, True)
+
+
+def test_an_entra_style_string_active_is_read_as_a_boolean():
+    assert flat_user({"userName": "a", "active": "False"})[1] is False
+
+
+def test_patch_ops_are_lowercase_and_replace_the_email_whole():
+    ops = user_patch({"email": ("a@x", "b@x"), "title": ("T", None)}, active=False)
+    assert ops == [
+        {"op": "replace", "path": "emails", "value": [{"value": "b@x", "type": "work", "primary": True}]},
+        {"op": "remove", "path": "title"},
+        {"op": "replace", "path": "active", "value": False},
+    ]
+
+
+def test_plain_http_is_refused_except_on_loopback():
+    with pytest.raises(FatalTargetError, match="https"):
+        target_for("http://split.example.org/scim/v2")
+    target_for("http://127.0.0.1:9/scim/v2").close()
+    target_for("https://split.example.org/scim/v2").close()
+
+
+def test_a_redirect_is_fatal_never_success():
+    def moved(request):
+        return httpx.Response(301, headers={"Location": "https://app.harness.io/scim"})
+    target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(moved))
+    with pytest.raises(FatalTargetError, match="redirects to https://app.harness.io/scim"):
+        target.patch_user("u1", user_patch({}, active=False))
+
+
+def test_a_created_answer_without_an_id_is_not_taken_for_success():
+    def no_body(request):
+        return httpx.Response(201, headers={"Location": "https://split.example.org/scim/v2/Users"})
+    target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(no_body))
+    from connectors.base import RejectedError
+    with pytest.raises(RejectedError, match="no id"):
+        target.create_user({"userName": "a@example.org"}, True, "1")
+
+
+def test_listing_without_total_results_pages_until_a_short_page():
+    pages = []
+
+    def listing(request):
+        start = int(request.url.params["startIndex"])
+        pages.append(start)
+        count = 100 if start < 201 else 7
+        return httpx.Response(200, json={"Resources": [{"id": str(start + i)} for i in range(count)]})
+    target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(listing))
+    assert len(list(target.iter_users())) == 207
+    assert pages == [1, 101, 201]
+
+
+def test_removing_members_already_gone_counts_as_done():
+    def no_target(request):
+        return httpx.Response(400, json={"status": 400, "scimType": "noTarget",
+                                         "detail": "no member matched"})
+    target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(no_target))
+    done = []
+    target.remove_members("g1", ["u1", "u2"], on_chunk=done.extend)
+    assert done == ["u1", "u2"]
+
+
+def test_error_bodies_with_numeric_status_are_read(fake_split):
+    fake_split.status_as_int = True
+    target = target_for(fake_split.base_url)
+    target.create_user({"userName": "a@example.org"}, True, "1")
+    created = target.create_user({"userName": "A@example.org"}, True, "2")   # 409 -> adopt
+    assert created.adopted
+    assert len(fake_split.users) == 1
+
+
+def test_an_existing_group_of_that_name_is_linked_not_created(fake_split):
+    existing = fake_split.seed_group("Engineering")
+    target = target_for(fake_split.base_url)
+    created = target.create_group("engineering")
+    assert created.adopted and created.scim_id == existing
+    assert [r.method for r in fake_split.requests] == ["GET"]
+
+
+def test_patch_answers_with_a_body_are_accepted(fake_split):
+    fake_split.patch_returns_body = True
+    target = target_for(fake_split.base_url)
+    created = target.create_user({"userName": "a@example.org"}, True, "1")
+    target.patch_user(created.scim_id, user_patch({"title": (None, "Boss")}))
+    assert fake_split.users[created.scim_id]["title"] == "Boss"
+
+
+def test_tls_session_keys_are_never_logged(monkeypatch, tmp_path):
+    from connectors.http import tls_context
+    monkeypatch.setenv("SSLKEYLOGFILE", str(tmp_path / "keys.log"))
+    assert tls_context(None).keylog_filename is None
