@@ -33,6 +33,7 @@ import copy
 import hmac
 import json
 import math
+import random
 import re
 import socket
 import sys
@@ -462,6 +463,7 @@ class FakeSplit:
         self._max_in_flight = 0
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._hang_posts = 0
+        self._chaos: tuple[random.Random, float, float] | None = None
         self._rate: tuple[int, float] | None = None
         self._window_end = 0.0
         self._window_used = 0
@@ -545,6 +547,23 @@ class FakeSplit:
             self._window_end = 0.0
             self._window_used = 0
 
+    def chaos(self, seed: int | None, before: float = 0.1, after: float = 0.1) -> None:
+        """Random faults until turned off with ``chaos(None)``: with probability ``before`` a
+        request fails unprocessed (500, 502, 503 or 504); with probability ``after`` a write is
+        carried out but its answer is replaced by a 502 or 504, as a gateway losing the
+        backend's reply would. Seeded, so a failing run can be replayed."""
+        with self._store_lock:
+            self._chaos = None if seed is None else (random.Random(seed), before, after)
+
+    def _roll(self, which: int) -> int | None:
+        with self._store_lock:
+            if self._chaos is None:
+                return None
+            rnd, before, after = self._chaos
+            if rnd.random() < (before, after)[which]:
+                return rnd.choice(((500, 502, 503, 504), (502, 504))[which])
+        return None
+
     def hang_after_write_next(self, n: int) -> None:
         """Apply the next ``n`` POSTs but hold each answer back for ``hang_seconds``."""
         with self._store_lock:
@@ -608,6 +627,9 @@ class FakeSplit:
         rate_headers: dict[str, str] = {}
         try:
             self._take_injected_failure()
+            lost = self._roll(0)
+            if lost:
+                raise ScimError(lost, f"chaos: failed before processing ({lost})")
             rate_headers = self._admit()
             self._authenticate(headers)
             if body_error is not None:
@@ -616,6 +638,9 @@ class FakeSplit:
             with self._store_lock:
                 response = self._route(method, path, query, body)
             response.delay = delay
+            lost = self._roll(1) if method != "GET" else None
+            if lost:
+                raise ScimError(lost, f"chaos: carried out, answer lost ({lost})")
         except ScimError as error:
             response = self._error(error)
         except Exception:  # a bug in the fake: make it visible to the test, not a hang
