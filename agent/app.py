@@ -10,21 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from connectors.base import ConnectorError, CursorExpired, Directory, SourceError, TargetError
+from connectors.base import (ConnectorError, CursorExpired, Directory, FatalTargetError,
+                             SourceError, TargetError)
 from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
 
-from .apply import Applier, ApplyReport, adopt_existing
+from .apply import Applier, ApplyReport, TargetRead, read_target
 from .config import Config, ConfigError
 from .mapping import MappingRules, map_directory
 from .model import DesiredState, Snapshot, digest_of
-from .plan import GuardStop, Plan, PlanOptions, guard, make_plan
-from .state import State, StateError
+from .plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
+from .state import State, StateError, lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class SyncResult:
     adopted: int = 0
     held: str = ""                  # why pushing should be held until someone acts
     warnings: list[str] = field(default_factory=list)
+    target_read: TargetRead | None = None   # what adoption or reconciliation found
 
 
 def token_warning(config: Config, today: dt.date | None = None) -> str:
@@ -191,7 +194,7 @@ class Agent:
     def sync(self, *, only: Iterable[str] = (), allow_mass_deactivation: bool = False,
              stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None,
-             mode: str = "sync") -> SyncResult:
+             mode: str = "sync", reconcile: bool = False) -> SyncResult:
         """One full cycle. Never raises for expected failures: the result says what happened."""
         started = time.monotonic()
         warnings = [w for w in [token_warning(self.config)] if w]
@@ -204,7 +207,8 @@ class Agent:
         try:
             run_id = state.start_run(mode)
             try:
-                result = self._sync(state, list(only), allow_mass_deactivation, stop, progress)
+                result = self._sync(state, list(only), allow_mass_deactivation, stop, progress,
+                                    reconcile)
             except Exception as exc:        # a bug: still close the run record, then re-raise
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
                                  time.monotonic() - started)
@@ -222,28 +226,36 @@ class Agent:
             state.close()
 
     def _sync(self, state: State, only: list[str], allow_mass_deactivation: bool,
-              stop: threading.Event | None, progress) -> SyncResult:
+              stop: threading.Event | None, progress, reconcile: bool) -> SyncResult:
         try:
             read = self.read_source(state)
         except SourceError as exc:
             return SyncResult(EXIT_ERROR, message=f"reading the source failed: {exc}")
         except ConnectorError as exc:       # a source setting its constructor refused
             return SyncResult(EXIT_ERROR, message=f"source: {exc}")
+        desired = map_directory(read.view, self.rules)
+        unknown = _unknown_keys(only, desired, state)
+        if unknown:
+            return SyncResult(EXIT_ERROR, message=f"--only: {', '.join(unknown)} names no user or "
+                                                  "group in the source or the snapshot")
         try:
             target = self._target_factory(self.config)
-        except ConfigError as exc:
+        except (ConfigError, TargetError) as exc:
             return SyncResult(EXIT_ERROR, message=str(exc))
         try:
-            desired = map_directory(read.view, self.rules)
-            adopted = 0
-            if state.snapshot().is_empty and desired.users:
-                try:
-                    adopted = adopt_existing(target, state, desired, groups=self.config.sync.groups)
-                except TargetError as exc:
-                    return SyncResult(EXIT_ERROR, message=f"reading the target failed: {exc}",
-                                      held=_held(exc))
-                if adopted:
-                    log.info("adopted %d existing object(s) from the target", adopted)
+            fetched = None
+            try:
+                target.probe()      # a rejected token shows even when nothing is pending
+                if reconcile or (state.snapshot().is_empty and desired.users):
+                    fetched = read_target(target, state, desired, groups=self.config.sync.groups,
+                                          refresh=reconcile)
+            except FatalTargetError as exc:
+                return SyncResult(EXIT_ERROR, message=str(exc), held=str(exc))
+            except TargetError as exc:
+                return SyncResult(EXIT_ERROR, message=f"reading the target failed: {exc}")
+            adopted = len(fetched.adopted) if fetched else 0
+            if fetched is not None:
+                _log_target_read(fetched)
             result = self.compute_plan(state, read)
             plan = result.plan.only(only) if only else result.plan
             if result.guard and not allow_mass_deactivation:
@@ -262,6 +274,9 @@ class Agent:
         if report.fatal:
             return SyncResult(EXIT_ERROR, plan=plan, report=report, message=report.fatal,
                               adopted=adopted, held=report.fatal)
+        if not only and not report.interrupted:
+            state.keep_only_failures((_kind(op), op.source_id, op.kind.value)
+                                     for op, _ in report.failed)
         if read.view.cursor is not None and not only and not report.interrupted:
             state.save_source_view(read.view, self.source_fingerprint(), read.full,
                                    changed=read.changes, removed_users=read.removed_users,
@@ -272,7 +287,7 @@ class Agent:
                    + ("; interrupted" if report.interrupted else ""))
         log.info("%s", message)
         return SyncResult(EXIT_FAILED_OPS if failed else EXIT_OK, plan=plan, report=report,
-                          message=message, adopted=adopted)
+                          message=message, adopted=adopted, target_read=fetched)
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Read-only checks of source and target; (what, ok, detail) per line."""
@@ -301,17 +316,7 @@ class Agent:
             results.append(("token", True, f"warning: {warning}"))
         elif self.config.target.token_created:
             results.append(("token", True, f"{token_days_left(self.config)} days left"))
-        path = self.config.state.path
-        if path.exists():
-            try:
-                with State.open(path, lock=False, create=False) as state:
-                    counts = state.counts()
-                results.append(("state", True, f"{path}: " + ", ".join(
-                    f"{k}: {v}" for k, v in counts.items())))
-            except StateError as exc:
-                results.append(("state", False, str(exc)))
-        else:
-            results.append(("state", True, f"{path}: not created yet (first sync creates it)"))
+        results.append(("state",) + _state_check(self.config.state.path))
         return results
 
 
@@ -324,9 +329,49 @@ def default_target(config: Config) -> ScimTarget:
     return ScimTarget(t.url, t.token, policy)
 
 
-def _held(exc: Exception) -> str:
-    from connectors.base import FatalTargetError
-    return str(exc) if isinstance(exc, FatalTargetError) else ""
+def _kind(op) -> str:
+    return "user" if op.kind in USER_OPS else "group"
+
+
+def _state_check(path) -> tuple[bool, str]:
+    """Can the snapshot be opened (or created), and is an agent using it right now?"""
+    if not path.exists():
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            return False, f"{path}: cannot be created ({ancestor} is not writable by this user)"
+        return True, f"{path}: not created yet (the first sync creates it)"
+    try:
+        with State.open(path, lock=False, create=False) as state:
+            counts = state.counts()
+    except StateError as exc:
+        return False, str(exc)
+    detail = f"{path}: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+    holder = lock_holder(path)
+    if holder is not None:
+        detail += f"; in use now by pid {holder}" if holder else "; in use now"
+    return True, detail
+
+
+def _unknown_keys(keys: Iterable[str], desired: DesiredState, state: State) -> list[str]:
+    """``--only`` keys that name nothing at all: a typo must not look like "no changes"."""
+    if not keys:
+        return []
+    snapshot = state.snapshot()
+    known = {u.user_name.casefold() for u in desired.users.values()}
+    known |= {g.display_name.casefold() for g in desired.groups.values()}
+    known |= {u.user_name.casefold() for u in snapshot.users.values()}
+    known |= {g.display_name.casefold() for g in snapshot.groups.values()}
+    return [k for k in keys if k.casefold() not in known]
+
+
+def _log_target_read(read: TargetRead) -> None:
+    for label, keys in (("adopted", read.adopted), ("changed in Split by hand", read.drifted),
+                        ("gone from Split, will be created again", read.vanished)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+            log.info("%s: %s", label, shown)
 
 
 def _outcome(result: SyncResult) -> str:

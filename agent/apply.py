@@ -22,7 +22,7 @@ from connectors.base import FatalTargetError, NotFoundError, TargetError
 from connectors.scim import ScimTarget, flat_user, user_patch
 
 from .model import DesiredState, User
-from .plan import OpKind, Op, Plan, diff
+from .plan import USER_OPS, Op, OpKind, Plan, diff
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ class Applier:
 
     def _collect(self, future: Future, report: ApplyReport) -> None:
         op: Op = future.op  # type: ignore[attr-defined]
-        kind = "group" if op.kind not in (OpKind.CREATE_USER, OpKind.UPDATE_USER,
-                                          OpKind.REACTIVATE_USER, OpKind.DEACTIVATE_USER) else "user"
+        kind = "user" if op.kind in USER_OPS else "group"
         try:
             adopted = future.result()
         except _NotSent:
@@ -118,18 +117,18 @@ class Applier:
             return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
-            self.record("record_failure", kind, op.key, op.kind.value, str(exc))
+            self.record("record_failure", kind, op.source_id, op.key, op.kind.value, str(exc))
             log.warning("%s %s failed: %s", op.kind.value, op.key, exc)
             return
         except Exception as exc:  # a bug: report it with its traceback, keep the run going
             log.exception("%s %s failed unexpectedly", op.kind.value, op.key)
             report.failed.append((op, f"internal error: {type(exc).__name__}: {exc}"))
-            self.record("record_failure", kind, op.key, op.kind.value,
+            self.record("record_failure", kind, op.source_id, op.key, op.kind.value,
                         f"internal error: {type(exc).__name__}")
             return
         report.applied.append(op)
         report.adopted += int(bool(adopted))
-        self.record("clear_failure", kind, op.key)
+        self.record("clear_failure", kind, op.source_id, op.kind.value)
         log.debug("%s %s done%s", op.kind.value, op.key, " (adopted)" if adopted else "")
 
     # -- one operation ------------------------------------------------------------------
@@ -154,6 +153,7 @@ class Applier:
         if created.adopted and created.resource is not None:
             # It was there already (onboarding, a lost snapshot, a lost response): make it match.
             current, active = flat_user(created.resource)
+            current = managed(current, user.attributes)
             ops = user_patch(diff(current, user.attributes), active=None if active else True)
             self.target.patch_user(created.scim_id, ops)
             previous = next((sid for sid, scim in self.user_ids.items()
@@ -287,37 +287,101 @@ class _MembersMissing(TargetError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Adoption: a first run (or a lost snapshot) finds what the target already holds
+# Reading the target: adoption on a first run, reconciliation on request
 
 
-def adopt_existing(target: ScimTarget, state: State, desired: DesiredState,
-                   groups: bool = True) -> int:
-    """Read the target once (paged) and remember every object that matches a desired one:
-    users by userName (case-insensitive), groups by displayName. Returns how many."""
-    wanted_users = {u.user_name.casefold(): u for u in desired.users.values()}
-    adopted = 0
-    scim_to_source: dict[str, str] = {}
+def managed(attributes: dict[str, str], *keysets) -> dict[str, str]:
+    """Only the attributes the agent manages for this object (what the source maps, or what
+    was pushed before): Split may hold attributes we never set, and those are left alone."""
+    keep = set().union(*keysets) | {"userName"}
+    return {k: v for k, v in attributes.items() if k in keep}
+
+
+@dataclass
+class TargetRead:
+    adopted: list[str] = field(default_factory=list)      # keys of objects adopted
+    drifted: list[str] = field(default_factory=list)      # keys whose target copy differed
+    vanished: list[str] = field(default_factory=list)     # keys gone from the target
+
+
+def read_target(target: ScimTarget, state: State, desired: DesiredState, *, groups: bool = True,
+                refresh: bool = False) -> TargetRead:
+    """Read the target once (paged) into the snapshot.
+
+    Adoption: objects the snapshot does not know yet are matched to desired ones, users by
+    userName (case-insensitive), groups by displayName, and remembered as the target holds
+    them, so the planner sends only what differs.
+
+    ``refresh`` (``sync --reconcile``): objects the snapshot does know are re-read too, so
+    changes made by hand in Split show up as drift and are put right; objects gone from the
+    target are forgotten, and so created again.
+    """
+    result = TargetRead()
+    snapshot = state.snapshot()
+    known_users = {u.scim_id: u for u in snapshot.users.values()}
+    wanted_users = {u.user_name.casefold(): u for u in desired.users.values()
+                    if u.source_id not in snapshot.users}
+    scim_to_source = {u.scim_id: sid for sid, u in snapshot.users.items()}
+    seen: set[str] = set()
     for resource in target.iter_users():
-        user = wanted_users.get(str(resource.get("userName", "")).casefold())
-        if user is None or "id" not in resource:
-            continue
+        scim_id = str(resource.get("id", ""))
         attributes, active = flat_user(resource)
-        state.record_adopted_user(user.source_id, str(resource["id"]), user.user_name, active,
-                                  attributes)
-        scim_to_source[str(resource["id"])] = user.source_id
-        adopted += 1
-    if groups:
-        wanted_groups = {g.display_name.casefold(): g for g in desired.groups.values()}
-        for resource in target.iter_groups():
-            group = wanted_groups.get(str(resource.get("displayName", "")).casefold())
-            if group is None or "id" not in resource:
+        known = known_users.get(scim_id)
+        if known is not None:
+            seen.add(scim_id)
+            if not refresh:
                 continue
-            members = [scim_to_source[m["value"]] for m in resource.get("members") or []
-                       if isinstance(m, dict) and m.get("value") in scim_to_source]
-            state.record_adopted_group(group.source_id, str(resource["id"]),
-                                       str(resource["displayName"]), members)
-            adopted += 1
-    return adopted
+            wanted = desired.users.get(known.source_id)
+            current = managed(attributes, known.attributes, wanted.attributes if wanted else ())
+            if current != dict(known.attributes) or active != known.active:
+                result.drifted.append(known.user_name)
+                state.record_adopted_user(known.source_id, scim_id, known.user_name, active, current)
+            continue
+        user = wanted_users.pop(str(resource.get("userName", "")).casefold(), None)
+        if user is None or not scim_id:
+            continue
+        state.record_adopted_user(user.source_id, scim_id, user.user_name, active,
+                                  managed(attributes, user.attributes))
+        scim_to_source[scim_id] = user.source_id
+        result.adopted.append(user.user_name)
+    if refresh:
+        for pushed in snapshot.users.values():
+            if pushed.scim_id not in seen:
+                state.forget_user(pushed.source_id)
+                scim_to_source.pop(pushed.scim_id, None)
+                result.vanished.append(pushed.user_name)
+    if groups:
+        _read_groups(target, state, desired, snapshot, scim_to_source, refresh, result)
+    return result
 
 
-__all__ = ["Applier", "ApplyReport", "adopt_existing", "User"]
+def _read_groups(target, state, desired, snapshot, scim_to_source, refresh, result) -> None:
+    known_groups = {g.scim_id: g for g in snapshot.groups.values()}
+    wanted_groups = {g.display_name.casefold(): g for g in desired.groups.values()
+                     if g.source_id not in snapshot.groups}
+    seen: set[str] = set()
+    for resource in target.iter_groups():
+        scim_id = str(resource.get("id", ""))
+        members = {scim_to_source[m["value"]] for m in resource.get("members") or []
+                   if isinstance(m, dict) and m.get("value") in scim_to_source}
+        known = known_groups.get(scim_id)
+        if known is not None:
+            seen.add(scim_id)
+            name = str(resource.get("displayName", ""))
+            if refresh and (name != known.display_name or members != known.members):
+                result.drifted.append(known.display_name)
+                state.record_adopted_group(known.source_id, scim_id, name, members)
+            continue
+        group = wanted_groups.pop(str(resource.get("displayName", "")).casefold(), None)
+        if group is None or not scim_id:
+            continue
+        state.record_adopted_group(group.source_id, scim_id, str(resource["displayName"]), members)
+        result.adopted.append(group.display_name)
+    if refresh:
+        for pushed in snapshot.groups.values():
+            if pushed.scim_id not in seen:
+                state.forget_group(pushed.source_id)
+                result.vanished.append(pushed.display_name)
+
+
+__all__ = ["Applier", "ApplyReport", "read_target", "TargetRead", "User"]

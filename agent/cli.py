@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-mass-deactivation", action="store_true",
                    help="let this one run through the safety guard (deactivation threshold, "
                         "empty source)")
+    s.add_argument("--reconcile", action="store_true",
+                   help="re-read Split first and put right what was changed there by hand "
+                        "(one paged read of all users and groups)")
     _output_option(s)
 
     commands.add_parser("run", help="run as a daemon, syncing on the configured schedule",
@@ -223,12 +226,21 @@ def _details(op: Op) -> list[str]:
 
 def summary_line(plan: Plan) -> str:
     s = plan.summary()
-    if plan.is_empty:
-        return "No changes. The target matches the source."
+    notes = []
+    if plan.refused:
+        notes.append(f"{len(plan.refused)} refused (not sent)")
+    if plan.problems:
+        notes.append(f"{len(plan.problems)} source object(s) not pushed")
+    tail = f" {'; '.join(notes).capitalize()}." if notes else ""
+    if not plan.sendable:
+        # plan compares with the snapshot of what was pushed, not with Split itself
+        return ("No changes: everything the source holds was pushed, as far as the snapshot "
+                "knows (sync --reconcile re-reads Split)." + tail)
     return (f"Plan: users {s['create_user']} to create, {s['update_user']} to update, "
             f"{s['reactivate_user']} to reactivate, {s['deactivate_user']} to deactivate; "
             f"groups {s['create_group']} to create, {s['update_group']} to rename, "
-            f"{s['delete_group']} to delete; members +{s['add_members']} -{s['remove_members']}.")
+            f"{s['delete_group']} to delete; members +{s['add_members']} -{s['remove_members']}."
+            + tail)
 
 
 def plan_json(plan: Plan, guard_reason: str = "") -> str:
@@ -276,7 +288,7 @@ def cmd_plan(agent: Agent, args) -> int:
         print(plan_json(result.plan, reason))
     else:
         print(render_plan(result.plan, sys.stdout, reason))
-    if getattr(args, "detailed_exitcode", False) and not result.plan.is_empty:
+    if getattr(args, "detailed_exitcode", False) and result.plan.sendable:
         return EXIT_CHANGES
     return EXIT_OK
 
@@ -287,7 +299,7 @@ def cmd_sync(agent: Agent, args) -> int:
         return cmd_plan(agent, args)
     result: SyncResult = agent.sync(only=args.only,
                                     allow_mass_deactivation=args.allow_mass_deactivation,
-                                    progress=Progress())
+                                    reconcile=args.reconcile, progress=Progress())
     if args.output == "json":
         print(json.dumps(sync_json(result), indent=2, ensure_ascii=False))
     else:
@@ -311,7 +323,11 @@ def sync_json(result: SyncResult) -> dict:
     return out
 
 
+APPLIED_SHOWN = 200
+
+
 def print_sync(result: SyncResult) -> None:
+    """What happened, object by object, then one line of counts; errors once, on stderr."""
     style = Style(sys.stdout)
     if result.guard and result.plan is not None:
         print(render_plan(result.plan, sys.stdout))
@@ -320,20 +336,38 @@ def print_sync(result: SyncResult) -> None:
                     "--allow-mass-deactivation.", "31;1"))
         return
     if result.report is None:
-        print(f"error: {result.message}", file=sys.stderr)
+        print(style(f"error: {result.message}", "31;1"), file=sys.stderr)
         return
     report = result.report
+    read = result.target_read
+    if read is not None:
+        for label, keys in (("adopted from Split", read.adopted),
+                            ("changed in Split by hand, put right", read.drifted),
+                            ("gone from Split, created again", read.vanished)):
+            for key in keys[:20]:
+                print(f"= {label}: {key}")
+            if len(keys) > 20:
+                print(f"= ... and {len(keys) - 20} more {label}")
+    for op in report.applied[:APPLIED_SHOWN]:
+        sign, colour, label = _SIGN[op.kind]
+        members = f" ({len(op.members)} members)" if op.members else ""
+        print(f"{style(sign, colour)} {label} {op.key}{members}")
+    if len(report.applied) > APPLIED_SHOWN:
+        print(f"  ... and {len(report.applied) - APPLIED_SHOWN} more (--output json lists all)")
     for op, error in report.failed:
-        print(f"{style('!', '31;1')} {op.kind.value} {op.key}: {error}")
-    counts = report.counts()
-    applied = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing to do"
-    print(f"Applied: {applied}." + (f" Adopted {result.adopted} existing object(s)."
-                                     if result.adopted else ""))
-    if report.failed:
-        print(style(f"{len(report.failed)} operation(s) failed; they will be retried next cycle. "
-                    "See 'scim-agent status'.", "33"))
+        if report.fatal and error == report.fatal:
+            continue                                   # said once, below
+        print(f"{style('!', '31;1')} {_SIGN[op.kind][2]} {op.key}: {error}")
+    if report.applied or not report.failed:
+        print(f"Applied {len(report.applied)} change(s)" if report.applied
+              else "Nothing to apply: the target already matches the source.")
+    failed = [f for f in report.failed if f[1] != report.fatal]
+    if failed:
+        print(style(f"{len(failed)} change(s) failed; they are retried next cycle "
+                    "('scim-agent status' lists them).", "33"))
     if report.fatal:
         print(style(f"error: {report.fatal}", "31;1"), file=sys.stderr)
+        print("Stopped: nothing further was sent.", file=sys.stderr)
     for warning in result.warnings:
         print(style(f"warning: {warning}", "33"), file=sys.stderr)
 
@@ -343,17 +377,24 @@ def cmd_check(agent: Agent, args) -> int:
     ok = True
     for what, good, detail in agent.check():
         ok &= good
-        mark = style("ok  ", "32") if good else style("FAIL", "31;1")
+        if not good:
+            mark = style("FAIL", "31;1")
+        elif detail.startswith("warning: "):
+            mark, detail = style("warn", "33"), detail[len("warning: "):]
+        else:
+            mark = style("ok  ", "32")
         print(f"{mark} {what}: {detail}")
     return EXIT_OK if ok else EXIT_ERROR
 
 
 def cmd_status(config: Config, args) -> int:
     path = config.state.path
-    report: dict = {"state": str(path), "token_days_left": token_days_left(config),
+    report: dict = {"state": str(path), "size_bytes": None, "counts": {}, "runs": [],
+                    "failures": [], "held": None, "next_run": None, "consecutive_failures": 0,
+                    "last_full_read": None, "token_days_left": token_days_left(config),
                     "token_warning": token_warning(config) or None}
     if not path.exists():
-        report.update(runs=[], failures=[], counts={}, note="no snapshot yet: run sync first")
+        report["note"] = "no snapshot yet: run 'scim-agent sync' first"
     else:
         with State.open(path, lock=False, create=False) as state:
             report["counts"] = state.counts()
@@ -367,7 +408,10 @@ def cmd_status(config: Config, args) -> int:
     if args.output == "json":
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return EXIT_OK
-    print(f"Snapshot: {path}" + (f" ({report['size_bytes']} bytes)" if "size_bytes" in report else ""))
+    if report.get("note"):
+        print(f"Snapshot: {path}: {report['note']}")
+    else:
+        print(f"Snapshot: {path} ({report['size_bytes']} bytes)")
     counts = report.get("counts") or {}
     if counts:
         print(f"Managed: {counts['users']} users ({counts['active_users']} active), "
@@ -376,18 +420,17 @@ def cmd_status(config: Config, args) -> int:
         print(f"Pushing is HELD: {report['held']}")
     if report.get("next_run"):
         print(f"Next run: {report['next_run']}")
-    if report["token_days_left"] is not None:
-        print(f"Token: {report['token_days_left']} days left"
-              + (f" ({report['token_warning']})" if report["token_warning"] else ""))
+    if report["token_warning"]:
+        print(f"Token: {report['token_warning']}")
+    elif report["token_days_left"] is not None:
+        print(f"Token: {report['token_days_left']} days left")
+    if report["consecutive_failures"]:
+        print(f"Consecutive failed cycles: {report['consecutive_failures']}")
     runs = report.get("runs") or []
     if runs:
         print("\nLast runs:")
         for r in runs:
-            counts_text = ", ".join(f"{n} {k}" for k, n in r["counts"].items()) or "no changes"
-            duration = f"{r['duration']:.1f}s" if r["duration"] is not None else "-"
-            print(f"  {r['started']}  {r['mode']:<5} {r['outcome'] or 'running':<8} {duration:>8}  "
-                  f"{counts_text}" + (f"; {r['failed']} failed" if r["failed"] else "")
-                  + (f" - {r['message']}" if r["outcome"] not in ("ok", None) and r["message"] else ""))
+            print("  " + _run_line(r))
     failures = report.get("failures") or []
     if failures:
         print("\nFailing objects:")
@@ -395,6 +438,20 @@ def cmd_status(config: Config, args) -> int:
             print(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last {f['last_seen']}: "
                   f"{f['error']}")
     return EXIT_OK
+
+
+def _run_line(run: dict) -> str:
+    """``<started> <mode> <outcome> <duration>  <what was applied, or why it stopped>``."""
+    duration = f"{run['duration']:.1f}s" if run["duration"] is not None else "-"
+    head = f"{run['started']}  {run['mode']:<5} {run['outcome'] or 'running':<8} {duration:>7}  "
+    if run["outcome"] is None:
+        return head + "in progress"
+    applied = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
+    if run["outcome"] == "ok":
+        return head + (applied or "no changes")
+    parts = [f"applied {applied}" if applied else "", f"{run['failed']} failed" if run["failed"]
+             else "", run["message"] if run["outcome"] != "partial" else ""]
+    return head + "; ".join(p for p in parts if p)
 
 
 def cmd_run(config: Config, args, config_file) -> int:
@@ -429,6 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`| head`): not an error worth a message
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         if args.debug:
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import math
 import os
 import re
@@ -21,6 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
 from connectors.base import Secret
@@ -305,7 +307,10 @@ def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = Tr
             if isinstance(value, dt.date):
                 return value
             if isinstance(value, str):
-                return dt.date.fromisoformat(value)
+                try:
+                    return dt.date.fromisoformat(value)
+                except ValueError:
+                    pass
             raise ValueError("expected a date such as 2026-11-01")
         if hint is Threshold:
             return _threshold(value)
@@ -394,6 +399,10 @@ def _check_values(config: Config, ctx: _Context) -> None:
         raise ctx.error("[target] url", "expected an http(s) URL such as https://host/scim/v2")
     if "@" in t.url.split("//", 1)[1].split("/", 1)[0]:
         raise ctx.error("[target] url", "do not put credentials in the URL; use token")
+    host = urlsplit(t.url).hostname or ""
+    if t.url.startswith("http://") and not _is_loopback(host):
+        raise ctx.error("[target] url", "must use https:// (the token would cross the network "
+                                        "in clear); http:// is accepted for a loopback address only")
     if t.rate_limit <= 0:
         raise ctx.error("[target] rate_limit", "must be positive")
     if not 1 <= t.concurrency <= 64:
@@ -413,6 +422,15 @@ def _check_values(config: Config, ctx: _Context) -> None:
             raise ctx.error("[schedule] cron", f"not a crontab expression: {exc}")
     if config.metrics.listen and not re.match(r"^[\w.\-\[\]:]+:\d+$", config.metrics.listen):
         raise ctx.error("[metrics] listen", "expected host:port such as 127.0.0.1:9464")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def describe_fields(cls: type) -> list[tuple[str, str]]:

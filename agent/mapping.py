@@ -159,6 +159,11 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
 
     active = {sid for sid, u in users.items() if u.active}
     flat = flatten_members(directory.groups, set(directory.users))
+    strangers = sum(1 for g in directory.groups.values() for m in g.members
+                    if m not in directory.users and m not in directory.groups)
+    if strangers:
+        log.info("%d group member reference(s) name no user or group read from the source "
+                 "(outside its scope, or deleted); they are ignored", strangers)
     groups: dict[str, Group] = {}
     for gid, record in directory.groups.items():
         name = mapper.group_name(record)

@@ -93,8 +93,10 @@ class Plan:
     problems: tuple[Problem, ...] = ()
 
     def summary(self) -> dict[str, int]:
+        """What will be sent, by kind. Refused changes are listed in ``changes`` but not
+        counted: they are never sent."""
         counts = {kind.value: 0 for kind in OpKind}
-        for op in self.ops:
+        for op in self.sendable:
             counts[op.kind.value] += op.weight
         return {kind: counts[kind] for kind in (
             "create_user", "update_user", "deactivate_user", "reactivate_user",
@@ -104,8 +106,16 @@ class Plan:
     def is_empty(self) -> bool:
         return not self.ops
 
+    @property
+    def sendable(self) -> tuple[Op, ...]:
+        return tuple(op for op in self.ops if not op.refused)
+
+    @property
+    def refused(self) -> tuple[Op, ...]:
+        return tuple(op for op in self.ops if op.refused)
+
     def count(self, kind: OpKind) -> int:
-        return sum(op.weight for op in self.ops if op.kind == kind)
+        return sum(op.weight for op in self.sendable if op.kind == kind)
 
     def to_dict(self) -> dict:
         out = {"summary": self.summary(), "changes": [op.to_dict() for op in self.ops]}

@@ -47,11 +47,31 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["source_groups"].create({"id": str, "attributes": str, "members": str}, pk="id")
     db["runs"].create({"id": int, "started": str, "finished": str, "mode": str, "outcome": str,
                        "counts": str, "failed": int, "message": str, "duration": float}, pk="id")
-    db["failures"].create({"kind": str, "key": str, "op": str, "error": str, "count": int,
-                           "first_seen": str, "last_seen": str}, pk=("kind", "key"))
+    db["failures"].create({"kind": str, "source_id": str, "key": str, "op": str, "error": str,
+                           "count": int, "first_seen": str, "last_seen": str},
+                          pk=("kind", "source_id", "op"))
 
 
 MIGRATIONS = {1: _v1}   # version -> function bringing the schema from version-1 to version
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid written in ``<path>.lock`` by the agent holding it, if any is still held."""
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def now() -> str:
@@ -126,8 +146,10 @@ class State:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StateError(f"{path}: another scim-agent is using this snapshot "
-                             "(a daemon or a sync still running); try again when it is done")
+            holder = lock_holder(path)
+            raise StateError(f"{path}: another scim-agent{f' (pid {holder})' if holder else ''} is "
+                             "using this snapshot (the daemon, or a sync still running); try "
+                             "again when it is done")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
@@ -364,21 +386,37 @@ class State:
         return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
                           r[7] or "", r[8]) for r in rows]
 
-    def record_failure(self, kind: str, key: str, op: str, error: str) -> None:
+    # Failures are kept per object (its source id) and operation: a rename leaves no stale
+    # entry, and one operation's success does not hide another's failure on the same object.
+
+    def record_failure(self, kind: str, source_id: str, key: str, op: str, error: str) -> None:
         with self.db.atomic():
             stamp = now()
             self.db.execute(
-                "INSERT INTO failures (kind, key, op, error, count, first_seen, last_seen) "
-                "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, key) DO UPDATE SET "
-                "op = excluded.op, error = excluded.error, count = count + 1, "
-                "last_seen = excluded.last_seen", [kind, key, op, error, stamp, stamp])
+                "INSERT INTO failures (kind, source_id, key, op, error, count, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, source_id, op) DO "
+                "UPDATE SET key = excluded.key, error = excluded.error, count = count + 1, "
+                "last_seen = excluded.last_seen",
+                [kind, source_id, key, op, error, stamp, stamp])
 
-    def clear_failure(self, kind: str, key: str) -> None:
+    def clear_failure(self, kind: str, source_id: str, op: str) -> None:
         with self.db.atomic():
-            self.db.execute("DELETE FROM failures WHERE kind = ? AND key = ?", [kind, key])
+            self.db.execute("DELETE FROM failures WHERE kind = ? AND source_id = ? AND op = ?",
+                            [kind, source_id, op])
+
+    def keep_only_failures(self, failing: Iterable[tuple[str, str, str]]) -> None:
+        """After a complete cycle: forget failures (kind, source id, op) that did not happen
+        again: fixed, or no longer planned at all (gone from the source, fixed by hand)."""
+        keep = set(failing)
+        with self.db.atomic():
+            rows = self.db.execute("SELECT kind, source_id, op FROM failures").fetchall()
+            self.db.conn.executemany(
+                "DELETE FROM failures WHERE kind = ? AND source_id = ? AND op = ?",
+                [row for row in rows if tuple(row) not in keep])
 
     def failures(self, limit: int = 50) -> list[dict]:
-        rows = self.db.execute("SELECT kind, key, op, error, count, first_seen, last_seen "
-                               "FROM failures ORDER BY count DESC, last_seen DESC LIMIT ?", [limit])
-        cols = ("kind", "key", "op", "error", "count", "first_seen", "last_seen")
+        rows = self.db.execute("SELECT kind, source_id, key, op, error, count, first_seen, "
+                               "last_seen FROM failures ORDER BY count DESC, last_seen DESC "
+                               "LIMIT ?", [limit])
+        cols = ("kind", "source_id", "key", "op", "error", "count", "first_seen", "last_seen")
         return [dict(zip(cols, r)) for r in rows]

@@ -221,10 +221,11 @@ class TransientError(TargetError):
     """Worth retrying: timeout, connection error, 5xx, 429."""
 
     def __init__(self, message: str, status: int | None = None, retry_after: float | None = None,
-                 sent: bool = False):
+                 sent: bool = False, unreachable: bool = False):
         super().__init__(message, status)
         self.retry_after = retry_after
-        self.sent = sent  # the request may have reached the server: outcome unknown
+        self.sent = sent                # the request may have reached the server: outcome unknown
+        self.unreachable = unreachable  # no connection at all: every other request will fail too
 
 
 class ConflictError(TargetError):

@@ -46,6 +46,13 @@ TOKEN_HINT = ("the SCIM token was rejected (expired after one year, or regenerat
               "create a new one in Split under Admin settings > Security > SCIM and update "
               "[target] token")
 
+
+def _cause(exc: Exception) -> str:
+    """The OS-level reason of a connection error ("Connection refused", a DNS failure, a
+    certificate problem), without the URL."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.split("] ", 1)[-1] if text.startswith("[") else text
+
 _TOP_LEVEL = ("userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
               "locale", "timezone", "profileUrl")
 _NAME_PARTS = ("givenName", "familyName", "middleName", "formatted", "honorificPrefix",
@@ -181,6 +188,8 @@ class ScimTarget:
                  transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        self._where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         if not _https_or_loopback(self.url):
             raise FatalTargetError(f"[target] url must use https:// (only a loopback address "
                                    f"may use http://): {self.url}")
@@ -210,10 +219,13 @@ class ScimTarget:
         try:
             response = self.client.request(method, path, json=json, params=params, headers=headers)
         except httpx.ConnectError as exc:
-            raise TransientError(f"{method} {path}: cannot connect to the SCIM target "
-                                 f"({type(exc).__name__})", sent=False) from None
+            raise TransientError(f"cannot connect to the SCIM target at {self._where}: "
+                                 f"{_cause(exc)}; check [target] url and the network",
+                                 sent=False, unreachable=True) from None
         except httpx.ConnectTimeout:
-            raise TransientError(f"{method} {path}: connection timed out", sent=False) from None
+            raise TransientError(f"cannot connect to the SCIM target at {self._where}: no answer "
+                                 "within 10s; check [target] url and the network",
+                                 sent=False, unreachable=True) from None
         except httpx.TimeoutException:
             raise TransientError(f"{method} {path}: no answer within {self.policy.timeout:g}s",
                                  sent=True) from None
@@ -230,7 +242,17 @@ class ScimTarget:
         policy = retrying(self.policy, self.limiter, sleep=self._sleep)
         if not idempotent:
             policy = policy.copy(retry=_retry_unless_sent)
-        return policy(self._send_once, method, path, json, params)
+        try:
+            return policy(self._send_once, method, path, json, params)
+        except TransientError as exc:
+            if exc.unreachable:     # retries spent and still no connection: stop the run
+                raise FatalTargetError(str(exc)) from None
+            raise
+
+    def probe(self) -> None:
+        """One cheap authenticated read, so a rejected token or an unreachable endpoint is
+        reported even by a cycle that has nothing to send."""
+        self._call("GET", "Users", params={"count": 1, "startIndex": 1, "attributes": "userName"})
 
     # -- reading --------------------------------------------------------------------------
 
@@ -397,7 +419,7 @@ def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
     detail, scim_type = _error_body(response)
     where = f"{method} {path}: HTTP {status}"
     if status in (401, 403):
-        raise FatalTargetError(f"{where}: {TOKEN_HINT}", status)
+        raise FatalTargetError(f"{TOKEN_HINT} ({method} {path} answered HTTP {status})", status)
     if status == 429:
         raise TransientError(f"{where}: rate limited", status, retry_after=server_wait_hint(response),
                              sent=False)

@@ -9,7 +9,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    echo "setting up .venv (once) ..." >&2
+    if ! { .venv/bin/python -m pip install --quiet --upgrade pip &&
+           .venv/bin/python -m pip install --quiet -e '.[test]'; } > .venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        exit 1
+    fi
     rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -107,7 +107,7 @@ def test_detailed_exitcode(capsys, split_ws):
     assert run(capsys, split_ws, "sync")[0] == 0
     assert run(capsys, split_ws, "plan", "--detailed-exitcode")[0] == 0
     code, out, _ = run(capsys, split_ws, "plan")
-    assert "No changes." in out
+    assert "No changes" in out
 
 
 def test_sync_dry_run_is_plan_and_sends_nothing(capsys, split_ws, fake_split):
@@ -239,3 +239,51 @@ def test_the_example_config_names_every_option_of_every_section_and_source():
         assert f'type = "{type_name}"' in text
         for field in dataclasses.fields(source_class(type_name).Settings):
             assert re.search(rf"^#? ?{field.name} = ", text, re.M), f"{type_name}: {field.name}"
+
+
+def test_refused_changes_are_listed_but_not_counted_as_pending(capsys, split_ws):
+    split_ws.write_directory([user("1", "ann@example.org")], [group("g", "Team", ["1"])])
+    assert run(capsys, split_ws, "sync")[0] == 0
+    split_ws.write_directory([user("1", "ann@example.org")],
+                             [group("g", "A group name far too long for Split", ["1"])])
+    code, out, _ = run(capsys, split_ws, "plan", "--detailed-exitcode")
+    assert code == 0                                    # nothing that would be sent
+    assert "refused, not sent" in out and "1 refused (not sent)" in out
+    code, out, _ = run(capsys, split_ws, "plan", "--output", "json")
+    plan = json.loads(out)
+    assert plan["summary"]["update_group"] == 0
+    assert plan["changes"][0]["refused"].startswith("Split group names must be shorter")
+
+
+def test_plain_http_to_a_remote_target_is_a_config_error(capsys, split_ws):
+    split_ws.url = "http://split.example.org/scim/v2"
+    split_ws.write_config()
+    code, _, err = run(capsys, split_ws, "plan")
+    assert code == 1 and "[target] url" in err and "https://" in err
+
+
+def test_status_without_a_snapshot_says_what_to_do(capsys, split_ws):
+    code, out, _ = run(capsys, split_ws, "status")
+    assert code == 0 and "no snapshot yet: run 'scim-agent sync' first" in out
+    code, out, _ = run(capsys, split_ws, "status", "--output", "json")
+    data = json.loads(out)
+    assert data["held"] is None and data["runs"] == [] and data["consecutive_failures"] == 0
+
+
+def test_check_fails_when_the_snapshot_cannot_be_created(capsys, split_ws, tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    split_ws.config.write_text(split_ws.config.read_text().replace(
+        'path = "state/agent.db"', f'path = "{blocked}/sub/agent.db"'))
+    code, out, _ = run(capsys, split_ws, "check")
+    assert code == 1 and re.search(r"FAIL\s+state: .*cannot be created", out)
+
+
+def test_a_closed_pipe_is_not_an_error(split_ws):
+    # far more output than a pipe buffers, so the writer really meets the closed pipe
+    split_ws.write_directory([user(str(i), f"u{i}@example.org") for i in range(3000)], [])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(f"{sys.executable} -m agent --config {split_ws.config} plan "
+                            "--output json | head -c 10", shell=True, capture_output=True,
+                            text=True, env=env, timeout=30)
+    assert "BrokenPipe" not in result.stderr and "error" not in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -367,7 +368,7 @@ def test_slow_target_never_overlaps_and_locks_refuse_other_agents(tmp_path, fake
     wait_until(lambda: any(r.method == "POST" for r in fake.requests), 15, "the first POST")
     manual = setup.cli("sync")
     assert manual.returncode == 1
-    assert "another scim-agent is using this snapshot" in manual.stderr
+    assert re.search(r"another scim-agent \(pid \d+\) is using this snapshot", manual.stderr)
     second = setup.cli("run", timeout=15)
     assert second.returncode == 1 and "already running" in second.stderr
 

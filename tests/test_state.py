@@ -323,16 +323,35 @@ def test_runs_limit(state):
 
 
 def test_failures_are_counted_per_object(state):
-    state.record_failure("user", "alice@example.org", "create_user", "400: bad email")
-    state.record_failure("user", "alice@example.org", "update_user", "400: bad title")
-    state.record_failure("group", "Eng", "create_group", "409")
+    state.record_failure("user", "u1", "alice@example.org", "update_user", "400: bad email")
+    state.record_failure("user", "u1", "alice@example.org", "update_user", "400: bad title")
+    state.record_failure("group", "g1", "Eng", "create_group", "409")
     failures = state.failures()
     assert [(f["key"], f["count"]) for f in failures] == [("alice@example.org", 2), ("Eng", 1)]
     assert failures[0]["op"] == "update_user"
     assert failures[0]["error"] == "400: bad title"
 
 
+def test_a_failure_follows_its_object_through_a_rename(state):
+    state.record_failure("group", "g1", "A very long group name for Split", "update_group", "25")
+    state.record_failure("group", "g1", "Short", "update_group", "400")
+    assert [(f["key"], f["count"]) for f in state.failures()] == [("Short", 2)]
+
+
+def test_one_operations_success_does_not_hide_anothers_failure(state):
+    state.record_failure("group", "g1", "Team", "update_group", "refused")
+    state.clear_failure("group", "g1", "remove_members")
+    assert [f["op"] for f in state.failures()] == ["update_group"]
+
+
 def test_a_cleared_failure_is_gone(state):
-    state.record_failure("user", "alice@example.org", "create_user", "400")
-    state.clear_failure("user", "alice@example.org")
+    state.record_failure("user", "u1", "alice@example.org", "create_user", "400")
+    state.clear_failure("user", "u1", "create_user")
     assert state.failures() == []
+
+
+def test_after_a_complete_cycle_only_current_failures_remain(state):
+    state.record_failure("user", "u1", "alice@example.org", "create_user", "400")
+    state.record_failure("user", "u2", "bob@example.org", "create_user", "400")
+    state.keep_only_failures([("user", "u2", "create_user")])
+    assert [f["source_id"] for f in state.failures()] == ["u2"]

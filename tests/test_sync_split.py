@@ -19,6 +19,26 @@ def people(n: int, domain: str = "example.org"):
     return [user(str(i), f"p{i:03d}@{domain}", f"G{i}", f"F{i}") for i in range(n)]
 
 
+def failing_after_probe(split, n: int, status: int):
+    """A target whose requests after the token probe meet ``n`` injected ``status`` errors."""
+    def build(config):
+        target = default_target(config)
+        probe = target.probe
+
+        def probe_then_fail():
+            probe()
+            split.fail_next(n, status=status)
+        target.probe = probe_then_fail
+        return target
+    return build
+
+
+def no_wait_target(config):
+    target = default_target(config)
+    target._sleep = lambda seconds: None
+    return target
+
+
 def writes(split, method=None, prefix=""):
     return [r for r in split.writes() if (method is None or r.method == method)
             and r.path.startswith(prefix)]
@@ -31,7 +51,7 @@ def test_first_sync_then_nothing(fake_split, split_ws):
     assert len(fake_split.users) == 5
     fake_split.reset_log()
     assert agent.sync().exit_code == EXIT_OK
-    assert fake_split.requests == []
+    assert [(r.method, r.path) for r in fake_split.requests] == [("GET", "/Users")]   # the probe
 
 
 def test_order_of_requests_and_never_a_user_delete(fake_split, split_ws):
@@ -152,8 +172,7 @@ def test_errors_that_do_not_clear_fail_the_operation_not_the_run(fake_split, spl
     split_ws.agent().sync()
     split_ws.write_directory(people(2), [])
     fake_split.reset_log()
-    fake_split.fail_next(50, status=503)              # "not processed": safe to resend
-    result = split_ws.agent().sync()
+    result = split_ws.agent(target_factory=failing_after_probe(fake_split, 50, 503)).sync()
     assert result.exit_code == EXIT_FAILED_OPS
     assert len(result.report.failed) == 1
     attempts = [r for r in fake_split.requests if r.method == "POST"]
@@ -165,10 +184,10 @@ def test_a_create_answered_by_a_gateway_error_is_looked_up_not_resent(fake_split
     split_ws.agent().sync()
     split_ws.write_directory(people(2), [])
     fake_split.reset_log()
-    fake_split.fail_next(1, status=504)               # the POST may have been carried out
-    result = split_ws.agent().sync()
+    # the POST may have been carried out
+    result = split_ws.agent(target_factory=failing_after_probe(fake_split, 1, 504)).sync()
     assert result.exit_code == EXIT_FAILED_OPS        # not there: fails for this cycle
-    assert [r.method for r in fake_split.requests] == ["POST", "GET"]
+    assert [r.method for r in fake_split.requests] == ["GET", "POST", "GET"]
     assert "not resent" in result.report.failed[0][1]
     assert split_ws.agent().sync().exit_code == EXIT_OK   # the next cycle creates it
     assert len(fake_split.users) == 2
@@ -206,7 +225,7 @@ def test_a_duplicate_username_in_another_case_is_adopted_not_duplicated(fake_spl
     assert [u["id"] for u in zeds] == [existing]
     assert zeds[0]["active"] is True                      # made to match the source
     methods = [r.method for r in fake_split.requests]
-    assert methods == ["POST", "GET", "PATCH"]            # create -> 409 -> look up -> fix
+    assert methods == ["GET", "POST", "GET", "PATCH"]     # probe, create -> 409 -> look up -> fix
 
 
 def test_onboarding_adopts_what_the_target_already_holds(fake_split, split_ws):
@@ -286,7 +305,7 @@ def test_guard_stops_on_an_empty_source_and_sends_nothing(fake_split, split_ws):
     result = ws.agent().sync()
     assert result.exit_code == EXIT_GUARD
     assert "no users" in result.guard.reason
-    assert fake_split.requests == []
+    assert fake_split.writes() == []
     assert all(u["active"] for u in fake_split.users.values())
 
 
@@ -400,3 +419,72 @@ def test_an_account_recreated_in_the_source_keeps_its_split_user_active(fake_spl
     assert ws.agent().sync().plan.is_empty
     with State.open(ws.state, lock=False) as state:
         assert set(state.snapshot().users) == {"1", "2", "new-0"}
+
+
+def test_reconcile_puts_right_what_was_changed_in_split_by_hand(fake_split, split_ws):
+    ws = split_ws
+    ws.write_directory([user("1", "ann@example.org", "Ann", "A", title="Engineer"),
+                        user("2", "ben@example.org", "Ben", "B")],
+                       [group("g", "Team", ["1", "2"])])
+    ws.agent().sync()
+    ann = next(sid for sid, u in fake_split.users.items() if u["userName"] == "ann@example.org")
+    ben = next(sid for sid, u in fake_split.users.items() if u["userName"] == "ben@example.org")
+    team = next(iter(fake_split.groups))
+    fake_split.users[ann].update(active=False, title="hand-edited")
+    fake_split.groups[team]["members"] = [{"value": ann}]
+    del fake_split.users[ben]                          # deleted in Split by hand
+    assert ws.agent().sync().plan.is_empty             # the snapshot cannot know
+
+    result = ws.agent().sync(reconcile=True)
+    assert result.exit_code == EXIT_OK, result.message
+    assert result.target_read.drifted == ["ann@example.org", "Team"]
+    assert result.target_read.vanished == ["ben@example.org"]
+    users = {u["userName"]: u for u in fake_split.users.values()}
+    assert users["ann@example.org"]["active"] is True
+    assert users["ann@example.org"]["title"] == "Engineer"
+    assert "ben@example.org" in users                  # created again
+    members = {m["value"] for m in fake_split.groups[team]["members"]}
+    assert members == {users["ann@example.org"]["id"], users["ben@example.org"]["id"]}
+    assert ws.agent().sync(reconcile=True).plan.is_empty
+
+
+def test_adoption_leaves_attributes_the_source_does_not_map_alone(fake_split, split_ws):
+    ws = split_ws
+    fake_split.seed_user("ann@example.org", nickName="Annie", title="Old title",
+                         name={"givenName": "Ann", "familyName": "A"})
+    ws.write_directory([user("1", "ann@example.org", "Ann", "A", title="New title")], [])
+    result = ws.agent().sync()
+    assert result.exit_code == EXIT_OK
+    ann = next(iter(fake_split.users.values()))
+    assert ann["nickName"] == "Annie"                  # never ours: never removed
+    assert ann["title"] == "New title"
+    patches = [r for r in fake_split.writes() if r.method == "PATCH"]
+    assert [op["path"] for r in patches for op in r.body["Operations"]] == ["displayName", "title"]
+
+
+def test_a_rejected_token_is_reported_even_with_nothing_to_send(fake_split, split_ws):
+    split_ws.write_directory(people(2), [])
+    split_ws.agent().sync()
+    fake_split.token = "regenerated"
+    result = split_ws.agent().sync()
+    assert result.exit_code == EXIT_ERROR
+    assert result.message.startswith("the SCIM token was rejected")
+    assert "HTTP 401" in result.message
+
+
+def test_an_unreachable_target_stops_the_run_at_once(split_ws):
+    split_ws.url = "http://127.0.0.1:9/scim/v2"            # discard port: nothing listens
+    split_ws.write_config()
+    split_ws.write_directory(people(3), [])
+    result = split_ws.agent(target_factory=no_wait_target).sync()
+    assert result.exit_code == EXIT_ERROR
+    assert "cannot connect to the SCIM target at 127.0.0.1:9" in result.message
+    assert "[target] url" in result.message
+
+
+def test_only_with_a_name_that_matches_nothing_is_an_error(fake_split, split_ws):
+    split_ws.write_directory(people(2), [])
+    result = split_ws.agent().sync(only=["nobody@example.org"])
+    assert result.exit_code == EXIT_ERROR
+    assert "nobody@example.org" in result.message
+    assert fake_split.requests == []
