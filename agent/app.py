@@ -26,7 +26,7 @@ from .config import Config, ConfigError
 from .mapping import MappingRules, map_directory
 from .model import DesiredState, Snapshot, digest_of
 from .plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
-from .state import State, StateError, lock_holder
+from .state import State, StateError, lock_holder, now
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,12 @@ class Agent:
             fetched = None
             try:
                 target.probe()      # a rejected token shows even when nothing is pending
+                reconcile = reconcile or self._reconcile_due(state)
                 if reconcile or (state.snapshot().is_empty and desired.users):
                     fetched = read_target(target, state, desired, groups=self.config.sync.groups,
                                           refresh=reconcile)
+                    with state.db.atomic():
+                        state.set_meta("last_target_read", now())
             except FatalTargetError as exc:
                 return SyncResult(EXIT_ERROR, message=str(exc), held=str(exc))
             except TargetError as exc:
@@ -288,6 +291,17 @@ class Agent:
         log.info("%s", message)
         return SyncResult(EXIT_FAILED_OPS if failed else EXIT_OK, plan=plan, report=report,
                           message=message, adopted=adopted, target_read=fetched)
+
+    def _reconcile_due(self, state: State) -> bool:
+        last = state.get_meta("last_target_read")
+        if last is None:
+            return not state.snapshot().is_empty   # a snapshot from before reconciliation
+        age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(last)
+        if age >= self.config.sync.reconcile_every:
+            log.info("re-reading Split to catch changes made there by hand (last read %s ago)",
+                     str(age).split(".")[0])
+            return True
+        return False
 
     def check(self) -> list[tuple[str, bool, str]]:
         """Read-only checks of source and target; (what, ok, detail) per line."""

@@ -122,6 +122,9 @@ class SyncConfig:
     groups: bool = _help("push groups and memberships", default=True)
     admin_group: str = _help("source group (name or id) whose members become Split "
                              "administrators", default="")
+    reconcile_every: dt.timedelta = _help("re-read Split this often to put right changes made "
+                                          "there by hand (as sync --reconcile does)",
+                                          default=dt.timedelta(hours=24))
 
 
 @dataclass(frozen=True)
