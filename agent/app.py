@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from connectors.base import (ConnectorError, CursorExpired, Directory, FatalTargetError,
-                             SourceError, TargetError)
+                             Interrupted, SourceError, TargetError)
 from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
 
@@ -242,6 +242,7 @@ class Agent:
             target = self._target_factory(self.config)
         except (ConfigError, TargetError) as exc:
             return SyncResult(EXIT_ERROR, message=str(exc))
+        target.cancel = stop
         try:
             fetched = None
             try:
@@ -252,8 +253,11 @@ class Agent:
                                           refresh=reconcile)
                     with state.db.atomic():
                         state.set_meta("last_target_read", now())
+            except Interrupted:
+                return SyncResult(EXIT_ERROR, message="stopped before anything was applied",
+                                  report=ApplyReport(interrupted=True))
             except FatalTargetError as exc:
-                return SyncResult(EXIT_ERROR, message=str(exc), held=str(exc))
+                return SyncResult(EXIT_ERROR, message=str(exc), held=_hold_reason(str(exc), exc.status))
             except TargetError as exc:
                 return SyncResult(EXIT_ERROR, message=f"reading the target failed: {exc}")
             adopted = len(fetched.adopted) if fetched else 0
@@ -276,7 +280,7 @@ class Agent:
 
         if report.fatal:
             return SyncResult(EXIT_ERROR, plan=plan, report=report, message=report.fatal,
-                              adopted=adopted, held=report.fatal)
+                              adopted=adopted, held=_hold_reason(report.fatal, report.fatal_status))
         if not only and not report.interrupted:
             state.keep_only_failures((_kind(op), op.source_id, op.kind.value)
                                      for op, _ in report.failed)
@@ -341,6 +345,12 @@ def default_target(config: Config) -> ScimTarget:
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
                         max_attempts=t.max_attempts, ca_file=t.ca_file)
     return ScimTarget(t.url, t.token, policy)
+
+
+def _hold_reason(message: str, status: int | None) -> str:
+    """Hold pushing only for what will not mend itself (a rejected token, a moved endpoint);
+    an unreachable target is an ordinary failed cycle, retried with back-off."""
+    return message if status is not None else ""
 
 
 def _kind(op) -> str:

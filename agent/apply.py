@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from connectors.base import FatalTargetError, NotFoundError, TargetError
+from connectors.base import FatalTargetError, Interrupted, NotFoundError, TargetError
 from connectors.scim import ScimTarget, flat_user, user_patch
 
 from .model import DesiredState, User
@@ -34,6 +34,7 @@ class ApplyReport:
     failed: list[tuple[Op, str]] = field(default_factory=list)
     adopted: int = 0
     fatal: str = ""
+    fatal_status: int | None = None    # the HTTP status behind ``fatal``; None: no connection
     interrupted: bool = False
 
     def counts(self) -> dict[str, int]:
@@ -106,12 +107,13 @@ class Applier:
         kind = "user" if op.kind in USER_OPS else "group"
         try:
             adopted = future.result()
-        except _NotSent:
+        except (_NotSent, Interrupted):
             return
         except FatalTargetError as exc:
             if report.fatal:
                 return
             report.fatal = str(exc)
+            report.fatal_status = exc.status
             report.failed.append((op, str(exc)))
             log.error("stopping: %s", exc)
             return

@@ -94,11 +94,18 @@ def _output_option(parser: argparse.ArgumentParser) -> None:
 
 
 class _Redact(logging.Filter):
-    """Last line of defence: a secret value never reaches a log line, whatever code logged it."""
+    """Last line of defence: a secret value never reaches a log line, whatever code logged it.
+    One instance, installed by :func:`setup_logging`; a reloaded config adds its secrets."""
 
-    def __init__(self, secrets: Sequence[str]):
+    def __init__(self, secrets: Sequence[str] = ()):
         super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 4]
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Sequence[str]) -> None:
+        # very short values would redact ordinary words; such a secret is no secret anyway
+        self.secrets = sorted(set(self.secrets) | {s for s in secrets if len(s) >= 4},
+                              key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
@@ -134,8 +141,16 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+_REDACT = _Redact()
+
+
+def add_secrets_to_redact(secrets: Sequence[str]) -> None:
+    _REDACT.add(secrets)
+
+
 def setup_logging(level: int, fmt: str) -> logging.Handler:
     handler = _StderrHandler()
+    handler.addFilter(_REDACT)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     elif os.environ.get("JOURNAL_STREAM"):       # journald stamps lines itself
@@ -468,8 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = config_path(args.config)
     try:
         needs_token = args.command in ("sync", "run", "check") and not getattr(args, "dry_run", False)
-        config = load(path, resolve_target_secrets=needs_token)
-        handler.addFilter(_Redact(config_secrets(config)))
+        config = load(path, resolve_target_secrets=needs_token,
+                      resolve_source_secrets=args.command != "status")
+        add_secrets_to_redact(config_secrets(config))
         if needs_token and config.target.token is None:
             raise ConfigError(f"{config.path}: [target] token: is required for {args.command}")
         if args.command == "status":

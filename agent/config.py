@@ -171,10 +171,18 @@ class Config:
 
 
 class _Context:
-    def __init__(self, path: Path, resolve_target_secrets: bool):
+    def __init__(self, path: Path, resolve_target_secrets: bool, resolve_source_secrets: bool):
         self.path = path
         self.base = path.parent
         self.resolve_target_secrets = resolve_target_secrets
+        self.resolve_source_secrets = resolve_source_secrets
+
+    def resolves(self, section: str) -> bool:
+        if section == "target":
+            return self.resolve_target_secrets
+        if section == "source":
+            return self.resolve_source_secrets
+        return True
 
     def error(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: {where}: {message}")
@@ -187,9 +195,10 @@ def config_path(explicit: str | os.PathLike | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG_PATH
 
 
-def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True) -> Config:
+def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
+         resolve_source_secrets: bool = True) -> Config:
     """Read and validate the config. ``resolve_target_secrets=False`` lets ``plan`` run with
-    no SCIM token available."""
+    no SCIM token available; ``status`` needs no secret at all. An unresolved secret is None."""
     path = Path(path).absolute()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -201,7 +210,7 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True) -> Con
         raise ConfigError(f"{path}: not valid TOML: {exc}")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text")
-    ctx = _Context(path, resolve_target_secrets)
+    ctx = _Context(path, resolve_target_secrets, resolve_source_secrets)
 
     known = {"state", "source", "target", "sync", "schedule", "metrics"}
     for key in raw:
@@ -268,7 +277,7 @@ def _build(cls: type, table: Any, section: str, ctx: _Context):
                 raise ctx.error(where, "is required")
             continue
         values[name] = _coerce(hints[name], table[name], where, ctx,
-                               resolve=not (section == "target" and not ctx.resolve_target_secrets))
+                               resolve=ctx.resolves(section))
     return cls(**values)
 
 

@@ -59,7 +59,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
-from connectors.base import Secret
+from connectors.base import Secret, on_activity
 from connectors.scim import ScimTarget
 
 from .app import (EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, Agent, SyncResult, default_target,
@@ -146,10 +146,12 @@ class Schedule:
         return second - first
 
     def backoff(self, failures: int) -> dt.timedelta:
-        """Least time after a failed cycle before the next: doubling, capped."""
+        """Least time after a failed cycle before the next: doubling, capped. In float
+        seconds: a timedelta of a daily period doubled 30 times overflows."""
         if failures <= 0:
             return dt.timedelta(0)
-        return min(self.period() * 2 ** min(failures, MAX_DOUBLINGS), self.config.max_backoff)
+        seconds = self.period().total_seconds() * 2.0 ** min(failures, MAX_DOUBLINGS)
+        return dt.timedelta(seconds=min(seconds, self.config.max_backoff.total_seconds()))
 
     def next_run(self, started: dt.datetime, ended: dt.datetime, failures: int) -> dt.datetime:
         if self.cron is not None:
@@ -177,8 +179,12 @@ class Hold:
     files: tuple              # cheap (mtime, size, inode) signature, checked every tick
 
     def describe(self) -> str:
-        return (f"{self.reason} (since {_local(self.since)}; fix it, then reload the service "
-                "or run 'scim-agent sync')")
+        if "token" in self.reason and os.environ.get("CREDENTIALS_DIRECTORY"):
+            # systemd copies credentials at start: only a restart brings a new token in
+            how = "update the credential, then restart the service"
+        else:
+            how = "fix it, then reload the service or run 'scim-agent sync'"
+        return f"{self.reason} (since {_local(self.since)}; {how})"
 
 
 def _secrets(config: Config) -> list[Secret]:
@@ -331,6 +337,8 @@ class Daemon:
         self._http: _HttpServer | None = None
 
         self.failures = 0
+        self._saved_held: str | None = "(unknown)"   # what the snapshot's "held" says
+        on_activity(self._beat)                       # source pages and HTTP answers
         self.hold: Hold | None = None
         self.last_outcome = ""               # ok | partial | error | guard
         self.last_message = ""
@@ -578,7 +586,7 @@ class Daemon:
         target = default_target(config)
         hooks = target.client.event_hooks
         target.client.event_hooks = {"request": [*hooks["request"], self._beat],
-                                     "response": [*hooks["response"], self._beat]}
+                                     "response": hooks["response"]}   # answers beat globally
         return target
 
     def _record(self, result: SyncResult) -> str:
@@ -710,7 +718,10 @@ class Daemon:
         try:
             with State.open(self.config.state.path, lock=False) as state:
                 with state.db.atomic():
-                    state.set_meta("held", held)
+                    # only on a change: a manual sync may have cleared it a moment ago
+                    if held != self._saved_held:
+                        state.set_meta("held", held)
+                        self._saved_held = held
                     state.set_meta("next_run", _local(self.next_run) if self.next_run else None)
                     state.set_meta("consecutive_failures", str(self.failures))
                 counts = state.counts()
@@ -790,10 +801,8 @@ def snapshot_busy(path: Path) -> bool:
 
 def _redact_secrets_of(config: Config) -> None:
     """A reloaded config may bring new secrets: keep them out of every log line too."""
-    from .cli import _Redact, config_secrets
-    redact = _Redact(config_secrets(config))
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redact)
+    from .cli import add_secrets_to_redact, config_secrets
+    add_secrets_to_redact(config_secrets(config))
 
 
 def _now() -> dt.datetime:

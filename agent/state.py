@@ -30,6 +30,10 @@ from .model import Group, PushedGroup, PushedUser, Snapshot, User
 
 SCHEMA_VERSION = 1
 
+_OWNERSHIP_HINT = ("files in the state folder belong to another user (a command run as root "
+                   "next to the service?); give them back to the user the agent runs as, e.g. "
+                   "chown -R --reference=<state folder> <state folder>")
+
 
 class StateError(Exception):
     """The snapshot cannot be opened, is locked by another agent, or is damaged."""
@@ -132,8 +136,13 @@ class State:
             return state
         except sqlite3.DatabaseError as exc:
             cls._unlock(lock_fd)
+            if "readonly" in str(exc) or "unable to open" in str(exc):
+                raise StateError(f"{path}: cannot write the snapshot ({exc}): {_OWNERSHIP_HINT}")
             raise StateError(f"{path}: not a usable snapshot database ({exc}); move it aside "
                              "and run sync to rebuild it from the target")
+        except PermissionError as exc:
+            cls._unlock(lock_fd)
+            raise StateError(f"{exc.filename or path}: permission denied: {_OWNERSHIP_HINT}")
         except BaseException:
             cls._unlock(lock_fd)
             raise
@@ -141,7 +150,10 @@ class State:
     @staticmethod
     def _lock(path: Path) -> int:
         lock_path = path.with_name(path.name + ".lock")
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        except PermissionError:
+            raise StateError(f"{lock_path}: permission denied: {_OWNERSHIP_HINT}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

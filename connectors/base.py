@@ -9,6 +9,7 @@ Errors are modelled by what the caller must do::
 
     ConnectorError                 base of everything raised on purpose by connectors/
     ├── ConfigError                a setting is missing or wrong; fix the config (fatal)
+    ├── Interrupted                a stop was requested: end quietly, record nothing more
     ├── SourceError                the source could not be read completely; abort the cycle
     │   ├── SourceAuthError        credentials rejected by the directory (fatal for the cycle)
     │   └── CursorExpired          the stored change cursor is no longer valid: read in full
@@ -26,6 +27,24 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+# ---------------------------------------------------------------------------------------------
+# Activity: proof of progress for a watchdog
+
+
+_activity_listeners: list = []
+
+
+def on_activity(callback) -> None:
+    """Call ``callback()`` whenever a connector makes progress (an HTTP answer, an LDAP page),
+    so a daemon can tell a long read from a hung one."""
+    _activity_listeners.append(callback)
+
+
+def activity() -> None:
+    for callback in list(_activity_listeners):
+        callback()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +225,10 @@ class SourceAuthError(SourceError):
 
 class CursorExpired(SourceError):
     """The stored change cursor is no longer valid; the caller must read in full."""
+
+
+class Interrupted(ConnectorError):
+    """A stop was requested (SIGTERM): nothing new is sent, waits are cut short."""
 
 
 class TargetError(ConnectorError):

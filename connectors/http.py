@@ -24,7 +24,7 @@ import certifi
 import httpx
 import tenacity
 
-from .base import TransientError
+from .base import TransientError, activity
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def build_client(base_url: str, policy: HttpPolicy, headers: dict[str, str] | No
         trust_env=False,
         follow_redirects=False,
         transport=transport,
+        event_hooks={"response": [lambda response: activity()]},
     )
 
 

@@ -60,7 +60,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 
-from .base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from .base import (ChangeSet, activity, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, UserRecord, Value)
 
 log = logging.getLogger(__name__)
@@ -558,6 +558,7 @@ class _Session:
                 elif kind == "searchResRef":
                     self._reference(entry)
             pages += 1
+            activity()
             self.source._on_page(what, count)
             if not cookie:
                 break

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,8 +29,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .base import (ConflictError, FatalTargetError, NotFoundError, RejectedError, Secret,
-                   TargetError, TransientError)
+from .base import (ConflictError, FatalTargetError, Interrupted, NotFoundError, RejectedError,
+                   Secret, TargetError, TransientError)
 from .http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class ScimTarget:
         self.limiter = RateLimiter(policy.rate_limit, burst=1.0,  # a ceiling, not an average
                                    sleep=sleep)
         self._sleep = sleep
+        self.cancel: threading.Event | None = None    # set: send nothing new, cut waits short
         self.client = build_client(self.url + "/", policy, transport=transport, headers={
             "Authorization": f"Bearer {token.reveal()}",
             "Accept": SCIM_JSON,
@@ -209,8 +211,16 @@ class ScimTarget:
 
     # -- transport ------------------------------------------------------------------------
 
+    def _pause(self, seconds: float) -> None:
+        if self.cancel is not None:
+            self.cancel.wait(seconds)
+        else:
+            self._sleep(seconds)
+
     def _send_once(self, method: str, path: str, json: Any = None,
                    params: Mapping[str, Any] | None = None) -> httpx.Response:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted(f"{method} {path}: not sent, a stop was requested")
         self.limiter.acquire()
         self.requests_sent += 1
         if method != "GET":
@@ -239,7 +249,7 @@ class ScimTarget:
               params: Mapping[str, Any] | None = None, *, idempotent: bool = True) -> httpx.Response:
         """Send with pacing and bounded retries. A non-idempotent request whose outcome is
         unknown is not resent here: the caller looks the object up first."""
-        policy = retrying(self.policy, self.limiter, sleep=self._sleep)
+        policy = retrying(self.policy, self.limiter, sleep=self._pause)
         if not idempotent:
             policy = policy.copy(retry=_retry_unless_sent)
         try:

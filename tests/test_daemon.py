@@ -538,3 +538,12 @@ def test_unit_file_verifies_without_a_word(tmp_path):
     result = subprocess.run([analyze, "verify", f"--root={root}", "scim-agent.service"],
                             capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_backoff_of_a_daily_schedule_never_overflows():
+    from agent.config import ScheduleConfig
+    from agent.daemon import Schedule
+    schedule = Schedule(ScheduleConfig(interval=dt.timedelta(days=1),
+                                       max_backoff=dt.timedelta(days=3)))
+    assert schedule.backoff(1) == dt.timedelta(days=2)
+    assert schedule.backoff(40) == dt.timedelta(days=3)

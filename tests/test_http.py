@@ -270,3 +270,20 @@ def test_built_client_ignores_proxy_environment_and_redirects():
         assert client.follow_redirects is False
         assert client.timeout.connect == 10.0
         assert client.timeout.read == 30.0
+
+
+def test_every_http_answer_counts_as_activity_for_the_watchdog():
+    import httpx
+
+    from connectors import base
+    from connectors.http import HttpPolicy, build_client
+    seen = []
+    base.on_activity(lambda: seen.append(1))
+    try:
+        client = build_client("https://example.invalid/", HttpPolicy(),
+                              transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+        client.get("x")
+        client.get("y")
+    finally:
+        base._activity_listeners.clear()
+    assert len(seen) == 2

@@ -488,3 +488,22 @@ def test_only_with_a_name_that_matches_nothing_is_an_error(fake_split, split_ws)
     assert result.exit_code == EXIT_ERROR
     assert "nobody@example.org" in result.message
     assert fake_split.requests == []
+
+
+def test_only_a_rejected_token_holds_the_daemon_an_outage_does_not(fake_split, split_ws):
+    split_ws.write_directory(people(1), [])
+    fake_split.token = "regenerated"
+    assert "token was rejected" in split_ws.agent().sync().held
+    split_ws.url = "http://127.0.0.1:9/scim/v2"            # nothing listens: an outage
+    split_ws.write_config()
+    result = split_ws.agent(target_factory=no_wait_target).sync()
+    assert result.exit_code == EXIT_ERROR and result.held == ""
+
+
+def test_a_stop_requested_before_the_cycle_sends_nothing(fake_split, split_ws):
+    split_ws.write_directory(people(3), [])
+    stop = threading.Event()
+    stop.set()
+    result = split_ws.agent().sync(stop=stop)
+    assert result.report.interrupted
+    assert fake_split.requests == []
