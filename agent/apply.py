@@ -22,7 +22,7 @@ from connectors.base import FatalTargetError, Interrupted, NotFoundError, Target
 from connectors.scim import ScimTarget, flat_user, user_patch
 
 from .model import DesiredState, User
-from .plan import USER_OPS, Op, OpKind, Plan, diff
+from .plan import USER_OPS, Op, Plan, diff
 from .state import State
 
 log = logging.getLogger(__name__)

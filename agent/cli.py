@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from connectors.base import ConnectorError, Secret
 
 from . import __version__
-from .app import (EXIT_CHANGES, EXIT_ERROR, EXIT_GUARD, EXIT_OK, Agent, AgentError, PlanResult,
+from .app import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Agent, AgentError, PlanResult,
                   SyncResult, token_days_left, token_warning)
 from .config import Config, ConfigError, config_path, load
 from .plan import Op, OpKind, Plan
@@ -479,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet = args.command in ("plan", "status", "check") or getattr(args, "dry_run", False)
     level = logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO)
-    handler = setup_logging(level, args.log_format)
+    setup_logging(level, args.log_format)
     path = config_path(args.config)
     try:
         needs_token = args.command in ("sync", "run", "check") and not getattr(args, "dry_run", False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import math
 import os
 import re
@@ -25,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
-from connectors.base import Secret
+from connectors.base import Secret, is_loopback
 
 DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
 
@@ -412,7 +411,7 @@ def _check_values(config: Config, ctx: _Context) -> None:
     if "@" in t.url.split("//", 1)[1].split("/", 1)[0]:
         raise ctx.error("[target] url", "do not put credentials in the URL; use token")
     host = urlsplit(t.url).hostname or ""
-    if t.url.startswith("http://") and not _is_loopback(host):
+    if t.url.startswith("http://") and not is_loopback(host):
         raise ctx.error("[target] url", "must use https:// (the token would cross the network "
                                         "in clear); http:// is accepted for a loopback address only")
     if t.rate_limit <= 0:
@@ -435,14 +434,6 @@ def _check_values(config: Config, ctx: _Context) -> None:
     if config.metrics.listen and not re.match(r"^[\w.\-\[\]:]+:\d+$", config.metrics.listen):
         raise ctx.error("[metrics] listen", "expected host:port such as 127.0.0.1:9464")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def describe_fields(cls: type) -> list[tuple[str, str]]:

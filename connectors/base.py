@@ -24,6 +24,7 @@ Errors are modelled by what the caller must do::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -269,6 +270,16 @@ class FatalTargetError(TargetError):
 
 def settings_fields(settings_cls: type) -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(settings_cls)
+
+
+def is_loopback(host: str | None) -> bool:
+    """A loopback host: the one place where a cleartext connection cannot be overheard."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def as_list(value: Any) -> list[str]:

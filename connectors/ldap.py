@@ -42,7 +42,6 @@ The vendor traps handled here, each one a way a naive reader silently loses or m
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import logging
 import re
@@ -60,8 +59,8 @@ import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 
-from .base import (ChangeSet, activity, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
-                   SourceAuthError, SourceError, UserRecord, Value)
+from .base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+                   SourceAuthError, SourceError, UserRecord, Value, activity, is_loopback)
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +491,7 @@ class LdapSource:
                 check_names=False, return_empty_attributes=False, auto_range=False,
                 auto_referrals=False, fast_decoder=True)
             if not use_ssl and not s.start_tls and s.password is not None \
-                    and not _is_loopback(parts.hostname):
+                    and not is_loopback(parts.hostname):
                 raise ConfigError(f"{host}: refusing to send the bind password without TLS; "
                                   "use an ldaps:// URL or start_tls = true")
         with _ldap_errors(host, "connection"):
@@ -1124,12 +1123,3 @@ def _host_of(url: str) -> str:
 def _with_members(record: GroupRecord, members: frozenset[str]) -> GroupRecord:
     return GroupRecord(record.id, record.attributes, members)
 
-
-def _is_loopback(hostname: str | None) -> bool:
-    """Loopback only: the one place a cleartext bind cannot be overheard on a network."""
-    if hostname in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(hostname or "").is_loopback
-    except ValueError:
-        return False

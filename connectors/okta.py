@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import ipaddress
 import json
 import logging
 import re
@@ -52,7 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
-                   SourceAuthError, SourceError, TransientError, UserRecord)
+                   SourceAuthError, SourceError, TransientError, UserRecord, is_loopback)
 from .http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
@@ -643,18 +642,10 @@ def _org_url(value: str) -> str:
     if re.search(r"-admin\.(okta|oktapreview|okta-emea)\.com$", url.host):
         raise ConfigError(f"source.org_url {value!r} is the admin console URL; use the org URL "
                           f"without '-admin'")
-    if url.scheme != "https" and not (url.scheme == "http" and _is_loopback(url.host)):
+    if url.scheme != "https" and not (url.scheme == "http" and is_loopback(url.host)):
         raise ConfigError(f"source.org_url {value!r} must use https")
     return f"{url.scheme}://{url.netloc.decode()}"
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _signer(settings: OktaSource.Settings) -> _Signer | None:

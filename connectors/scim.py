@@ -18,7 +18,6 @@ Errors are raised as the ``connectors.base`` tree says, so the caller knows what
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .base import (ConflictError, FatalTargetError, Interrupted, NotFoundError, RejectedError,
-                   Secret, TargetError, TransientError)
+                   Secret, TargetError, TransientError, is_loopback)
 from .http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
@@ -403,12 +402,7 @@ def _https_or_loopback(url: str) -> bool:
         return True
     if parts.scheme != "http":
         return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname or "").is_loopback
-    except ValueError:
-        return False
+    return is_loopback(parts.hostname)
 
 
 def _retry_unless_sent(state) -> bool:

@@ -36,7 +36,7 @@ from connectors.base import (ConfigError, ConnectorError, CursorExpired, Secret,
                              SourceError)
 from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
                              normalise_dn, verifying_context)
-from tests.servers.slapd import (ADMIN_DN, BASE_LDIF, READER_DN, READER_PASSWORD, SUFFIX, Slapd,
+from tests.servers.slapd import (BASE_LDIF, READER_DN, READER_PASSWORD, SUFFIX, Slapd,
                                  available, free_port, ldif_entry, make_ca)
 from tests.source_contract import PEOPLE, TEAMS, SourceContract, people_by_key
 
