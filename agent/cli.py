@@ -327,8 +327,14 @@ def sync_json(result: SyncResult) -> dict:
                  "duration_seconds": round(result.duration, 3), "adopted": result.adopted}
     if result.plan is not None:
         out["plan"] = result.plan.to_dict()
+    if result.target_read is not None:
+        out["target_read"] = {"adopted": result.target_read.adopted,
+                              "drifted": result.target_read.drifted,
+                              "vanished": result.target_read.vanished}
     if result.report is not None:
         out["applied"] = result.report.counts()
+        out["applied_changes"] = [{"op": op.kind.value, "key": op.key}
+                                  for op in result.report.applied]
         out["failed"] = [{"op": op.kind.value, "key": op.key, "error": error}
                          for op, error in result.report.failed]
     if result.guard:

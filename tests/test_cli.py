@@ -287,3 +287,14 @@ def test_a_closed_pipe_is_not_an_error(split_ws):
                             "--output json | head -c 10", shell=True, capture_output=True,
                             text=True, env=env, timeout=30)
     assert "BrokenPipe" not in result.stderr and "error" not in result.stderr
+
+
+def test_sync_json_lists_what_was_applied_and_adopted(capsys, split_ws, fake_split):
+    fake_split.seed_user("ann@example.org")
+    small_directory(split_ws)
+    code, out, _ = run(capsys, split_ws, "sync", "--output", "json")
+    report = json.loads(out)
+    assert code == 0 and report["exit_code"] == 0
+    assert report["target_read"]["adopted"] == ["ann@example.org"]
+    assert {"op": "create_user", "key": "ben@example.org"} in report["applied_changes"]
+    assert report["failed"] == []
