@@ -197,14 +197,14 @@ class Daemon:
     """``scim-agent run`` in a subprocess, as systemd would start it."""
 
     def __init__(self, setup: Setup, notify: NotifySocket | None = None,
-                 watchdog_usec: int = 1_000_000):
+                 watchdog_usec: int = 1_000_000, options: tuple[str, ...] = ()):
         extra = {}
         if notify is not None:
             extra = {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": str(watchdog_usec)}
         self.setup = setup
         self._log = open(setup.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(setup.config), "run"],
+            [sys.executable, "-m", "agent", *options, "--config", str(setup.config), "run"],
             cwd=ROOT, env=setup.env(**extra), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=self._log)
 
@@ -550,3 +550,17 @@ def test_backoff_of_a_daily_schedule_never_overflows():
                                        max_backoff=dt.timedelta(days=3)))
     assert schedule.backoff(1) == dt.timedelta(days=2)
     assert schedule.backoff(40) == dt.timedelta(days=3)
+
+
+
+def test_sigint_stops_cleanly_and_json_logs_are_one_object_per_line(tmp_path, fake, daemons):
+    setup = Setup(tmp_path, fake)
+    write_source(setup.source, range(3))
+    daemon = daemons(setup, options=("--log-format", "json"))
+    wait_until(lambda: len(fake.users) == 3, 15, "the first cycle")
+    daemon.signal(signal.SIGINT)
+    assert daemon.proc.wait(timeout=15) == 0
+    lines = [line for line in daemon.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]          # every line is one JSON object
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any("stopped" in r["message"] for r in records)
