@@ -26,7 +26,7 @@ from .config import Config, ConfigError
 from .mapping import MappingRules, map_directory
 from .model import DesiredState, Snapshot, digest_of
 from .plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
-from .state import State, StateError, lock_holder, now
+from .state import State, StateBusy, StateError, lock_holder, now
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class SyncResult:
     held: str = ""                  # why pushing should be held until someone acts
     warnings: list[str] = field(default_factory=list)
     target_read: TargetRead | None = None   # what adoption or reconciliation found
+    busy: bool = False              # another agent held the snapshot: nothing was attempted
 
 
 def token_warning(config: Config, today: dt.date | None = None) -> str:
@@ -203,7 +204,8 @@ class Agent:
         try:
             state = self.open_state(lock=True)
         except StateError as exc:
-            return SyncResult(EXIT_ERROR, message=str(exc), warnings=warnings)
+            return SyncResult(EXIT_ERROR, message=str(exc), warnings=warnings,
+                              busy=isinstance(exc, StateBusy))
         try:
             run_id = state.start_run(mode)
             try:

@@ -574,12 +574,12 @@ class Daemon:
             log.info("pushing is held: %s", self.hold.describe())
             return ""
         config = self.config                # a lifted hold may have loaded a new config
-        if snapshot_busy(config.state.path):
+        agent = Agent(config, target_factory=self._target)
+        result = agent.sync(stop=self.stop, progress=self._beat, mode="run")
+        if result.busy:     # asked of the lock itself: no probe that could race a manual sync
             log.info("the snapshot is in use by another scim-agent (a manual sync?); "
                      "skipping this cycle")
             return ""
-        agent = Agent(config, target_factory=self._target)
-        result = agent.sync(stop=self.stop, progress=self._beat, mode="run")
         return self._record(result)
 
     def _target(self, config: Config) -> ScimTarget:
@@ -782,21 +782,6 @@ class Daemon:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
-
-def snapshot_busy(path: Path) -> bool:
-    """True while another process holds the snapshot lock (state.py's ``<db>.lock``)."""
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)   # closing releases the probe's lock
-    return False
 
 
 def _redact_secrets_of(config: Config) -> None:

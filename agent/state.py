@@ -39,6 +39,10 @@ class StateError(Exception):
     """The snapshot cannot be opened, is locked by another agent, or is damaged."""
 
 
+class StateBusy(StateError):
+    """Another agent holds the snapshot's lock right now."""
+
+
 def _v1(db: sqlite_utils.Database) -> None:
     db["users"].create({"source_id": str, "scim_id": str, "user_name": str, "active": int,
                         "attributes": str, "digest": str, "updated": str}, pk="source_id")
@@ -159,7 +163,7 @@ class State:
         except BlockingIOError:
             os.close(fd)
             holder = lock_holder(path)
-            raise StateError(f"{path}: another scim-agent{f' (pid {holder})' if holder else ''} is "
+            raise StateBusy(f"{path}: another scim-agent{f' (pid {holder})' if holder else ''} is "
                              "using this snapshot (the daemon, or a sync still running); try "
                              "again when it is done")
         os.ftruncate(fd, 0)

@@ -507,3 +507,12 @@ def test_a_stop_requested_before_the_cycle_sends_nothing(fake_split, split_ws):
     result = split_ws.agent().sync(stop=stop)
     assert result.report.interrupted
     assert fake_split.requests == []
+
+
+def test_a_sync_while_another_agent_holds_the_snapshot_attempts_nothing(fake_split, split_ws):
+    split_ws.write_directory(people(1), [])
+    with State.open(split_ws.state):                       # another agent, mid-cycle
+        result = split_ws.agent().sync()
+    assert result.busy and result.exit_code == EXIT_ERROR
+    assert "is using this snapshot" in result.message
+    assert fake_split.requests == []
