@@ -338,6 +338,7 @@ class Daemon:
 
         self.failures = 0
         self._saved_held: str | None = "(unknown)"   # what the snapshot's "held" says
+        self._late_since: float | None = None         # monotonic time the job first looked late
         on_activity(self._beat)                       # source pages and HTTP answers
         self.hold: Hold | None = None
         self.last_outcome = ""               # ok | partial | error | guard
@@ -493,8 +494,17 @@ class Daemon:
         if job is not None and job.next_run_time is not None and self.watchdog:
             late = (_now() - job.next_run_time).total_seconds()
             if late > self.watchdog:
-                log.error("the scheduler is %.0fs late; no longer pinging the watchdog", late)
-                return False
+                # A wall-clock jump (NTP, a resumed VM) makes a punctual scheduler look late:
+                # wake it, and give up on it only if it stays late for a watchdog interval
+                # measured on the monotonic clock.
+                self.scheduler.wakeup()
+                if self._late_since is None:
+                    self._late_since = time.monotonic()
+                if time.monotonic() - self._late_since > self.watchdog:
+                    log.error("the scheduler is %.0fs late; no longer pinging the watchdog", late)
+                    return False
+                return True
+        self._late_since = None
         return True
 
     def _ping_watchdog(self) -> None:

@@ -564,3 +564,36 @@ def test_sigint_stops_cleanly_and_json_logs_are_one_object_per_line(tmp_path, fa
     records = [json.loads(line) for line in lines]          # every line is one JSON object
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any("stopped" in r["message"] for r in records)
+
+
+def test_a_wall_clock_jump_does_not_stop_the_watchdog_at_once(tmp_path, fake, monkeypatch):
+    """The job looks late after the clock jumps forward; the scheduler is woken and only a
+    lateness that lasts a whole watchdog interval (monotonic) stops the pings."""
+    from agent import daemon as daemon_module
+    from agent.config import load
+    from connectors import base
+    monkeypatch.setattr(base, "_activity_listeners", [])   # the daemon registers one
+    setup = Setup(tmp_path, fake)
+    d = daemon_module.Daemon(load(setup.config), setup.config, environ={"WATCHDOG_USEC": "1000000"})
+
+    class Job:
+        next_run_time = daemon_module._now() - dt.timedelta(hours=1)   # "an hour late"
+
+    class Scheduler:
+        running = True
+        woken = 0
+
+        def get_job(self, _id):
+            return Job()
+
+        def wakeup(self):
+            self.woken += 1
+
+    d.scheduler = Scheduler()
+    clock = [100.0]
+    monkeypatch.setattr(daemon_module.time, "monotonic", lambda: clock[0])
+    assert d.healthy() and d.scheduler.woken == 1          # first sight: wake it, keep pinging
+    clock[0] += 0.5
+    assert d.healthy()
+    clock[0] += 1.0                                        # late for longer than the watchdog
+    assert not d.healthy()
