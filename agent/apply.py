@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from connectors.base import FatalTargetError, Interrupted, NotFoundError, TargetError
 from connectors.scim import ScimTarget, flat_user, user_patch
 
-from .model import DesiredState, User
+from .model import DesiredState
 from .plan import USER_OPS, Op, Plan, diff
 from .state import State
 
@@ -386,4 +386,4 @@ def _read_groups(target, state, desired, snapshot, scim_to_source, refresh, resu
                 result.vanished.append(pushed.display_name)
 
 
-__all__ = ["Applier", "ApplyReport", "read_target", "TargetRead", "User"]
+__all__ = ["Applier", "ApplyReport", "TargetRead", "read_target"]
