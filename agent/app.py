@@ -169,9 +169,10 @@ class Agent:
         return digest_of([source.type, repr(source.settings),
                           sorted((k, list(v)) for k, v in self.rules.user_attributes.items())])
 
-    def compute_plan(self, state: State | None, read: ReadResult | None = None) -> PlanResult:
+    def compute_plan(self, state: State | None, read: ReadResult | None = None,
+                     desired: DesiredState | None = None) -> PlanResult:
         read = read or self.read_source(state)
-        desired = map_directory(read.view, self.rules)
+        desired = desired or map_directory(read.view, self.rules)
         for problem in desired.problems:
             log.warning("%s %s not pushed: %s", problem.kind, problem.key, problem.reason)
         snapshot = state.snapshot() if state is not None else Snapshot.empty()
@@ -265,7 +266,7 @@ class Agent:
             adopted = len(fetched.adopted) if fetched else 0
             if fetched is not None:
                 _log_target_read(fetched)
-            result = self.compute_plan(state, read)
+            result = self.compute_plan(state, read, desired)
             plan = result.plan.only(only) if only else result.plan
             if result.guard and not allow_mass_deactivation:
                 log.error("safety guard: %s; nothing applied (use --allow-mass-deactivation "
