@@ -251,7 +251,7 @@ class Agent:
             try:
                 target.probe()      # a rejected token shows even when nothing is pending
                 reconcile = reconcile or self._reconcile_due(state)
-                if reconcile or (state.snapshot().is_empty and desired.users):
+                if reconcile or (state.is_empty() and desired.users):
                     fetched = read_target(target, state, desired, groups=self.config.sync.groups,
                                           refresh=reconcile)
                     with state.db.atomic():
@@ -302,7 +302,7 @@ class Agent:
     def _reconcile_due(self, state: State) -> bool:
         last = state.get_meta("last_target_read")
         if last is None:
-            return not state.snapshot().is_empty   # a snapshot from before reconciliation
+            return not state.is_empty()   # a snapshot from before reconciliation
         age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(last)
         if age >= self.config.sync.reconcile_every:
             log.info("re-reading Split to catch changes made there by hand (last read %s ago)",

@@ -14,12 +14,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from connectors.base import ConnectorError, Secret
+from connectors.base import ConnectorError
 
 from . import __version__
 from .app import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Agent, AgentError, PlanResult,
                   SyncResult, token_days_left, token_warning)
-from .config import Config, ConfigError, config_path, load
+from .config import Config, ConfigError, config_path, load, secrets_of
 from .plan import Op, OpKind, Plan
 from .state import State, StateError
 
@@ -169,9 +169,7 @@ def setup_logging(level: int, fmt: str) -> logging.Handler:
 
 
 def config_secrets(config: Config) -> list[str]:
-    found = [config.target.token] + [getattr(config.source.settings, f)
-                                     for f in vars(config.source.settings)]
-    return [s.reveal() for s in found if isinstance(s, Secret)]
+    return [s.reveal() for s in secrets_of(config)]
 
 
 # ---------------------------------------------------------------------------------------------

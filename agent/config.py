@@ -436,6 +436,13 @@ def _check_values(config: Config, ctx: _Context) -> None:
 
 
 
+def secrets_of(config: Config) -> list[Secret]:
+    """Every resolved secret of a config: the target token and the source's secrets."""
+    found = [config.target.token] + [getattr(config.source.settings, name)
+                                     for name in vars(config.source.settings)]
+    return [s for s in found if isinstance(s, Secret)]
+
+
 def describe_fields(cls: type) -> list[tuple[str, str]]:
     """(key, help) pairs of a section, for docs and --help output."""
     return [(f.name, f.metadata.get("help", "")) for f in dataclasses.fields(cls)]

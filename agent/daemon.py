@@ -59,12 +59,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
-from connectors.base import Secret, on_activity
+from connectors.base import on_activity
 from connectors.scim import ScimTarget
 
 from .app import (EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, Agent, SyncResult, default_target,
                   token_days_left, token_warning)
-from .config import Config, ConfigError, ScheduleConfig, format_duration, load
+from .config import Config, ConfigError, ScheduleConfig, format_duration, load, secrets_of
 from .state import State, StateError
 
 log = logging.getLogger(__name__)
@@ -187,17 +187,12 @@ class Hold:
         return f"{self.reason} (since {_local(self.since)}; {how})"
 
 
-def _secrets(config: Config) -> list[Secret]:
-    found = [config.target.token] + [getattr(config.source.settings, name)
-                                     for name in vars(config.source.settings)]
-    return [s for s in found if isinstance(s, Secret)]
-
 
 def watched_files(config: Config) -> list[Path]:
     """The config file and every secret file it names ({ file } and { credential })."""
     paths = [config.path]
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    for secret in _secrets(config):
+    for secret in secrets_of(config):
         if secret.origin.startswith("file "):
             paths.append(Path(secret.origin[len("file "):]))
         elif secret.origin.startswith("credential ") and credentials:
@@ -223,7 +218,7 @@ def config_fingerprint(config: Config) -> str:
         digest.update(config.path.read_bytes())
     except OSError:
         digest.update(b"(unreadable)")
-    for secret in _secrets(config):
+    for secret in secrets_of(config):
         digest.update(b"\0" + secret.reveal().encode())
     return digest.hexdigest()
 

@@ -234,6 +234,11 @@ class State:
         }
         return Snapshot(users, groups)
 
+    def is_empty(self) -> bool:
+        """No user and no group pushed yet (cheap: does not load the snapshot)."""
+        return not (self.db.execute("SELECT 1 FROM users LIMIT 1").fetchone()
+                    or self.db.execute("SELECT 1 FROM groups LIMIT 1").fetchone())
+
     def scim_ids(self) -> tuple[dict[str, str], dict[str, str]]:
         """source id -> SCIM id, for users and for groups."""
         users = dict(self.db.execute("SELECT source_id, scim_id FROM users").fetchall())

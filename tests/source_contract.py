@@ -70,6 +70,20 @@ def people_by_key() -> dict[str, Person]:
     return {p.key: p for p in PEOPLE}
 
 
+def team_people(key: str) -> set[str]:
+    """A team's people with nesting flattened (for sources without nested groups, Okta)."""
+    teams = {t.key: t for t in TEAMS}
+    seen, stack, people = {key}, [key], set()
+    while stack:
+        team = teams[stack.pop()]
+        people |= set(team.people)
+        for sub in team.teams:
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+    return people
+
+
 class SourceContract:
     source_cls: type
 

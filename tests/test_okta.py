@@ -18,7 +18,7 @@ from connectors.base import (ChangeSet, ConfigError, CursorExpired, Directory, S
                              SourceAuthError, SourceError)
 from connectors.okta import OktaSource
 from tests.fakes.okta import ALL_STATUSES, FakeClock, FakeOkta
-from tests.source_contract import PEOPLE, TEAMS, SourceContract
+from tests.source_contract import PEOPLE, TEAMS, SourceContract, team_people
 
 START = 1_700_000_000.0
 
@@ -45,19 +45,6 @@ def source_for(okta: FakeOkta, **settings) -> OktaSource:
                      clock=okta.clock.time, sleep=okta.clock.sleep)
     return src
 
-
-def team_people(key: str) -> set[str]:
-    """Okta has no nested groups: a contract team's members, nesting flattened."""
-    teams = {t.key: t for t in TEAMS}
-    seen, stack, people = {key}, [key], set()
-    while stack:
-        team = teams[stack.pop()]
-        people |= set(team.people)
-        for sub in team.teams:
-            if sub not in seen:
-                seen.add(sub)
-                stack.append(sub)
-    return people
 
 
 def seed_contract(okta: FakeOkta) -> dict[str, str]:

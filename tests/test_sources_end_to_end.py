@@ -41,7 +41,7 @@ from tests.conftest import TOKEN
 from tests.fakes.graph import FakeEntra, FakeEntraServer, make_pki
 from tests.fakes.okta import FakeClock, FakeOkta
 from tests.servers import slapd as slapd_server
-from tests.source_contract import PEOPLE, TEAMS
+from tests.source_contract import PEOPLE, TEAMS, team_people
 
 EMAIL = {p.key: p.email for p in PEOPLE}
 TEAM = {t.key: t for t in TEAMS}
@@ -58,18 +58,6 @@ PUSHED_GROUPS = {
 }
 LONG_AGO = "2000-01-01T00:00:00+00:00"
 
-
-def team_people(key: str) -> set[str]:
-    """A team's people with nesting flattened (for Okta, which has no nested groups)."""
-    seen, stack, people = {key}, [key], set()
-    while stack:
-        team = TEAM[stack.pop()]
-        people |= set(team.people)
-        for sub in team.teams:
-            if sub not in seen:
-                seen.add(sub)
-                stack.append(sub)
-    return people
 
 
 def toml(value) -> str:

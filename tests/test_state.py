@@ -355,3 +355,11 @@ def test_after_a_complete_cycle_only_current_failures_remain(state):
     state.record_failure("user", "u2", "bob@example.org", "create_user", "400")
     state.keep_only_failures([("user", "u2", "create_user")])
     assert [f["source_id"] for f in state.failures()] == ["u2"]
+
+
+def test_is_empty_until_something_is_pushed(state):
+    assert state.is_empty()
+    state.record_group(ENG, "scim-g1")
+    assert not state.is_empty()
+    state.forget_group(ENG.source_id)
+    assert state.is_empty()
