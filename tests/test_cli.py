@@ -298,3 +298,27 @@ def test_sync_json_lists_what_was_applied_and_adopted(capsys, split_ws, fake_spl
     assert report["target_read"]["adopted"] == ["ann@example.org"]
     assert {"op": "create_user", "key": "ben@example.org"} in report["applied_changes"]
     assert report["failed"] == []
+
+
+def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog):
+    import io
+    import logging
+
+    from agent.cli import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    progress = Progress(tty)
+    for done in range(1, 51):
+        progress(done, 50)
+    assert tty.getvalue().startswith("\rapplying ") and tty.getvalue().endswith("50/50 operations\n")
+
+    with caplog.at_level(logging.INFO, logger="agent"):
+        plain = Progress(io.StringIO())
+        for done in range(1, 101):
+            plain(done, 100)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("applied ")]
+    assert len(lines) == 11 and lines[-1] == "applied 100 of 100 operations"
