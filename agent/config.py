@@ -245,7 +245,7 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
     if not isinstance(attributes, dict):
         raise ctx.error("[source.attributes]", "must be a table of SCIM name = source attribute")
     mapped: dict[str, tuple[str, ...]] = {}
-    from .model import USER_ATTRIBUTES
+    from .core.model import USER_ATTRIBUTES
     for scim_name, raw_name in attributes.items():
         if scim_name not in USER_ATTRIBUTES:
             raise ctx.error(f"[source.attributes] {scim_name}",

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.mapping import MappingRules, map_directory  # noqa: E402
-from agent.plan import make_plan  # noqa: E402
-from agent.state import State  # noqa: E402
+from agent.core.mapping import MappingRules, map_directory  # noqa: E402
+from agent.core.plan import make_plan  # noqa: E402
+from agent.store.state import State  # noqa: E402
 from connectors.files import FileSource  # noqa: E402
 
 

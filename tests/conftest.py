@@ -71,7 +71,7 @@ class Workspace:
             """) + textwrap.dedent(target_extra) + "\n" + textwrap.dedent(extra))
 
     def agent(self, **kwargs):
-        from agent.app import Agent
+        from agent.engine.cycle import Agent
         from agent.config import load
         return Agent(load(self.config), **kwargs)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent.mapping import MappingRules, map_directory
+from agent.core.mapping import MappingRules, map_directory
 from connectors.base import Directory, SourceError
 
 

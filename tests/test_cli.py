@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import build_parser, main
+from agent.cli.main import build_parser, main
 from tests.conftest import TOKEN, Workspace, group, user
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -304,7 +304,7 @@ def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog):
     import io
     import logging
 
-    from agent.cli import Progress
+    from agent.cli.main import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

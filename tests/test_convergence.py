@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from agent.app import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
+from agent.engine.cycle import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
 from tests.conftest import group, user
 
 

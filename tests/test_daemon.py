@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from agent.config import ScheduleConfig
-from agent.daemon import Notifier, Schedule, watchdog_interval
+from agent.service.daemon import Notifier, Schedule, watchdog_interval
 from tests.fakes.split import FakeSplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -545,7 +545,7 @@ def test_unit_file_verifies_without_a_word(tmp_path):
 
 def test_backoff_of_a_daily_schedule_never_overflows():
     from agent.config import ScheduleConfig
-    from agent.daemon import Schedule
+    from agent.service.daemon import Schedule
     schedule = Schedule(ScheduleConfig(interval=dt.timedelta(days=1),
                                        max_backoff=dt.timedelta(days=3)))
     assert schedule.backoff(1) == dt.timedelta(days=2)
@@ -569,7 +569,7 @@ def test_sigint_stops_cleanly_and_json_logs_are_one_object_per_line(tmp_path, fa
 def test_a_wall_clock_jump_does_not_stop_the_watchdog_at_once(tmp_path, fake, monkeypatch):
     """The job looks late after the clock jumps forward; the scheduler is woken and only a
     lateness that lasts a whole watchdog interval (monotonic) stops the pings."""
-    from agent import daemon as daemon_module
+    from agent.service import daemon as daemon_module
     from agent.config import load
     from connectors import base
     monkeypatch.setattr(base, "_activity_listeners", [])   # the daemon registers one

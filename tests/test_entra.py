@@ -1,4 +1,4 @@
-"""connectors/entra.py against the fake login + Graph in tests/fakes/graph.py (TLS on loopback).
+"""connectors/entra/ against the fake login + Graph in tests/fakes/graph.py (TLS on loopback).
 
 The test CA is handed to every client explicitly (``ca_file``); the machine-wide
 REQUESTS_CA_BUNDLE / SSL_CERT_FILE must neither help nor hurt. Sleeps are injected, so
@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from agent.mapping import MappingRules, map_directory
+from agent.core.mapping import MappingRules, map_directory
 from connectors.base import (ChangeSet, ConfigError, CursorExpired, Directory, Secret,
                              SourceAuthError, SourceError)
 from connectors.entra import (EntraSource, clean_attributes, load_certificate,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.mapping import MappingRules, map_directory
+from agent.core.mapping import MappingRules, map_directory
 from connectors.base import SourceError
 from connectors.files import FileSource
 from tests.source_contract import PEOPLE, TEAMS, SourceContract

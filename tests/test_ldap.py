@@ -626,7 +626,7 @@ def test_ad_objectguid_disabled_bit_and_upn_fallback(ad):
                                     [ad.alice, ad.bob, ad.carol, ad.weird, *ad.crowd]}
     carol = directory.users[str(ad.guids[ad.carol])]
     assert carol.active is False and source.disabled_filter == AD_DISABLED_FILTER
-    from agent.mapping import MappingRules, map_directory
+    from agent.core.mapping import MappingRules, map_directory
     desired = map_directory(directory, MappingRules.for_source(LdapSource))
     names = {u.user_name for u in desired.users.values()}
     assert "bob@corp.example" in names and "alice@corp.example" in names

@@ -1,11 +1,11 @@
-"""agent/mapping.py: source records -> desired state (attributes, identity, nesting, admins)."""
+"""agent/core/mapping.py: source records -> desired state (attributes, identity, nesting, admins)."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.mapping import MappingRules, lookup, map_directory
-from agent.model import User
+from agent.core.mapping import MappingRules, lookup, map_directory
+from agent.core.model import User
 from connectors.base import Directory, GroupRecord, UserRecord
 from connectors.files import FileSource
 

@@ -1,4 +1,4 @@
-"""agent/plan.py: make_plan and the guard, as unit tests and as a property of a whole sync."""
+"""agent/core/plan.py: make_plan and the guard, as unit tests and as a property of a whole sync."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import Threshold
-from agent.mapping import MappingRules, map_directory
-from agent.model import (DesiredState, Group, Problem, PushedGroup, PushedUser, Snapshot, User,
+from agent.core.mapping import MappingRules, map_directory
+from agent.core.model import (DesiredState, Group, Problem, PushedGroup, PushedUser, Snapshot, User,
                          group_digest, user_digest)
-from agent.plan import PHASES, OpKind, Plan, PlanOptions, guard, make_plan
+from agent.core.plan import PHASES, OpKind, Plan, PlanOptions, guard, make_plan
 from connectors.base import Directory, GroupRecord, UserRecord
 from connectors.files import FileSource
 

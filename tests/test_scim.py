@@ -7,7 +7,7 @@ import pytest
 
 from connectors.base import FatalTargetError, Secret
 from connectors.http import HttpPolicy
-from connectors.scim import ScimTarget, filter_value, flat_user, user_patch, user_resource
+from connectors.scim.target import ScimTarget, filter_value, flat_user, user_patch, user_resource
 from tests.conftest import TOKEN
 
 

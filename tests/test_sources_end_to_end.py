@@ -29,10 +29,10 @@ import ldap3
 import pytest
 from ldap3.utils.dn import escape_rdn
 
-from agent.app import EXIT_ERROR, EXIT_OK, Agent
-from agent.cli import main
+from agent.engine.cycle import EXIT_ERROR, EXIT_OK, Agent
+from agent.cli.main import main
 from agent.config import load
-from agent.state import State
+from agent.store.state import State
 from connectors import ldap as ldap_module
 from connectors.entra import EntraSource
 from connectors.ldap import LdapSource

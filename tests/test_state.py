@@ -1,4 +1,4 @@
-"""agent/state.py: the SQLite snapshot, its file, its lock, and its bookkeeping."""
+"""agent/store/state.py: the SQLite snapshot, its file, its lock, and its bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from agent.model import Group, PushedGroup, PushedUser, Snapshot, User, user_digest
-from agent.state import SCHEMA_VERSION, State, StateError
+from agent.core.model import Group, PushedGroup, PushedUser, Snapshot, User, user_digest
+from agent.store.state import SCHEMA_VERSION, State, StateError
 from connectors.base import Directory, GroupRecord, UserRecord
 
 ALICE = User("u1", "alice@example.org", True,

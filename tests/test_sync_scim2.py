@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from agent.app import EXIT_OK, default_target
+from agent.engine.cycle import EXIT_OK, default_target
 from tests.conftest import group, user
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "directory.json"

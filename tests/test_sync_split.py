@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from agent.app import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
-from agent.state import State
+from agent.engine.cycle import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
+from agent.store.state import State
 from connectors.http import RateLimiter
 from tests.conftest import group, user
 

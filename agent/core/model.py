@@ -2,7 +2,7 @@
 
 Attributes are kept flat, with dotted names for sub-attributes (``name.givenName``) and
 ``email`` for the one primary work e-mail: the planner diffs them key by key, the plan shows
-them as they are, and ``connectors/scim.py`` alone turns them into SCIM JSON.
+them as they are, and ``connectors/scim/`` alone turns them into SCIM JSON.
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
 
 from .apply import Applier, ApplyReport, TargetRead, read_target
-from .config import Config, ConfigError
-from .mapping import MappingRules, map_directory
-from .model import DesiredState, Snapshot, digest_of
-from .plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
-from .state import State, StateBusy, StateError, lock_holder, now
+from ..config import Config, ConfigError
+from ..core.mapping import MappingRules, map_directory
+from ..core.model import DesiredState, Snapshot, digest_of
+from ..core.plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
+from ..store.state import State, StateBusy, StateError, lock_holder, now
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Agent:
                              len(report.failed) if report else 0, result.message, result.duration)
             if mode == "sync" and result.exit_code in (EXIT_OK, EXIT_FAILED_OPS):
                 with state.db.atomic():
-                    state.set_meta("held", None)   # a running daemon resumes (agent/daemon.py)
+                    state.set_meta("held", None)   # a running daemon resumes (agent/service/daemon.py)
             return result
         finally:
             state.close()

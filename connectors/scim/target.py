@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .base import (ConflictError, FatalTargetError, Interrupted, NotFoundError, RejectedError,
+from ..base import (ConflictError, FatalTargetError, Interrupted, NotFoundError, RejectedError,
                    Secret, TargetError, TransientError, is_loopback)
-from .http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
+from ..http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ _ENTERPRISE = ("employeeNumber", "costCenter", "organization", "division", "depa
 
 
 def user_resource(attributes: Mapping[str, str], active: bool, external_id: str) -> dict:
-    """The POST body for a user from flat attributes (see agent/model.py)."""
+    """The POST body for a user from flat attributes (see agent/core/model.py)."""
     body: dict[str, Any] = {"schemas": [CORE_USER], "externalId": external_id, "active": active}
     name = {}
     enterprise: dict[str, Any] = {}

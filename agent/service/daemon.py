@@ -62,10 +62,10 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from connectors.base import on_activity
 from connectors.scim import ScimTarget
 
-from .app import (EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, Agent, SyncResult, default_target,
+from ..engine.cycle import (EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, Agent, SyncResult, default_target,
                   token_days_left, token_warning)
-from .config import Config, ConfigError, ScheduleConfig, format_duration, load, secrets_of
-from .state import State, StateError
+from ..config import Config, ConfigError, ScheduleConfig, format_duration, load, secrets_of
+from ..store.state import State, StateError
 
 log = logging.getLogger(__name__)
 
@@ -791,7 +791,7 @@ class Daemon:
 
 def _redact_secrets_of(config: Config) -> None:
     """A reloaded config may bring new secrets: keep them out of every log line too."""
-    from .cli import add_secrets_to_redact, config_secrets
+    from ..cli.main import add_secrets_to_redact, config_secrets
     add_secrets_to_redact(config_secrets(config))
 
 

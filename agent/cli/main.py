@@ -1,4 +1,4 @@
-"""Argument parsing and output. Everything else happens in ``agent/app.py``.
+"""Argument parsing and output. Everything else happens in ``agent/engine/cycle.py``.
 
 Exit statuses (the contract in docs/cli.md): 0 ok; 1 fatal error; 2 changes pending
 (``plan --detailed-exitcode``); 3 stopped by a safety guard; 4 finished with failed operations.
@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 from connectors.base import ConnectorError
 
-from . import __version__
-from .app import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Agent, AgentError, PlanResult,
+from .. import __version__
+from ..engine.cycle import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Agent, AgentError, PlanResult,
                   SyncResult, token_days_left, token_warning)
-from .config import Config, ConfigError, config_path, load, secrets_of
-from .plan import Op, OpKind, Plan
-from .state import State, StateError
+from ..config import Config, ConfigError, config_path, load, secrets_of
+from ..core.plan import Op, OpKind, Plan
+from ..store.state import State, StateError
 
 log = logging.getLogger("agent")
 
@@ -474,7 +474,7 @@ def _run_line(run: dict) -> str:
 
 
 def cmd_run(config: Config, args, config_file) -> int:
-    from .daemon import run_daemon
+    from ..service.daemon import run_daemon
     return run_daemon(config, config_file, log_format=args.log_format, debug=args.debug)
 
 

@@ -26,7 +26,7 @@ import sqlite_utils
 
 from connectors.base import Directory, GroupRecord, UserRecord
 
-from .model import Group, PushedGroup, PushedUser, Snapshot, User
+from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
 
 SCHEMA_VERSION = 1
 
@@ -287,7 +287,7 @@ class State:
                             attributes: dict[str, str]) -> None:
         """A user found on the target (onboarding, lost snapshot): remember what it holds
         now, so the planner sends only what differs."""
-        from .model import user_digest
+        from ..core.model import user_digest
         with self.db.atomic():
             self.db.execute(
                 "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
@@ -304,7 +304,7 @@ class State:
 
     def record_adopted_group(self, source_id: str, scim_id: str, display_name: str,
                              member_ids: Iterable[str]) -> None:
-        from .model import group_digest
+        from ..core.model import group_digest
         with self.db.atomic():
             self.db.execute(
                 "INSERT OR REPLACE INTO groups (source_id, scim_id, display_name, digest, updated) "

@@ -59,9 +59,9 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from .base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from ..base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, TransientError, UserRecord, Value)
-from .http import HttpPolicy, build_client, retrying, server_wait_hint
+from ..http import HttpPolicy, build_client, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
 

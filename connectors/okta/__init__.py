@@ -50,9 +50,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from ..base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, TransientError, UserRecord, is_loopback)
-from .http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
+from ..http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from connectors.base import FatalTargetError, Interrupted, NotFoundError, TargetError
-from connectors.scim import ScimTarget, flat_user, user_patch
+from connectors.scim.target import ScimTarget, flat_user, user_patch
 
-from .model import DesiredState
-from .plan import USER_OPS, Op, Plan, diff
-from .state import State
+from ..core.model import DesiredState
+from ..core.plan import USER_OPS, Op, Plan, diff
+from ..store.state import State
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 
-from .base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from ..base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, UserRecord, Value, activity, is_loopback)
 
 log = logging.getLogger(__name__)

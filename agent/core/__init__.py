@@ -1,0 +1,1 @@
+"""The pure core: model, mapping, plan and guard. No I/O library is imported here."""

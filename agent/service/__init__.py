@@ -1,0 +1,1 @@
+"""The daemon: lifecycle, schedule and back-off, holds, systemd notify, metrics and health."""

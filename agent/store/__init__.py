@@ -1,0 +1,1 @@
+"""The SQLite snapshot: what was pushed, the last source view, run history, locks."""
