@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
-from connectors.base import Secret, is_loopback
+from connectors.base import Secret, SettingError, is_loopback
 
 DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
 
@@ -197,7 +197,8 @@ def config_path(explicit: str | os.PathLike | None) -> Path:
 def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
          resolve_source_secrets: bool = True) -> Config:
     """Read and validate the config. ``resolve_target_secrets=False`` lets ``plan`` run with
-    no SCIM token available; ``status`` needs no secret at all. An unresolved secret is None."""
+    no SCIM token available; ``status`` needs no secret at all. A secret that is configured
+    but not resolved is an unresolved :class:`Secret` (its form is still checked)."""
     path = Path(path).absolute()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -256,6 +257,12 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
         except ValueError as exc:
             raise ctx.error(f"[source.attributes] {scim_name}", str(exc))
     settings = _build(source_class(type_name).Settings, table, "source", ctx)
+    validate = getattr(settings, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except SettingError as exc:
+            raise ctx.error(f"[source] {exc.key}" if exc.key else "[source]", exc.message)
     return SourceConfig(type=type_name, settings=settings, attributes=mapped)
 
 
@@ -288,7 +295,7 @@ def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = Tr
             return _coerce(options[0], value, where, ctx, resolve)
     try:
         if hint is Secret:
-            return _secret(value, where, ctx) if resolve else None
+            return _secret(value, where, ctx, resolve)
         if hint is bool:
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
@@ -355,12 +362,13 @@ def _threshold(value: Any) -> Threshold:
     raise ValueError("expected a count such as 25 or a percentage such as \"10%\"")
 
 
-def _secret(value: Any, where: str, ctx: _Context) -> Secret:
-    """Resolve the four secret forms. The value never enters an error message."""
+def _secret(value: Any, where: str, ctx: _Context, resolve: bool = True) -> Secret:
+    """Resolve the four secret forms (or, with ``resolve=False``, only check their form and
+    return an unresolved placeholder). The value never enters an error message."""
     if isinstance(value, str):
         if not value:
             raise ctx.error(where, "the secret is empty")
-        return Secret(value, "the config file")
+        return Secret(value if resolve else None, "the config file")
     if not isinstance(value, dict) or len(value) != 1:
         raise ctx.error(where, 'expected "literal", { env = "VAR" }, { file = "path" } '
                                'or { credential = "name" }')
@@ -368,21 +376,28 @@ def _secret(value: Any, where: str, ctx: _Context) -> Secret:
     if not isinstance(ref, str) or not ref:
         raise ctx.error(where, f"{kind} must name something")
     if kind == "env":
+        origin = f"environment variable {ref}"
+        if not resolve:
+            return Secret.unresolved(origin)
         secret = os.environ.get(ref)
         if not secret:
             raise ctx.error(where, f"environment variable {ref} is not set or empty")
-        return Secret(secret, f"environment variable {ref}")
+        return Secret(secret, origin)
     if kind == "file":
         path = Path(ref).expanduser()
         path = path if path.is_absolute() else ctx.base / path
+        if not resolve:
+            return Secret.unresolved(f"file {path}")
         return Secret(_read_secret_file(path, where, ctx), f"file {path}")
     if kind == "credential":
+        if "/" in ref:
+            raise ctx.error(where, "a credential name cannot contain '/'")
+        if not resolve:
+            return Secret.unresolved(f"credential {ref}")
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             raise ctx.error(where, f"credential {ref!r} needs $CREDENTIALS_DIRECTORY "
                                    "(set by systemd's LoadCredential=)")
-        if "/" in ref:
-            raise ctx.error(where, "a credential name cannot contain '/'")
         return Secret(_read_secret_file(Path(directory) / ref, where, ctx), f"credential {ref}")
     raise ctx.error(where, f"unknown secret source {kind!r} (env, file or credential)")
 
@@ -440,7 +455,7 @@ def secrets_of(config: Config) -> list[Secret]:
     """Every resolved secret of a config: the target token and the source's secrets."""
     found = [config.target.token] + [getattr(config.source.settings, name)
                                      for name in vars(config.source.settings)]
-    return [s for s in found if isinstance(s, Secret)]
+    return [s for s in found if isinstance(s, Secret) and s.resolved]
 
 
 def describe_fields(cls: type) -> list[tuple[str, str]]:

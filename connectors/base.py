@@ -8,7 +8,8 @@ change feed, a :class:`ChangeSet` since a cursor it handed out earlier.
 Errors are modelled by what the caller must do::
 
     ConnectorError                 base of everything raised on purpose by connectors/
-    ├── ConfigError                a setting is missing or wrong; fix the config (fatal)
+    ├── SettingError               a source setting is wrong (``Settings.validate()``, run when
+    │                              the config is loaded); names the key; fix the config (fatal)
     ├── Interrupted                a stop was requested: end quietly, record nothing more
     ├── SourceError                the source could not be read completely; abort the cycle
     │   ├── SourceAuthError        credentials rejected by the directory (fatal for the cycle)
@@ -53,18 +54,36 @@ def activity() -> None:
 
 
 class Secret:
-    """A resolved secret value. Its ``str``/``repr`` never show the value; use ``.reveal()``."""
+    """A secret value. Its ``str``/``repr`` never show the value; use ``.reveal()``.
+
+    A command that needs no secret (``plan`` needs no token, ``status`` no source password)
+    loads the config with :meth:`unresolved` placeholders: the setting is known to be there,
+    so ``Settings.validate()`` can check either-or rules, but there is no value to reveal.
+    """
 
     __slots__ = ("_value", "origin")
 
-    def __init__(self, value: str, origin: str = "literal"):
+    def __init__(self, value: str | None, origin: str = "literal"):
         self._value = value
         self.origin = origin  # e.g. "env SCIM_TOKEN": safe to show, helps operators
 
+    @classmethod
+    def unresolved(cls, origin: str = "the config file") -> "Secret":
+        return cls(None, origin)
+
+    @property
+    def resolved(self) -> bool:
+        return self._value is not None
+
     def reveal(self) -> str:
+        if self._value is None:
+            raise SettingError("", f"the secret from {self.origin} was not resolved for this "
+                                   "command")
         return self._value
 
     def __repr__(self) -> str:
+        if self._value is None:
+            return f"Secret(<not resolved>, from {self.origin})"
         return f"Secret(<hidden>, from {self.origin})"
 
     __str__ = __repr__
@@ -159,7 +178,11 @@ class ChangeSet:
 
 @runtime_checkable
 class Source(Protocol):
-    """A directory the agent reads from.
+    """A directory the agent reads from, built as ``cls(settings, attributes=names)``.
+
+    ``attributes`` lists every raw attribute name the engine's mapping reads (overrides
+    included), so a source that asks its server for named attributes asks for those too;
+    a source that always reads everything ignores it.
 
     Class attributes:
 
@@ -168,7 +191,12 @@ class Source(Protocol):
     ``Settings``
         a frozen dataclass of the source's own config keys; ``agent/config.py`` validates the
         ``[source]`` table against its fields and types (``Secret`` fields accept the secret
-        forms of the config contract).
+        forms of the config contract). If it has a ``validate()`` method, the loader calls it
+        at once; it raises :class:`SettingError` naming the key, and the loader adds the file.
+        Checks that need a secret's value skip secrets that are not ``resolved``.
+    ``supports_changes``
+        True when :meth:`read_changes` is a real change feed; such a source's ``Settings``
+        has ``full_read_every`` (a timedelta), how often a complete read replaces change reads.
     ``default_mapping``
         SCIM attribute name -> raw attribute names tried in order (the first non-empty wins);
         ``[source.attributes]`` overrides entries.
@@ -177,6 +205,8 @@ class Source(Protocol):
     """
 
     type_name: ClassVar[str]
+    Settings: ClassVar[type]
+    supports_changes: ClassVar[bool]
     default_mapping: ClassVar[Mapping[str, tuple[str, ...]]]
     group_name_attributes: ClassVar[tuple[str, ...]]
 
@@ -197,6 +227,8 @@ class Source(Protocol):
 class FullReadOnly:
     """Mixin for sources with no change feed: every cycle is a complete read."""
 
+    supports_changes: ClassVar[bool] = False
+
     def read_changes(self, cursor: str, known: Directory) -> ChangeSet:
         raise CursorExpired(f"the {self.type_name} source has no change feed")  # type: ignore[attr-defined]
 
@@ -212,8 +244,14 @@ class ConnectorError(Exception):
     """Base class for every error connectors/ raises on purpose."""
 
 
-class ConfigError(ConnectorError):
-    """A setting is missing or wrong."""
+class SettingError(ConnectorError):
+    """A source setting is wrong. ``key`` names it (``""``: the section as a whole); the
+    config loader turns it into its own error naming the file: ``<file>: [source] key: ...``."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
 
 
 class SourceError(ConnectorError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,7 +54,8 @@ class FileSource(FullReadOnly):
         path: Path = field(metadata={"help": "a JSON export, or a folder with users.csv "
                                              "and groups.csv"})
 
-    def __init__(self, settings: "FileSource.Settings"):
+    def __init__(self, settings: "FileSource.Settings", *, attributes: Iterable[str] = ()):
+        """A file holds every attribute it has: ``attributes`` is not needed."""
         self.settings = settings
 
     def read(self) -> Directory:

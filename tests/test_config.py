@@ -56,7 +56,7 @@ def test_example_config_loads_without_target_secrets():
     assert config.source.type == "file"
     assert config.source.settings.path == REPO / "examples" / "directory.json"
     assert config.state.path == REPO / "state" / "scim-agent.db"
-    assert config.target.token is None
+    assert config.target.token is not None and not config.target.token.resolved
     assert config.sync.max_deactivations == Threshold(10, True)
     assert config.schedule.interval == dt.timedelta(minutes=5)
 
@@ -331,7 +331,8 @@ def test_unknown_secret_form(tmp_path):
 def test_target_secrets_are_not_read_when_not_needed(tmp_path):
     config = load(write(tmp_path, with_token('{ env = "TEST_TOKEN" }')),
                   resolve_target_secrets=False)
-    assert config.target.token is None
+    assert config.target.token is not None and not config.target.token.resolved
+    assert config.target.token.origin == "environment variable TEST_TOKEN"
 
 
 @pytest.mark.parametrize("token", [

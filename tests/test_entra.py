@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from agent.core.mapping import MappingRules, map_directory
-from connectors.base import (ChangeSet, ConfigError, CursorExpired, Directory, Secret,
+from connectors.base import (ChangeSet, SettingError, CursorExpired, Directory, Secret,
                              SourceAuthError, SourceError)
 from connectors.entra import (EntraSource, clean_attributes, load_certificate,
                               merge_group_delta, odata_quote)
@@ -226,7 +226,7 @@ def test_load_certificate_computes_sha1_thumbprint(app_cert):
 def test_certificate_file_without_certificate_is_a_config_error(app_cert):
     pem, _ = app_cert
     key_only = pem[:pem.index("-----BEGIN CERTIFICATE-----")]
-    with pytest.raises(ConfigError, match="certificate"):
+    with pytest.raises(SettingError, match="certificate"):
         load_certificate(key_only)
 
 
@@ -278,7 +278,7 @@ def test_missing_graph_permissions(fake, make_source):
     ({"graph_url": "graph.microsoft.com"}, "graph_url must be an https"),
 ])
 def test_config_errors(make_source, overrides, words):
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(SettingError, match=words):
         make_source(**overrides)
 
 

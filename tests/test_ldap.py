@@ -32,7 +32,7 @@ import pytest
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
-from connectors.base import (ConfigError, ConnectorError, CursorExpired, Secret, SourceAuthError,
+from connectors.base import (SettingError, ConnectorError, CursorExpired, Secret, SourceAuthError,
                              SourceError)
 from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
                              normalise_dn, verifying_context)
@@ -449,7 +449,7 @@ def test_settings_are_validated():
                 {"url": ("ldap://x",), "in_chain": True},
                 {"url": ("ldap://x",), "page_size": 0},
                 {"url": ("ldap://x",), "password": Secret("p")}):
-        with pytest.raises(ConfigError):
+        with pytest.raises(SettingError):
             LdapSource(LdapSource.Settings(**base, **bad))
 
 

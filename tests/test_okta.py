@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from connectors.base import (ChangeSet, ConfigError, CursorExpired, Directory, Secret,
+from connectors.base import (ChangeSet, SettingError, CursorExpired, Directory, Secret,
                              SourceAuthError, SourceError)
 from connectors.okta import OktaSource
 from tests.fakes.okta import ALL_STATUSES, FakeClock, FakeOkta
@@ -469,7 +469,7 @@ def test_a_wrong_api_token_is_a_source_auth_error_without_the_token(okta, caplog
     (dict(client_id="x", private_key=Secret("not a key")), "PEM"),
 ])
 def test_config_errors_name_the_setting(settings, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(SettingError, match=message):
         OktaSource(OktaSource.Settings(org_url="https://acme.okta.com", **settings))
 
 
@@ -479,7 +479,7 @@ def test_config_errors_name_the_setting(settings, message):
     ("https://acme.okta.com/api/v1", "bare org URL"),
 ])
 def test_org_url_is_checked(url, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(SettingError, match=message):
         OktaSource(OktaSource.Settings(org_url=url, token=Secret("t")))
 
 

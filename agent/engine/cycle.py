@@ -8,7 +8,6 @@ what it returns.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import logging
 import os
 import threading
@@ -112,11 +111,9 @@ class Agent:
     def make_source(self):
         """The configured source. Sources that fetch only the attributes they need are told
         every raw attribute name the mapping reads, overrides included."""
-        kwargs = {}
-        if "attributes" in inspect.signature(self.source_cls).parameters:
-            kwargs["attributes"] = sorted({name for names in self.rules.user_attributes.values()
-                                           for name in names})
-        return self.source_cls(self.config.source.settings, **kwargs)
+        attributes = sorted({name for names in self.rules.user_attributes.values()
+                             for name in names})
+        return self.source_cls(self.config.source.settings, attributes=attributes)
 
     def open_state(self, *, lock: bool = True) -> State:
         return State.open(self.config.state.path, lock=lock)
@@ -146,9 +143,9 @@ class Agent:
             source.close()
 
     def _stored_view(self, state: State | None) -> Directory | None:
-        every = getattr(self.config.source.settings, "full_read_every", None)
-        if state is None or every is None:
+        if state is None or not self.source_cls.supports_changes:
             return None
+        every = self.config.source.settings.full_read_every
         if state.get_meta("source_config") != self.source_fingerprint():
             log.info("the [source] settings changed since the last read; reading in full")
             return None
@@ -342,7 +339,7 @@ class Agent:
 
 
 def default_target(config: Config) -> ScimTarget:
-    if config.target.token is None:
+    if config.target.token is None or not config.target.token.resolved:
         raise ConfigError(f"{config.path}: [target] token: is required for this command")
     t = config.target
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,

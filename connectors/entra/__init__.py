@@ -59,7 +59,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from ..base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from ..base import (ChangeSet, SettingError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, TransientError, UserRecord, Value)
 from ..http import HttpPolicy, build_client, retrying, server_wait_hint
 
@@ -119,10 +119,10 @@ def load_certificate(pem: str) -> Credential:
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except TypeError:
-        raise ConfigError("certificate: the private key is encrypted; store it unencrypted in "
+        raise SettingError("", "certificate: the private key is encrypted; store it unencrypted in "
                           "a file only the agent can read") from None
     except ValueError:
-        raise ConfigError("certificate: no PEM private key found (the file must hold the "
+        raise SettingError("", "certificate: no PEM private key found (the file must hold the "
                           "private key and the certificate)") from None
     try:
         certs = x509.load_pem_x509_certificates(pem.encode())
@@ -134,7 +134,7 @@ def load_certificate(pem: str) -> Credential:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == wanted),
         None)
     if cert is None:
-        raise ConfigError("certificate: no PEM certificate matching the private key found "
+        raise SettingError("", "certificate: no PEM certificate matching the private key found "
                           "(the file must hold the private key and the certificate)")
     thumb = cert.fingerprint(hashes.SHA1()).hex().upper()
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -175,6 +175,7 @@ def odata_quote(value: str) -> str:
 
 class EntraSource:
     type_name: ClassVar[str] = "entra"
+    supports_changes: ClassVar[bool] = True
     default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
         "userName": ("mail", "userPrincipalName"),
         "email": ("mail", "userPrincipalName"),
@@ -240,18 +241,18 @@ class EntraSource:
     def _validate(self) -> None:
         s = self.settings
         if not s.tenant_id.strip():
-            raise ConfigError("tenant_id is empty")
+            raise SettingError("", "tenant_id is empty")
         if not s.client_id.strip():
-            raise ConfigError("client_id is empty")
+            raise SettingError("", "client_id is empty")
         if (s.client_secret is None) == (s.certificate is None):
-            raise ConfigError("set exactly one of client_secret and certificate")
+            raise SettingError("", "set exactly one of client_secret and certificate")
         for name in ("authority", "graph_url"):
             url = urlsplit(getattr(s, name))
             if url.scheme != "https" or not url.hostname:
-                raise ConfigError(f"{name} must be an https:// URL (TLS is always verified)")
+                raise SettingError("", f"{name} must be an https:// URL (TLS is always verified)")
         for entry in s.groups:
             if not entry.strip():
-                raise ConfigError("groups holds an empty group name")
+                raise SettingError("", "groups holds an empty group name")
 
     def _load_credential(self) -> Credential:
         if self.settings.client_secret is not None:

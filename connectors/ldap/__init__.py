@@ -59,7 +59,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 
-from ..base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from ..base import (ChangeSet, SettingError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, UserRecord, Value, activity, is_loopback)
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class LdapSource:
     """Users and groups from OpenLDAP or Active Directory."""
 
     type_name: ClassVar[str] = "ldap"
+    supports_changes: ClassVar[bool] = True
     # Fallbacks cover both flavors: AD accounts often have no ``mail`` but always a UPN;
     # inetOrgPerson has ``departmentNumber`` where AD has ``department``.
     default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -182,26 +183,26 @@ class LdapSource:
     def _validate(self) -> None:
         s = self.settings
         if s.flavor not in FLAVORS:
-            raise ConfigError(f"source.flavor must be \"openldap\" or \"ad\", not {s.flavor!r}")
+            raise SettingError("", f"source.flavor must be \"openldap\" or \"ad\", not {s.flavor!r}")
         if not s.url:
-            raise ConfigError("source.url needs at least one ldap:// or ldaps:// URL")
+            raise SettingError("", "source.url needs at least one ldap:// or ldaps:// URL")
         for url in s.url:
             parts = urlsplit(url)
             if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-                raise ConfigError(f"source.url {url!r} is not an ldap:// or ldaps:// URL")
+                raise SettingError("", f"source.url {url!r} is not an ldap:// or ldaps:// URL")
             if parts.scheme == "ldaps" and s.start_tls:
-                raise ConfigError(f"source.start_tls cannot be combined with ldaps:// ({url})")
+                raise SettingError("", f"source.start_tls cannot be combined with ldaps:// ({url})")
         if s.password is not None and not s.bind_dn:
-            raise ConfigError("source.password is set but source.bind_dn is not")
+            raise SettingError("", "source.password is set but source.bind_dn is not")
         if s.in_chain and s.flavor != "ad":
-            raise ConfigError("source.in_chain works only with Active Directory (flavor = \"ad\"):"
+            raise SettingError("", "source.in_chain works only with Active Directory (flavor = \"ad\"):"
                               " OpenLDAP answers the in-chain rule with no entries")
         if not 1 <= s.page_size <= 100_000:
-            raise ConfigError(f"source.page_size must be between 1 and 100000, not {s.page_size}")
+            raise SettingError("", f"source.page_size must be between 1 and 100000, not {s.page_size}")
         if s.timeout <= 0:
-            raise ConfigError("source.timeout must be positive")
+            raise SettingError("", "source.timeout must be positive")
         if s.ca_file is not None and not Path(s.ca_file).is_file():
-            raise ConfigError(f"source.ca_file {s.ca_file} is not a readable file")
+            raise SettingError("", f"source.ca_file {s.ca_file} is not a readable file")
 
     # -----------------------------------------------------------------------------------
     # Public API
@@ -492,7 +493,7 @@ class LdapSource:
                 auto_referrals=False, fast_decoder=True)
             if not use_ssl and not s.start_tls and s.password is not None \
                     and not is_loopback(parts.hostname):
-                raise ConfigError(f"{host}: refusing to send the bind password without TLS; "
+                raise SettingError("", f"{host}: refusing to send the bind password without TLS; "
                                   "use an ldaps:// URL or start_tls = true")
         with _ldap_errors(host, "connection"):
             try:
@@ -774,7 +775,7 @@ def _ldap_errors(host: str, what: str) -> Iterator[None]:
     """ldap3 exceptions -> one-sentence SourceErrors naming the server."""
     try:
         yield
-    except (SourceError, ConfigError):
+    except (SourceError, SettingError):
         raise
     except lx.LDAPInvalidCredentialsResult as exc:
         raise SourceAuthError(f"{host} rejected the bind DN or password "

@@ -50,7 +50,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..base import (ChangeSet, ConfigError, CursorExpired, Directory, GroupRecord, Secret,
+from ..base import (ChangeSet, SettingError, CursorExpired, Directory, GroupRecord, Secret,
                    SourceAuthError, SourceError, TransientError, UserRecord, is_loopback)
 from ..http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
 
@@ -77,6 +77,7 @@ class _Gone(SourceError):
 
 class OktaSource:
     type_name: ClassVar[str] = "okta"
+    supports_changes: ClassVar[bool] = True
     # Records keep Okta's names flat: profile fields as "profile.<field>", plus status,
     # lastUpdated... (agent.mapping also reaches into nested dicts by dotted names).
     default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -117,7 +118,8 @@ class OktaSource:
             "help": "requests left unused in each Okta rate-limit window "
                     "(default: 10% of the limit)"})
 
-    def __init__(self, settings: Settings, *, transport: httpx.BaseTransport | None = None,
+    def __init__(self, settings: Settings, *, attributes: Iterable[str] = (),
+                 transport: httpx.BaseTransport | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
                  policy: HttpPolicy | None = None):
@@ -637,13 +639,13 @@ class _Signer:
 def _org_url(value: str) -> str:
     url = httpx.URL(value.strip().rstrip("/"))
     if not url.host or url.path not in ("", "/") or url.query:
-        raise ConfigError(f"source.org_url {value!r} must be the bare org URL, "
+        raise SettingError("", f"source.org_url {value!r} must be the bare org URL, "
                           f"e.g. https://acme.okta.com")
     if re.search(r"-admin\.(okta|oktapreview|okta-emea)\.com$", url.host):
-        raise ConfigError(f"source.org_url {value!r} is the admin console URL; use the org URL "
+        raise SettingError("", f"source.org_url {value!r} is the admin console URL; use the org URL "
                           f"without '-admin'")
     if url.scheme != "https" and not (url.scheme == "http" and is_loopback(url.host)):
-        raise ConfigError(f"source.org_url {value!r} must use https")
+        raise SettingError("", f"source.org_url {value!r} must use https")
     return f"{url.scheme}://{url.netloc.decode()}"
 
 
@@ -651,14 +653,14 @@ def _org_url(value: str) -> str:
 def _signer(settings: OktaSource.Settings) -> _Signer | None:
     oauth = settings.client_id or settings.private_key
     if settings.token and oauth:
-        raise ConfigError("source: set either token or client_id + private_key, not both")
+        raise SettingError("", "source: set either token or client_id + private_key, not both")
     if settings.token:
         return None
     if not (settings.client_id and settings.private_key):
-        raise ConfigError("source: set token (an Okta API token) or both client_id and "
+        raise SettingError("", "source: set token (an Okta API token) or both client_id and "
                           "private_key (an OAuth service app)")
     if not settings.scopes:
-        raise ConfigError("source.scopes is empty; Okta needs okta.users.read okta.groups.read")
+        raise SettingError("", "source.scopes is empty; Okta needs okta.users.read okta.groups.read")
     key, kid = _load_key(settings.private_key)
     if isinstance(key, rsa.RSAPrivateKey):
         algorithm = "RS256"
@@ -666,7 +668,7 @@ def _signer(settings: OktaSource.Settings) -> _Signer | None:
         algorithm = {"secp256r1": "ES256", "secp384r1": "ES384",
                      "secp521r1": "ES512"}.get(key.curve.name, "")
         if not algorithm:
-            raise ConfigError(f"source.private_key uses curve {key.curve.name}, which Okta "
+            raise SettingError("", f"source.private_key uses curve {key.curve.name}, which Okta "
                               f"does not accept (P-256, P-384, P-521)")
     return _Signer(settings.client_id, key, algorithm, settings.key_id or kid)
 
@@ -685,10 +687,10 @@ def _load_key(secret: Secret) -> tuple[Any, str | None]:
             key = serialization.load_pem_private_key(text.encode(), password=None)
             kid = None
     except (ValueError, TypeError, jwt.exceptions.PyJWTError) as exc:
-        raise ConfigError(f"source.private_key ({secret.origin}) is not an unencrypted PEM "
+        raise SettingError("", f"source.private_key ({secret.origin}) is not an unencrypted PEM "
                           f"private key ({type(exc).__name__})") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise ConfigError(f"source.private_key ({secret.origin}) must be an RSA or EC "
+        raise SettingError("", f"source.private_key ({secret.origin}) must be an RSA or EC "
                           f"private key")
     return key, kid
 
