@@ -13,7 +13,8 @@ import random
 
 import pytest
 
-from agent.engine.cycle import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
+from agent.core.outcome import Outcome
+from agent.engine.cycle import default_target
 from tests.conftest import group, user
 
 
@@ -87,11 +88,11 @@ def test_sync_converges_whatever_the_faults(seed, fake_split, split_ws):
         fake_split.chaos(seed * 100 + step, before=0.15, after=0.15)
         for _ in range(3):                           # the daemon would keep cycling
             result = agent.sync()
-            assert result.exit_code in (EXIT_OK, EXIT_FAILED_OPS, EXIT_ERROR), result.message
-            assert result.exit_code != EXIT_GUARD
+            assert result.outcome in (Outcome.OK, Outcome.PARTIAL, Outcome.ERROR), result.message
+            assert result.outcome is not Outcome.GUARD
         fake_split.chaos(None)
         result = agent.sync()
-        assert result.exit_code == EXIT_OK, f"seed {seed} step {step}: {result.message}"
+        assert result.outcome is Outcome.OK, f"seed {seed} step {step}: {result.message}"
         assert_projection(fake_split, people, teams)
         assert agent.sync().plan.is_empty, f"seed {seed} step {step}: not converged"
         evolve(rnd, people, teams)

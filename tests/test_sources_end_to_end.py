@@ -29,7 +29,8 @@ import ldap3
 import pytest
 from ldap3.utils.dn import escape_rdn
 
-from agent.engine.cycle import EXIT_ERROR, EXIT_OK, Agent
+from agent.core.outcome import Outcome
+from agent.engine.cycle import Agent
 from agent.cli.main import main
 from agent.config import load
 from agent.store.state import State
@@ -499,7 +500,7 @@ def setup(request, tmp_path, fake_split, monkeypatch, pki):
 def synced(setup):
     """A setup after a successful first sync (a full read; the view and cursor stored)."""
     result = setup.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert setup.spy.calls == ["read"]
     return setup
 
@@ -510,14 +511,14 @@ def synced(setup):
 
 def test_first_sync_pushes_the_directory_and_a_second_sync_writes_nothing(setup):
     result = setup.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert setup.spy.calls == ["read"] and setup.took_full_read()
     assert pushed_users(setup.split) == PUSHED_USERS          # carol (disabled) not created
     assert pushed_groups(setup.split) == PUSHED_GROUPS        # nesting flattened, cycles too
     assert not result.report.failed
 
     again = setup.sync()
-    assert again.exit_code == EXIT_OK, again.message
+    assert again.outcome is Outcome.OK, again.message
     assert again.plan.is_empty
     assert setup.split.writes() == []
     assert setup.took_change_path()                           # and it was a change read
@@ -545,7 +546,7 @@ def test_a_change_read_sends_one_user_patch_and_one_membership_patch(synced):
     synced.backend.retitle("bob", "Lead Designer")
     synced.backend.leave("eng", "alice")
     result = synced.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert synced.took_change_path()
     assert writes(synced.split) == [("PATCH", "group Engineering"),
                                     ("PATCH", f"user {EMAIL['bob']}")]
@@ -557,11 +558,11 @@ def test_a_change_read_sends_one_user_patch_and_one_membership_patch(synced):
 
 def test_a_user_disabled_in_the_source_is_deactivated_by_the_next_change_read(synced):
     synced.backend.retitle("bob", "Lead Designer")
-    assert synced.sync().exit_code == EXIT_OK                 # the view moves on once
+    assert synced.sync().outcome is Outcome.OK                 # the view moves on once
 
     synced.backend.disable("dave")
     result = synced.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert synced.took_change_path()
     assert deactivations(synced.split) == [EMAIL["dave"]]
     assert pushed_users(synced.split) == {**PUSHED_USERS, EMAIL["dave"]: False}
@@ -582,7 +583,7 @@ def test_a_failure_in_the_middle_of_a_paged_read_writes_nothing(synced):
     synced.backend.break_users_page_2(synced.spy)
 
     result = synced.sync()
-    assert result.exit_code == EXIT_ERROR
+    assert result.outcome is Outcome.ERROR
     assert result.message.startswith("reading the source failed: ")
     assert "\n" not in result.message and "Traceback" not in result.message
     assert re.search(synced.backend.failure_words, result.message), result.message
@@ -596,7 +597,7 @@ def test_a_failure_in_the_middle_of_a_paged_read_writes_nothing(synced):
     synced.backend.mend()
     synced.spy.adjust.clear()
     result = synced.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert synced.took_full_read()
     assert writes(synced.split) == [("PATCH", f"user {EMAIL['bob']}")]
 
@@ -608,12 +609,12 @@ def test_a_failure_in_the_middle_of_a_paged_read_writes_nothing(synced):
 def test_full_read_every_forces_a_full_read_that_deactivates_a_removed_user(setup):
     setup.full_read_every = "1s"
     setup.write_config()
-    assert setup.sync().exit_code == EXIT_OK
+    assert setup.sync().outcome is Outcome.OK
     setup.backend.delete("dave")
     time.sleep(1.1)                                      # full_read_every has elapsed
 
     result = setup.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert setup.spy.calls == ["read"] and setup.took_full_read()
     assert deactivations(setup.split) == [EMAIL["dave"]]
     assert pushed_users(setup.split)[EMAIL["dave"]] is False
@@ -631,7 +632,7 @@ def test_an_invalid_cursor_falls_back_to_one_full_read(synced):
     synced.backend.invalidate_cursor(synced)
 
     result = synced.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert synced.spy.calls == ["read_changes", "read"]
     assert synced.backend.listed_everything(synced.read_mark)
     assert writes(synced.split) == [("PATCH", f"user {EMAIL['bob']}")]
@@ -639,7 +640,7 @@ def test_an_invalid_cursor_falls_back_to_one_full_read(synced):
         assert state.get_meta("source_cursor") not in (None, old_cursor)
 
     again = synced.sync()                                # and the feed resumes from there
-    assert again.exit_code == EXIT_OK, again.message
+    assert again.outcome is Outcome.OK, again.message
     assert synced.took_change_path()
     assert synced.split.writes() == []
 
@@ -681,9 +682,9 @@ def test_cli_plan_json_sends_and_stores_nothing(setup, capsys):
 
 @pytest.mark.parametrize("setup", ["ldap"], indirect=True)
 def test_narrowing_the_ldap_user_filter_deactivates_at_the_next_sync(setup):
-    assert setup.sync().exit_code == EXIT_OK
+    assert setup.sync().outcome is Outcome.OK
     setup.source_extra = {"user_filter": "(&(objectClass=inetOrgPerson)(!(uid=dave)))"}
     setup.write_config()
     result = setup.sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert pushed_users(setup.split)[EMAIL["dave"]] is False     # dave left the scope

@@ -10,7 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
-from agent.engine.cycle import EXIT_OK, default_target
+from agent.core.outcome import Outcome
+from agent.engine.cycle import default_target
 from tests.conftest import group, user
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "directory.json"
@@ -47,7 +48,7 @@ def test_bundled_example_syncs_and_a_second_sync_writes_nothing(scim2, scim2_ws)
     agent = scim2_ws.agent(target_factory=targets)
 
     first = agent.sync()
-    assert first.exit_code == EXIT_OK, first.message
+    assert first.outcome is Outcome.OK, first.message
 
     source = json.loads(EXAMPLE.read_text())
     active = [u for u in source["users"] if u["active"]]
@@ -67,7 +68,7 @@ def test_bundled_example_syncs_and_a_second_sync_writes_nothing(scim2, scim2_ws)
     assert platform <= eng and len(eng) > len(platform)
 
     second = agent.sync()
-    assert second.exit_code == EXIT_OK
+    assert second.outcome is Outcome.OK
     assert second.plan.is_empty
     assert targets.last.write_requests == 0
     assert targets.last.requests_sent == 1             # the token probe, nothing else
@@ -81,13 +82,13 @@ def test_each_kind_of_change_reaches_the_server(scim2, scim2_ws):
     ws.write_directory(people, teams)
     targets = CountingTargets()
     agent = ws.agent(target_factory=targets)
-    assert agent.sync().exit_code == EXIT_OK
+    assert agent.sync().outcome is Outcome.OK
 
     # one changed attribute -> exactly one PATCH
     people[0] = user("1", "ann@example.org", "Ann", "Anderson")
     ws.write_directory(people, teams)
     result = agent.sync()
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     assert [op.kind.value for op in result.plan.ops] == ["update_user"]
     assert targets.last.write_requests == 1
     assert by_name(scim2.dump("Users"), "userName")["ann@example.org"]["name"]["familyName"] == "Anderson"
@@ -97,8 +98,8 @@ def test_each_kind_of_change_reaches_the_server(scim2, scim2_ws):
               user("3", "cat@example.org", "Cat", "C")]
     teams = [group("g1", "Sales", ["1", "2", "3"])]
     ws.write_directory(people, teams)
-    assert agent.sync().exit_code == 3                  # 2 of 4 is above the 10% guard
-    assert agent.sync(allow_mass_deactivation=True).exit_code == EXIT_OK
+    assert agent.sync().outcome is Outcome.GUARD                  # 2 of 4 is above the 10% guard
+    assert agent.sync(allow_mass_deactivation=True).outcome is Outcome.OK
     users = by_name(scim2.dump("Users"), "userName")
     assert users["ben@example.org"]["active"] is False
     assert users["dan@example.org"]["active"] is False          # deactivated, never deleted
@@ -112,7 +113,7 @@ def test_each_kind_of_change_reaches_the_server(scim2, scim2_ws):
     teams = [group("g1", "Sales EMEA", ["1", "2", "3"])]
     ws.write_directory(people, teams)
     result = agent.sync()
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     assert {op.kind.value for op in result.plan.ops} == {"reactivate_user", "update_group", "add_members"}
     assert by_name(scim2.dump("Users"), "userName")["ben@example.org"]["active"] is True
     groups = by_name(scim2.dump("Groups"), "displayName")
@@ -143,7 +144,7 @@ def test_a_generated_directory_larger_than_a_page_syncs(scim2, scim2_ws):
     teams = [group(f"g{j}", f"Team {j}", [str(i) for i in range(j, 260, 13)]) for j in range(13)]
     ws.write_directory(people, teams)
     agent = ws.agent()
-    assert agent.sync().exit_code == EXIT_OK
+    assert agent.sync().outcome is Outcome.OK
     assert len(scim2.dump("Users")) == 260
     groups = scim2.dump("Groups")
     assert sorted(len(g["members"]) for g in groups) == [20] * 13
@@ -152,7 +153,7 @@ def test_a_generated_directory_larger_than_a_page_syncs(scim2, scim2_ws):
     ws.state.unlink()
     targets = CountingTargets()
     result = ws.agent(target_factory=targets).sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert result.adopted == 260 + 13
     assert targets.last.write_requests == 0
     assert len(scim2.dump("Users")) == 260

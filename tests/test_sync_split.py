@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from agent.engine.cycle import EXIT_ERROR, EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, default_target
+from agent.core.outcome import Outcome
+from agent.engine.cycle import default_target
 from agent.store.state import State
 from connectors.http import RateLimiter
 from tests.conftest import group, user
@@ -47,10 +48,10 @@ def writes(split, method=None, prefix=""):
 def test_first_sync_then_nothing(fake_split, split_ws):
     split_ws.write_directory(people(5), [group("g", "Team", ["0", "1"])])
     agent = split_ws.agent()
-    assert agent.sync().exit_code == EXIT_OK
+    assert agent.sync().outcome is Outcome.OK
     assert len(fake_split.users) == 5
     fake_split.reset_log()
-    assert agent.sync().exit_code == EXIT_OK
+    assert agent.sync().outcome is Outcome.OK
     assert [(r.method, r.path) for r in fake_split.requests] == [("GET", "/Users")]   # the probe
 
 
@@ -62,7 +63,7 @@ def test_order_of_requests_and_never_a_user_delete(fake_split, split_ws):
     fake_split.reset_log()
     ws.write_directory(people(3) + [user("9", "new@example.org")],
                        [group("g", "Team", ["0", "1", "9"])])
-    assert agent.sync(allow_mass_deactivation=True).exit_code == EXIT_OK
+    assert agent.sync(allow_mass_deactivation=True).outcome is Outcome.OK
     log = [(r.method, r.path.split("/")[1], r.body) for r in fake_split.writes()]
     kinds = []
     for method, resource, body in log:
@@ -91,7 +92,7 @@ def test_an_expired_token_stops_the_run_and_records_nothing_more(fake_split, spl
     ws.write_directory(people(6), [group("g", "Team", ["0", "4"])])
     fake_split.reset_log()
     result = agent.sync()
-    assert result.exit_code == EXIT_ERROR
+    assert result.outcome is Outcome.ERROR
     assert "token was rejected" in result.message and "expired" in result.message
     assert len(fake_split.requests) <= ws.agent().config.target.concurrency  # stopped at once
     with State.open(ws.state, lock=False) as state:
@@ -101,7 +102,7 @@ def test_an_expired_token_stops_the_run_and_records_nothing_more(fake_split, spl
     ws.token = "regenerated"
     ws.write_config()
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert len(fake_split.users) == 6
 
 
@@ -141,7 +142,7 @@ def test_rate_limit_429_waits_as_told_then_succeeds(fake_split, split_ws):
     fake_split.fail_next(2, status=429, headers={"X-RateLimit-Reset-Seconds-Org": "7",
                                                   "X-RateLimit-Reset-Seconds-IP": "3"})
     result = split_ws.agent(target_factory=target).sync()
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     assert len(fake_split.users) == 3
     assert len(sleeps) == 2 and all(7 <= s < 8 for s in sleeps)   # the larger reset header
 
@@ -154,7 +155,7 @@ def test_retry_after_comes_first(fake_split, split_ws):
 
     fake_split.fail_next(1, status=429, retry_after=2,
                          headers={"X-RateLimit-Reset-Seconds-Org": "30"})
-    assert split_ws.agent(target_factory=target).sync().exit_code == EXIT_OK
+    assert split_ws.agent(target_factory=target).sync().outcome is Outcome.OK
     assert len(sleeps) == 1 and 2 <= sleeps[0] < 3
 
 
@@ -162,7 +163,7 @@ def test_a_burst_of_server_errors_is_retried(fake_split, split_ws):
     split_ws.write_directory(people(2), [group("g", "Team", ["0", "1"])])
     fake_split.fail_next(3, status=503)
     result = split_ws.agent().sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert len(fake_split.users) == 2
     assert len(fake_split.groups) == 1
 
@@ -173,7 +174,7 @@ def test_errors_that_do_not_clear_fail_the_operation_not_the_run(fake_split, spl
     split_ws.write_directory(people(2), [])
     fake_split.reset_log()
     result = split_ws.agent(target_factory=failing_after_probe(fake_split, 50, 503)).sync()
-    assert result.exit_code == EXIT_FAILED_OPS
+    assert result.outcome is Outcome.PARTIAL
     assert len(result.report.failed) == 1
     attempts = [r for r in fake_split.requests if r.method == "POST"]
     assert len(attempts) == split_ws.agent().config.target.max_attempts
@@ -186,10 +187,10 @@ def test_a_create_answered_by_a_gateway_error_is_looked_up_not_resent(fake_split
     fake_split.reset_log()
     # the POST may have been carried out
     result = split_ws.agent(target_factory=failing_after_probe(fake_split, 1, 504)).sync()
-    assert result.exit_code == EXIT_FAILED_OPS        # not there: fails for this cycle
+    assert result.outcome is Outcome.PARTIAL        # not there: fails for this cycle
     assert [r.method for r in fake_split.requests] == ["GET", "POST", "GET"]
     assert "not resent" in result.report.failed[0][1]
-    assert split_ws.agent().sync().exit_code == EXIT_OK   # the next cycle creates it
+    assert split_ws.agent().sync().outcome is Outcome.OK   # the next cycle creates it
     assert len(fake_split.users) == 2
 
 
@@ -199,7 +200,7 @@ def test_the_agent_stays_under_its_rate_and_never_collects_429s(fake_split, spli
     split_ws.config.write_text(text)
     fake_split.rate_limit(10, window_seconds=1.0)
     result = split_ws.agent().sync()
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     assert [r for r in fake_split.requests if r.status == 429] == []
     assert len(fake_split.users) == 24
 
@@ -207,7 +208,7 @@ def test_the_agent_stays_under_its_rate_and_never_collects_429s(fake_split, spli
 def test_concurrency_is_bounded(fake_split, split_ws):
     split_ws.write_directory(people(16), [])
     fake_split.latency = 0.05
-    assert split_ws.agent().sync().exit_code == EXIT_OK
+    assert split_ws.agent().sync().outcome is Outcome.OK
     assert 2 <= fake_split.max_in_flight <= 4
 
 
@@ -219,7 +220,7 @@ def test_a_duplicate_username_in_another_case_is_adopted_not_duplicated(fake_spl
     ws.write_directory(people(1) + [user("z", "zed@example.org", "Zed", "Z")], [])
     fake_split.reset_log()
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert result.report.adopted == 1
     zeds = [u for u in fake_split.users.values() if u["userName"].lower() == "zed@example.org"]
     assert [u["id"] for u in zeds] == [existing]
@@ -235,7 +236,7 @@ def test_onboarding_adopts_what_the_target_already_holds(fake_split, split_ws):
     ws.write_directory([user("a", "alice@example.org", "Alice", "A"), user("b", "bob@example.org")],
                        [group("g", "Team", ["a", "b"])])
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert result.adopted == 2
     posts = [r.path for r in fake_split.writes() if r.method == "POST"]
     assert posts == ["/Users"]                            # only bob is new
@@ -254,7 +255,7 @@ def test_a_lost_response_to_a_create_is_resolved_by_lookup(fake_split, split_ws)
     fake_split.hang_after_write_next(1)
     fake_split.reset_log()
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert len(fake_split.users) == 2                     # no duplicate
     assert len([r for r in fake_split.requests if r.method == "POST"]) == 1
 
@@ -264,7 +265,7 @@ def test_group_names_split_refuses_are_reported_and_not_sent(fake_split, split_w
     long_name = "Customer Success Managers EMEA"          # 30 characters
     ws.write_directory(people(2), [group("g1", long_name, ["0"]), group("g2", "Short", ["1"])])
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_FAILED_OPS
+    assert result.outcome is Outcome.PARTIAL
     assert [(op.kind.value, op.key) for op, _ in result.report.failed] == [("create_group", long_name)]
     assert "25 characters" in result.report.failed[0][1]
     assert [g["displayName"] for g in fake_split.groups.values()] == ["Short"]
@@ -292,7 +293,7 @@ def test_a_rejected_user_fails_alone(fake_split, split_ws):
         return t
 
     result = ws.agent(target_factory=target).sync()
-    assert result.exit_code == EXIT_FAILED_OPS
+    assert result.outcome is Outcome.PARTIAL
     assert [u["userName"] for u in original.values()] == ["ok@example.org"]
 
 
@@ -303,7 +304,7 @@ def test_guard_stops_on_an_empty_source_and_sends_nothing(fake_split, split_ws):
     ws.write_directory([], [])
     fake_split.reset_log()
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_GUARD
+    assert result.outcome is Outcome.GUARD
     assert "no users" in result.guard.reason
     assert fake_split.writes() == []
     assert all(u["active"] for u in fake_split.users.values())
@@ -317,11 +318,11 @@ def test_guard_threshold_and_its_override(fake_split, split_ws):
     ws.write_directory(people(17), [])                    # 3 leave: more than 2
     fake_split.reset_log()
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_GUARD
+    assert result.outcome is Outcome.GUARD
     assert "3 deactivations" in result.guard.reason
     assert fake_split.writes() == []
     result = ws.agent().sync(allow_mass_deactivation=True)
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     assert sum(1 for u in fake_split.users.values() if not u["active"]) == 3
 
 
@@ -340,7 +341,7 @@ def test_only_limits_the_sync_to_named_objects(fake_split, split_ws):
     ws = split_ws
     ws.write_directory(people(3), [group("g", "Team", ["0"])])
     result = ws.agent().sync(only=["P001@example.org"])
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     assert [u["userName"] for u in fake_split.users.values()] == ["p001@example.org"]
     assert fake_split.groups == {}
 
@@ -364,7 +365,7 @@ def test_a_stop_request_lets_in_flight_work_finish_and_sends_nothing_new(fake_sp
     with State.open(ws.state, lock=False) as state:
         assert len(state.snapshot().users) == created      # every confirmed create recorded
     fake_split.latency = 0
-    assert ws.agent().sync().exit_code == EXIT_OK
+    assert ws.agent().sync().outcome is Outcome.OK
     assert len(fake_split.users) == 30
     assert len({u["userName"] for u in fake_split.users.values()}) == 30
 
@@ -372,12 +373,12 @@ def test_a_stop_request_lets_in_flight_work_finish_and_sends_nothing_new(fake_sp
 def test_a_group_of_many_members_is_sent_in_chunks_of_100(fake_split, split_ws):
     ws = split_ws
     ws.write_directory(people(250), [group("g", "Everyone", [str(i) for i in range(250)])])
-    assert ws.agent().sync().exit_code == EXIT_OK
+    assert ws.agent().sync().outcome is Outcome.OK
     patches = writes(fake_split, "PATCH", "/Groups")
     assert [len(r.body["Operations"][0]["value"]) for r in patches] == [100, 100, 50]
     ws.write_directory(people(250), [group("g", "Everyone", [str(i) for i in range(120)])])
     fake_split.reset_log()
-    assert ws.agent().sync(allow_mass_deactivation=True).exit_code == EXIT_OK
+    assert ws.agent().sync(allow_mass_deactivation=True).outcome is Outcome.OK
     patches = writes(fake_split, "PATCH", "/Groups")
     assert [len(r.body["Operations"]) for r in patches] == [100, 30]
     assert all(op["path"].startswith('members[value eq "') for r in patches for op in r.body["Operations"])
@@ -389,7 +390,7 @@ def test_admin_group_keeps_a_member(fake_split, split_ws):
     ws.agent().sync()
     ws.write_directory(people(2), [group("a", "Split_Administrators", [])])
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_FAILED_OPS
+    assert result.outcome is Outcome.PARTIAL
     assert "at least one member" in result.report.failed[0][1]
     admins = next(g for g in fake_split.groups.values() if g["displayName"] == "Split_Administrators")
     assert len(admins["members"]) == 1
@@ -399,7 +400,7 @@ def test_when_the_target_cannot_be_read_for_adoption_the_cycle_stops(fake_split,
     split_ws.write_directory(people(2), [])
     fake_split.fail_next(50, status=502)
     result = split_ws.agent().sync()
-    assert result.exit_code == EXIT_ERROR
+    assert result.outcome is Outcome.ERROR
     assert "reading the target failed" in result.message
     assert fake_split.writes() == []
 
@@ -413,7 +414,7 @@ def test_an_account_recreated_in_the_source_keeps_its_split_user_active(fake_spl
     ws.write_directory(people(3)[1:] + [user("new-0", "p000@example.org", "G0", "F0")],
                        [group("g", "Team", ["new-0"])])
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     p0 = [u for u in fake_split.users.values() if u["userName"] == "p000@example.org"]
     assert len(p0) == 1 and p0[0]["active"] is True
     assert ws.agent().sync().plan.is_empty
@@ -436,7 +437,7 @@ def test_reconcile_puts_right_what_was_changed_in_split_by_hand(fake_split, spli
     assert ws.agent().sync().plan.is_empty             # the snapshot cannot know
 
     result = ws.agent().sync(reconcile=True)
-    assert result.exit_code == EXIT_OK, result.message
+    assert result.outcome is Outcome.OK, result.message
     assert result.target_read.drifted == ["ann@example.org", "Team"]
     assert result.target_read.vanished == ["ben@example.org"]
     users = {u["userName"]: u for u in fake_split.users.values()}
@@ -454,7 +455,7 @@ def test_adoption_leaves_attributes_the_source_does_not_map_alone(fake_split, sp
                          name={"givenName": "Ann", "familyName": "A"})
     ws.write_directory([user("1", "ann@example.org", "Ann", "A", title="New title")], [])
     result = ws.agent().sync()
-    assert result.exit_code == EXIT_OK
+    assert result.outcome is Outcome.OK
     ann = next(iter(fake_split.users.values()))
     assert ann["nickName"] == "Annie"                  # never ours: never removed
     assert ann["title"] == "New title"
@@ -467,7 +468,7 @@ def test_a_rejected_token_is_reported_even_with_nothing_to_send(fake_split, spli
     split_ws.agent().sync()
     fake_split.token = "regenerated"
     result = split_ws.agent().sync()
-    assert result.exit_code == EXIT_ERROR
+    assert result.outcome is Outcome.ERROR
     assert result.message.startswith("the SCIM token was rejected")
     assert "HTTP 401" in result.message
 
@@ -477,7 +478,7 @@ def test_an_unreachable_target_stops_the_run_at_once(split_ws):
     split_ws.write_config()
     split_ws.write_directory(people(3), [])
     result = split_ws.agent(target_factory=no_wait_target).sync()
-    assert result.exit_code == EXIT_ERROR
+    assert result.outcome is Outcome.ERROR
     assert "cannot connect to the SCIM target at 127.0.0.1:9" in result.message
     assert "[target] url" in result.message
 
@@ -485,7 +486,7 @@ def test_an_unreachable_target_stops_the_run_at_once(split_ws):
 def test_only_with_a_name_that_matches_nothing_is_an_error(fake_split, split_ws):
     split_ws.write_directory(people(2), [])
     result = split_ws.agent().sync(only=["nobody@example.org"])
-    assert result.exit_code == EXIT_ERROR
+    assert result.outcome is Outcome.ERROR
     assert "nobody@example.org" in result.message
     assert fake_split.requests == []
 
@@ -493,11 +494,11 @@ def test_only_with_a_name_that_matches_nothing_is_an_error(fake_split, split_ws)
 def test_only_a_rejected_token_holds_the_daemon_an_outage_does_not(fake_split, split_ws):
     split_ws.write_directory(people(1), [])
     fake_split.token = "regenerated"
-    assert "token was rejected" in split_ws.agent().sync().held
+    assert "token was rejected" in split_ws.agent().sync().hold.reason
     split_ws.url = "http://127.0.0.1:9/scim/v2"            # nothing listens: an outage
     split_ws.write_config()
     result = split_ws.agent(target_factory=no_wait_target).sync()
-    assert result.exit_code == EXIT_ERROR and result.held == ""
+    assert result.outcome is Outcome.ERROR and result.hold is None
 
 
 def test_a_stop_requested_before_the_cycle_sends_nothing(fake_split, split_ws):
@@ -513,6 +514,6 @@ def test_a_sync_while_another_agent_holds_the_snapshot_attempts_nothing(fake_spl
     split_ws.write_directory(people(1), [])
     with State.open(split_ws.state):                       # another agent, mid-cycle
         result = split_ws.agent().sync()
-    assert result.busy and result.exit_code == EXIT_ERROR
+    assert result.busy and result.outcome is Outcome.ERROR
     assert "is using this snapshot" in result.message
     assert fake_split.requests == []

@@ -17,13 +17,23 @@ from collections.abc import Sequence
 from connectors.base import ConnectorError
 
 from .. import __version__
-from ..engine.cycle import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, Agent, AgentError, PlanResult,
-                  SyncResult, token_days_left, token_warning)
+from ..core.outcome import Outcome
+from ..engine.cycle import (Agent, AgentError, PlanResult, SyncResult, token_days_left,
+                            token_warning)
 from ..config import Config, ConfigError, config_path, load, secrets_of
 from ..core.plan import Op, OpKind, Plan
 from ..store.state import State, StateError
 
 log = logging.getLogger("agent")
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS = 0, 1, 2, 3, 4
+_EXIT_OF = {Outcome.OK: EXIT_OK, Outcome.PARTIAL: EXIT_FAILED_OPS, Outcome.GUARD: EXIT_GUARD,
+            Outcome.ERROR: EXIT_ERROR}
+
+
+def exit_code(outcome: Outcome) -> int:
+    """The process exit status of a sync that ended as ``outcome`` (docs/cli.md)."""
+    return _EXIT_OF[outcome]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,11 +327,11 @@ def cmd_sync(agent: Agent, args) -> int:
         print(json.dumps(sync_json(result), indent=2, ensure_ascii=False))
     else:
         print_sync(result)
-    return result.exit_code
+    return exit_code(result.outcome)
 
 
 def sync_json(result: SyncResult) -> dict:
-    out: dict = {"exit_code": result.exit_code, "message": result.message,
+    out: dict = {"exit_code": exit_code(result.outcome), "message": result.message,
                  "duration_seconds": round(result.duration, 3), "adopted": result.adopted}
     if result.plan is not None:
         out["plan"] = result.plan.to_dict()

@@ -22,6 +22,7 @@ from connectors.base import FatalTargetError, Interrupted, NotFoundError, Target
 from connectors.scim.target import ScimTarget, flat_user, user_patch
 
 from ..core.model import DesiredState
+from ..core.outcome import Hold, HoldKind
 from ..core.plan import USER_OPS, Op, Plan, diff
 from ..store.state import State
 
@@ -34,7 +35,7 @@ class ApplyReport:
     failed: list[tuple[Op, str]] = field(default_factory=list)
     adopted: int = 0
     fatal: str = ""
-    fatal_status: int | None = None    # the HTTP status behind ``fatal``; None: no connection
+    hold: Hold | None = None           # when ``fatal`` is one no retry mends (token, endpoint)
     interrupted: bool = False
 
     def counts(self) -> dict[str, int]:
@@ -113,7 +114,7 @@ class Applier:
             if report.fatal:
                 return
             report.fatal = str(exc)
-            report.fatal_status = exc.status
+            report.hold = hold_for(exc)
             report.failed.append((op, str(exc)))
             log.error("stopping: %s", exc)
             return
@@ -269,6 +270,16 @@ class Applier:
             self.target.delete_group(scim_id)
         self.record("forget_group", op.source_id)
         return False
+
+
+def hold_for(exc: FatalTargetError) -> Hold | None:
+    """Hold pushing only for what will not mend itself (a rejected token, a moved endpoint);
+    an unreachable target is an ordinary failed cycle, retried with back-off."""
+    if exc.status in (401, 403):
+        return Hold(HoldKind.TOKEN_REJECTED, str(exc))
+    if exc.status is not None:
+        return Hold(HoldKind.ENDPOINT, str(exc))
+    return None
 
 
 class _NotSent(Exception):

@@ -20,10 +20,11 @@ from connectors.base import (ConnectorError, CursorExpired, Directory, FatalTarg
 from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
 
-from .apply import Applier, ApplyReport, TargetRead, read_target
+from .apply import Applier, ApplyReport, TargetRead, hold_for, read_target
 from ..config import Config, ConfigError
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot, digest_of
+from ..core.outcome import Hold, HoldKind, Outcome
 from ..core.plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
 from ..store.state import State, StateBusy, StateError, lock_holder, now
 
@@ -31,9 +32,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = dt.timedelta(days=365)
 TOKEN_WARNING = dt.timedelta(days=30)
-
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS = 0, 1, 2, 3, 4
-
 
 class AgentError(Exception):
     """A fatal error for this cycle, with a message fit for an operator."""
@@ -59,14 +57,14 @@ class PlanResult:
 
 @dataclass
 class SyncResult:
-    exit_code: int
+    outcome: Outcome
     plan: Plan | None = None
     report: ApplyReport | None = None
     guard: GuardStop | None = None
     message: str = ""
     duration: float = 0.0
     adopted: int = 0
-    held: str = ""                  # why pushing should be held until someone acts
+    hold: Hold | None = None        # why pushing should be held until someone acts
     warnings: list[str] = field(default_factory=list)
     target_read: TargetRead | None = None   # what adoption or reconciliation found
     busy: bool = False              # another agent held the snapshot: nothing was attempted
@@ -202,7 +200,7 @@ class Agent:
         try:
             state = self.open_state(lock=True)
         except StateError as exc:
-            return SyncResult(EXIT_ERROR, message=str(exc), warnings=warnings,
+            return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings,
                               busy=isinstance(exc, StateBusy))
         try:
             run_id = state.start_run(mode)
@@ -216,9 +214,9 @@ class Agent:
             result.duration = time.monotonic() - started
             result.warnings = warnings + result.warnings
             report = result.report
-            state.finish_run(run_id, _outcome(result), report.counts() if report else {},
+            state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
                              len(report.failed) if report else 0, result.message, result.duration)
-            if mode == "sync" and result.exit_code in (EXIT_OK, EXIT_FAILED_OPS):
+            if mode == "sync" and result.outcome.succeeded:
                 with state.db.atomic():
                     state.set_meta("held", None)   # a running daemon resumes (agent/service/daemon.py)
             return result
@@ -230,18 +228,18 @@ class Agent:
         try:
             read = self.read_source(state)
         except SourceError as exc:
-            return SyncResult(EXIT_ERROR, message=f"reading the source failed: {exc}")
+            return SyncResult(Outcome.ERROR, message=f"reading the source failed: {exc}")
         except ConnectorError as exc:       # a source setting its constructor refused
-            return SyncResult(EXIT_ERROR, message=f"source: {exc}")
+            return SyncResult(Outcome.ERROR, message=f"source: {exc}")
         desired = map_directory(read.view, self.rules)
         unknown = _unknown_keys(only, desired, state)
         if unknown:
-            return SyncResult(EXIT_ERROR, message=f"--only: {', '.join(unknown)} names no user or "
+            return SyncResult(Outcome.ERROR, message=f"--only: {', '.join(unknown)} names no user or "
                                                   "group in the source or the snapshot")
         try:
             target = self._target_factory(self.config)
         except (ConfigError, TargetError) as exc:
-            return SyncResult(EXIT_ERROR, message=str(exc))
+            return SyncResult(Outcome.ERROR, message=str(exc))
         target.cancel = stop
         try:
             fetched = None
@@ -254,12 +252,12 @@ class Agent:
                     with state.db.atomic():
                         state.set_meta("last_target_read", now())
             except Interrupted:
-                return SyncResult(EXIT_ERROR, message="stopped before anything was applied",
+                return SyncResult(Outcome.ERROR, message="stopped before anything was applied",
                                   report=ApplyReport(interrupted=True))
             except FatalTargetError as exc:
-                return SyncResult(EXIT_ERROR, message=str(exc), held=_hold_reason(str(exc), exc.status))
+                return SyncResult(Outcome.ERROR, message=str(exc), hold=hold_for(exc))
             except TargetError as exc:
-                return SyncResult(EXIT_ERROR, message=f"reading the target failed: {exc}")
+                return SyncResult(Outcome.ERROR, message=f"reading the target failed: {exc}")
             adopted = len(fetched.adopted) if fetched else 0
             if fetched is not None:
                 _log_target_read(fetched)
@@ -268,9 +266,10 @@ class Agent:
             if result.guard and not allow_mass_deactivation:
                 log.error("safety guard: %s; nothing applied (use --allow-mass-deactivation "
                           "once if this is intended)", result.guard.reason)
-                return SyncResult(EXIT_GUARD, plan=plan, guard=result.guard,
+                return SyncResult(Outcome.GUARD, plan=plan, guard=result.guard,
                                   message=result.guard.reason, adopted=adopted,
-                                  held=f"safety guard: {result.guard.reason}")
+                                  hold=Hold(HoldKind.GUARD,
+                                            f"safety guard: {result.guard.reason}"))
             log.info("plan: %s", _summary_line(plan))
             applier = Applier(target, state, self.config.target.concurrency, stop=stop,
                               progress=progress)
@@ -279,8 +278,8 @@ class Agent:
             target.close()
 
         if report.fatal:
-            return SyncResult(EXIT_ERROR, plan=plan, report=report, message=report.fatal,
-                              adopted=adopted, held=_hold_reason(report.fatal, report.fatal_status))
+            return SyncResult(Outcome.ERROR, plan=plan, report=report, message=report.fatal,
+                              adopted=adopted, hold=report.hold)
         if not only and not report.interrupted:
             state.keep_only_failures((_kind(op), op.source_id, op.kind.value)
                                      for op, _ in report.failed)
@@ -293,7 +292,7 @@ class Agent:
                    + (f"; {failed} failed" if failed else "")
                    + ("; interrupted" if report.interrupted else ""))
         log.info("%s", message)
-        return SyncResult(EXIT_FAILED_OPS if failed else EXIT_OK, plan=plan, report=report,
+        return SyncResult(Outcome.PARTIAL if failed else Outcome.OK, plan=plan, report=report,
                           message=message, adopted=adopted, target_read=fetched)
 
     def _reconcile_due(self, state: State) -> bool:
@@ -347,12 +346,6 @@ def default_target(config: Config) -> ScimTarget:
     return ScimTarget(t.url, t.token, policy)
 
 
-def _hold_reason(message: str, status: int | None) -> str:
-    """Hold pushing only for what will not mend itself (a rejected token, a moved endpoint);
-    an unreachable target is an ordinary failed cycle, retried with back-off."""
-    return message if status is not None else ""
-
-
 def _kind(op) -> str:
     return "user" if op.kind in USER_OPS else "group"
 
@@ -396,11 +389,6 @@ def _log_target_read(read: TargetRead) -> None:
         if keys:
             shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
             log.info("%s: %s", label, shown)
-
-
-def _outcome(result: SyncResult) -> str:
-    return {EXIT_OK: "ok", EXIT_GUARD: "guard", EXIT_FAILED_OPS: "partial"}.get(result.exit_code,
-                                                                             "error")
 
 
 def _summary_line(plan: Plan) -> str:

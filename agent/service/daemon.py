@@ -62,7 +62,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from connectors.base import on_activity
 from connectors.scim import ScimTarget
 
-from ..engine.cycle import (EXIT_FAILED_OPS, EXIT_GUARD, EXIT_OK, Agent, SyncResult, default_target,
+from ..engine.cycle import (Agent, SyncResult, default_target,
                   token_days_left, token_warning)
 from ..config import Config, ConfigError, ScheduleConfig, format_duration, load, secrets_of
 from ..store.state import State, StateError
@@ -460,11 +460,11 @@ class Daemon:
                 log.warning("the cycle did not finish within %gs of the stop request; exiting "
                             "anyway (the snapshot is consistent)", grace)
                 logging.shutdown()
-                os._exit(EXIT_OK)
+                os._exit(0)
         self.next_run = None
         self._save_meta()
         log.info("stopped")
-        return EXIT_OK
+        return 0
 
     # -- watchdog ---------------------------------------------------------------------------
 
@@ -601,18 +601,18 @@ class Daemon:
             return ""
         self.last_finished = _now()
         self.last_message = result.message
-        if result.exit_code in (EXIT_OK, EXIT_FAILED_OPS):
-            outcome = "ok" if result.exit_code == EXIT_OK else "partial"
+        if result.outcome.succeeded:
+            outcome = result.outcome.value
             if self.failures:
                 log.info("the cycle succeeded after %d failed one(s)", self.failures)
             self.failures = 0
             self.last_success = self.last_finished
             self.metrics.last_success.set(self.last_success.timestamp())
         else:
-            outcome = "guard" if result.exit_code == EXIT_GUARD else "error"
+            outcome = result.outcome.value
             self.failures += 1
-            if result.held:
-                self._start_hold(result.held)
+            if result.hold:
+                self._start_hold(result.hold.reason)
             else:
                 log.error("cycle failed: %s", result.message)
         self.last_outcome = outcome

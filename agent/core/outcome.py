@@ -1,0 +1,40 @@
+"""What a cycle ended as, and why pushing may be held: typed values, never searched text.
+
+The engine produces an :class:`Outcome` (and, when nothing should be sent until someone acts,
+a :class:`Hold`); the run history stores the outcome's value; the CLI alone turns it into an
+exit status (``agent/cli``), the daemon into a metric label and a schedule decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    OK = "ok"                  # every planned change was applied (or there was none)
+    PARTIAL = "partial"        # the cycle ran to its end, some operations failed
+    GUARD = "guard"            # a safety guard stopped the cycle before anything was sent
+    ERROR = "error"            # a fatal error stopped the cycle (source unreadable, token...)
+
+    @property
+    def succeeded(self) -> bool:
+        """The cycle ran to its end: the daemon counts it as a success."""
+        return self in (Outcome.OK, Outcome.PARTIAL)
+
+
+class HoldKind(StrEnum):
+    TOKEN_REJECTED = "token"     # 401/403: expired or regenerated token
+    ENDPOINT = "endpoint"        # the target answers in a way no retry mends (a redirect)
+    GUARD = "guard"              # a safety guard stopped the cycle
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why pushing should stop until someone acts (a new token, a config fix, a look)."""
+
+    kind: HoldKind
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
