@@ -1,9 +1,15 @@
-"""What every source yields, the protocol it implements, and the error tree.
+"""The two ports: what sources yield and the target holds, the protocols, and the error tree.
 
 Sources speak a vendor protocol and return plain records with the vendor's own attribute
 names; they know nothing of SCIM attributes, the snapshot or the planner (``agent/`` decides
 all of that). A source reads either a complete :class:`Directory` or, where the vendor has a
 change feed, a :class:`ChangeSet` since a cursor it handed out earlier.
+
+The target (the SCIM service provider) takes and returns plain records too:
+:class:`TargetUser` and :class:`TargetGroup` carry the target's own id and *flat* attributes
+(:data:`USER_ATTRIBUTES`), never a wire format. What a create or update puts on the wire is
+the target implementation's business (``connectors/scim/``); what to create or update is the
+planner's (``agent/core/``).
 
 Errors are modelled by what the caller must do::
 
@@ -26,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -173,7 +180,114 @@ class ChangeSet:
 
 
 # ---------------------------------------------------------------------------------------------
-# The protocol
+# Target records
+
+# The flat attribute names a user has on the target: core User attributes (RFC 7643 §4.1),
+# dotted sub-attributes of ``name``, ``email`` and ``phoneNumber`` for the one primary work
+# value, and the enterprise extension (§4.3; ``manager`` holds the manager's target id).
+CORE_USER_ATTRIBUTES = (
+    "userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
+    "locale", "timezone", "profileUrl",
+    "name.givenName", "name.familyName", "name.middleName", "name.formatted",
+    "name.honorificPrefix", "name.honorificSuffix",
+    "email", "phoneNumber",
+)
+ENTERPRISE_USER_ATTRIBUTES = (
+    "employeeNumber", "costCenter", "organization", "division", "department", "manager",
+)
+USER_ATTRIBUTES = frozenset(CORE_USER_ATTRIBUTES + ENTERPRISE_USER_ATTRIBUTES)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetUser:
+    """A user as the target holds it: its id there, flat attributes, and whether it is active."""
+
+    id: str
+    user_name: str
+    active: bool
+    attributes: Mapping[str, str]          # flat names (USER_ATTRIBUTES), userName included
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetGroup:
+    """A group as the target holds it; ``members`` are the target ids of its member users."""
+
+    id: str
+    display_name: str
+    members: frozenset[str] = frozenset()
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """The answer to a create. ``existed``: the target already held the object (a 409, an
+    answer lost after sending, a group name Split links instead of creating), so ``record`` is
+    what it holds, not what was sent; the engine decides what to make of it."""
+
+    record: TargetUser | TargetGroup
+    existed: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocols
+
+
+@runtime_checkable
+class Target(Protocol):
+    """The service provider the agent writes to. Every method raises the TargetError tree.
+
+    Creates cost one request; a create whose outcome is unknown (a timeout after sending) or
+    that meets a 409 is looked up, never sent twice, and answered as ``Created(existed=True)``
+    when found. Member changes may be split into several requests: ``on_chunk`` is told each
+    confirmed part, so a failure later loses nothing already done.
+    """
+
+    cancel: "threading.Event | None"       # once set: send nothing new, cut waits short
+    requests_sent: int
+    write_requests: int
+
+    def probe(self) -> None:
+        """One cheap authenticated read: a rejected token shows even with nothing to send."""
+
+    def check(self) -> Mapping[str, int | str]:
+        """Read-only counts for ``scim-agent check``."""
+
+    def users(self) -> Iterator[TargetUser]:
+        """Every user (paged)."""
+
+    def groups(self) -> Iterator[TargetGroup]:
+        """Every group with its members (paged)."""
+
+    def find_user(self, user_name: str) -> TargetUser | None:
+        """The user with this userName (case-insensitive), if any."""
+
+    def find_group(self, display_name: str) -> TargetGroup | None:
+        """The group with this name (case-insensitive), if any."""
+
+    def create_user(self, attributes: Mapping[str, str], active: bool,
+                    external_id: str) -> Created: ...
+
+    def update_user(self, user_id: str, changed: Mapping[str, str | None],
+                    active: bool | None = None) -> None:
+        """Set the changed attributes (None removes one) and, unless None, ``active``."""
+
+    def create_group(self, display_name: str, external_id: str) -> Created:
+        """Create an empty group, or link one of that name if the target has it."""
+
+    def rename_group(self, group_id: str, display_name: str) -> None: ...
+
+    def add_members(self, group_id: str, member_ids: Sequence[str],
+                    on_chunk: Callable[[Sequence[str]], None] = ...) -> None: ...
+
+    def remove_members(self, group_id: str, member_ids: Sequence[str],
+                       on_chunk: Callable[[Sequence[str]], None] = ...) -> None:
+        """Members already absent count as removed."""
+
+    def delete_group(self, group_id: str) -> None:
+        """A group already gone counts as deleted."""
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable

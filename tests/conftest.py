@@ -26,6 +26,27 @@ def scim2():
         yield server
 
 
+class FakeTime:
+    """A clock that sleeping advances, so waits are recorded instead of spent (the time seam
+    that ``default_target(config, clock=..., sleep=...)`` takes)."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    @property
+    def waits(self) -> list[float]:
+        """Sleeps of a second or more: retry and rate-limit waits, not pacing's small gaps."""
+        return [s for s in self.sleeps if s >= 1.0]
+
+
 def user(uid: str, email: str, given: str = "Given", family: str = "Family", active: bool = True,
          **extra) -> dict:
     return {"id": uid, "userName": email, "email": email, "givenName": given,

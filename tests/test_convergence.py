@@ -15,13 +15,12 @@ import pytest
 
 from agent.core.outcome import Outcome
 from agent.engine.cycle import default_target
-from tests.conftest import group, user
+from tests.conftest import FakeTime, group, user
 
 
 def no_waiting(config):
-    target = default_target(config)
-    target._sleep = lambda seconds: None            # backoff is recorded by tenacity, not spent
-    return target
+    fake_time = FakeTime()      # backoff waits advance a fake clock instead of being spent
+    return default_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
 
 
 def evolve(rnd: random.Random, people: dict, teams: dict) -> None:

@@ -1,4 +1,4 @@
-"""The SCIM target client: what it sends and how it reads answers, against the fake Split."""
+"""The SCIM target (connectors/scim/): its codec, what it sends and how it reads answers."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import pytest
 
 from connectors.base import FatalTargetError, Secret
 from connectors.http import HttpPolicy
-from connectors.scim.target import ScimTarget, filter_value, flat_user, user_patch, user_resource
-from tests.conftest import TOKEN
+from connectors.scim import ScimTarget
+from connectors.scim.codec import filter_value, flat_user, user_patch, user_resource
+from tests.conftest import TOKEN, FakeTime
 
 
 def target_for(url: str, transport=None) -> ScimTarget:
+    fake_time = FakeTime()
     return ScimTarget(url, Secret(TOKEN), HttpPolicy(rate_limit=1000, max_attempts=2),
-                      transport=transport, sleep=lambda s: None)
+                      transport=transport, clock=fake_time.clock, sleep=fake_time.sleep)
 
 
 def test_filter_values_are_quoted_and_escaped():
@@ -37,7 +39,7 @@ def test_an_entra_style_string_active_is_read_as_a_boolean():
 
 
 def test_patch_ops_are_lowercase_and_replace_the_email_whole():
-    ops = user_patch({"email": ("a@x", "b@x"), "title": ("T", None)}, active=False)
+    ops = user_patch({"email": "b@x", "title": None}, active=False)
     assert ops == [
         {"op": "replace", "path": "emails", "value": [{"value": "b@x", "type": "work", "primary": True}]},
         {"op": "remove", "path": "title"},
@@ -57,7 +59,7 @@ def test_a_redirect_is_fatal_never_success():
         return httpx.Response(301, headers={"Location": "https://app.harness.io/scim"})
     target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(moved))
     with pytest.raises(FatalTargetError, match="redirects to https://app.harness.io/scim"):
-        target.patch_user("u1", user_patch({}, active=False))
+        target.update_user("u1", {}, active=False)
 
 
 def test_a_created_answer_without_an_id_is_not_taken_for_success():
@@ -78,7 +80,7 @@ def test_listing_without_total_results_pages_until_a_short_page():
         count = 100 if start < 201 else 7
         return httpx.Response(200, json={"Resources": [{"id": str(start + i)} for i in range(count)]})
     target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(listing))
-    assert len(list(target.iter_users())) == 207
+    assert len(list(target.users())) == 207
     assert pages == [1, 101, 201]
 
 
@@ -96,16 +98,16 @@ def test_error_bodies_with_numeric_status_are_read(fake_split):
     fake_split.status_as_int = True
     target = target_for(fake_split.base_url)
     target.create_user({"userName": "a@example.org"}, True, "1")
-    created = target.create_user({"userName": "A@example.org"}, True, "2")   # 409 -> adopt
-    assert created.adopted
+    created = target.create_user({"userName": "A@example.org"}, True, "2")   # 409 -> look up
+    assert created.existed and created.record.user_name == "a@example.org"
     assert len(fake_split.users) == 1
 
 
 def test_an_existing_group_of_that_name_is_linked_not_created(fake_split):
     existing = fake_split.seed_group("Engineering")
     target = target_for(fake_split.base_url)
-    created = target.create_group("engineering")
-    assert created.adopted and created.scim_id == existing
+    created = target.create_group("engineering", "g-1")
+    assert created.existed and created.record.id == existing
     assert [r.method for r in fake_split.requests] == ["GET"]
 
 
@@ -113,8 +115,8 @@ def test_patch_answers_with_a_body_are_accepted(fake_split):
     fake_split.patch_returns_body = True
     target = target_for(fake_split.base_url)
     created = target.create_user({"userName": "a@example.org"}, True, "1")
-    target.patch_user(created.scim_id, user_patch({"title": (None, "Boss")}))
-    assert fake_split.users[created.scim_id]["title"] == "Boss"
+    target.update_user(created.record.id, {"title": "Boss"})
+    assert fake_split.users[created.record.id]["title"] == "Boss"
 
 
 def test_tls_session_keys_are_never_logged(monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ from agent.core.outcome import Outcome
 from agent.engine.cycle import default_target
 from agent.store.state import State
 from connectors.http import RateLimiter
-from tests.conftest import group, user
+from tests.conftest import FakeTime, group, user
 
 
 def people(n: int, domain: str = "example.org"):
@@ -35,9 +35,8 @@ def failing_after_probe(split, n: int, status: int):
 
 
 def no_wait_target(config):
-    target = default_target(config)
-    target._sleep = lambda seconds: None
-    return target
+    fake_time = FakeTime()       # waits advance a fake clock instead of being spent
+    return default_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
 
 
 def writes(split, method=None, prefix=""):
@@ -106,37 +105,15 @@ def test_an_expired_token_stops_the_run_and_records_nothing_more(fake_split, spl
     assert len(fake_split.users) == 6
 
 
-class FakeTime:
-    """A clock that sleeping advances, so waits are recorded instead of spent."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
 def target_on(fake_time):
     def build(config):
-        t = default_target(config)
-        t._sleep = fake_time.sleep
-        t.limiter = RateLimiter(1000, clock=fake_time.clock, sleep=fake_time.advance)
-        return t
+        return default_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
     return build
 
 
 def test_rate_limit_429_waits_as_told_then_succeeds(fake_split, split_ws):
     split_ws.write_directory(people(3), [])
     fake_time = FakeTime()
-    sleeps = fake_time.sleeps
     target = target_on(fake_time)
 
     fake_split.fail_next(2, status=429, headers={"X-RateLimit-Reset-Seconds-Org": "7",
@@ -144,18 +121,19 @@ def test_rate_limit_429_waits_as_told_then_succeeds(fake_split, split_ws):
     result = split_ws.agent(target_factory=target).sync()
     assert result.outcome is Outcome.OK
     assert len(fake_split.users) == 3
+    sleeps = fake_time.waits          # retry waits; pacing's millisecond gaps are not counted
     assert len(sleeps) == 2 and all(7 <= s < 8 for s in sleeps)   # the larger reset header
 
 
 def test_retry_after_comes_first(fake_split, split_ws):
     split_ws.write_directory(people(1), [])
     fake_time = FakeTime()
-    sleeps = fake_time.sleeps
     target = target_on(fake_time)
 
     fake_split.fail_next(1, status=429, retry_after=2,
                          headers={"X-RateLimit-Reset-Seconds-Org": "30"})
     assert split_ws.agent(target_factory=target).sync().outcome is Outcome.OK
+    sleeps = fake_time.waits
     assert len(sleeps) == 1 and 2 <= sleeps[0] < 3
 
 

@@ -2,7 +2,7 @@
 
 Attributes are kept flat, with dotted names for sub-attributes (``name.givenName``) and
 ``email`` for the one primary work e-mail: the planner diffs them key by key, the plan shows
-them as they are, and ``connectors/scim/`` alone turns them into SCIM JSON.
+them as they are, and the target (``connectors/scim/``) alone turns them into a wire format.
 """
 
 from __future__ import annotations
@@ -13,20 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Flat attribute name -> where it lives in SCIM. Core User attributes (RFC 7643 §4.1) and the
-# enterprise extension (§4.3). Anything else a source maps is dropped with a warning: a SCIM
-# server in strict mode rejects unknown attributes, and one bad key would fail every user.
-CORE_USER_ATTRIBUTES = (
-    "userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
-    "locale", "timezone", "profileUrl",
-    "name.givenName", "name.familyName", "name.middleName", "name.formatted",
-    "name.honorificPrefix", "name.honorificSuffix",
-    "email", "phoneNumber",
-)
-ENTERPRISE_USER_ATTRIBUTES = (
-    "employeeNumber", "costCenter", "organization", "division", "department", "manager",
-)
-USER_ATTRIBUTES = frozenset(CORE_USER_ATTRIBUTES + ENTERPRISE_USER_ATTRIBUTES)
+from connectors.base import USER_ATTRIBUTES  # noqa: F401 (the vocabulary, re-exported)
+
+# The flat attribute names are the target port's vocabulary (connectors/base.py). Anything
+# else a source maps is dropped with a warning: a SCIM server in strict mode rejects unknown
+# attributes, and one bad key would fail every user.
 
 # Split's rule: a group name must be shorter than 25 characters.
 MAX_GROUP_NAME = 24

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from connectors.base import (ConnectorError, CursorExpired, Directory, FatalTargetError,
                              Interrupted, SourceError, TargetError)
 from connectors.http import HttpPolicy
+from connectors.base import Target
 from connectors.scim import ScimTarget
 
-from .apply import Applier, ApplyReport, TargetRead, hold_for, read_target
+from .apply import Applier, ApplyReport, hold_for
+from .observe import TargetRead, read_target
 from ..config import Config, ConfigError
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot, digest_of
@@ -31,6 +33,7 @@ from ..store.state import State, StateBusy, StateError, lock_holder, now
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = dt.timedelta(days=365)
+MAX_FOLLOW_UPS = 2      # plans made again within one cycle after the target surprised apply
 TOKEN_WARNING = dt.timedelta(days=30)
 
 class AgentError(Exception):
@@ -93,7 +96,7 @@ def token_days_left(config: Config, today: dt.date | None = None) -> int | None:
 
 
 class Agent:
-    def __init__(self, config: Config, *, target_factory: Callable[[Config], ScimTarget] | None = None):
+    def __init__(self, config: Config, *, target_factory: Callable[[Config], Target] | None = None):
         self.config = config
         self._target_factory = target_factory or default_target
         self.source_cls = config.source.source_class
@@ -274,6 +277,7 @@ class Agent:
             applier = Applier(target, state, self.config.target.concurrency, stop=stop,
                               progress=progress)
             report = applier.apply(plan)
+            self._follow_up(applier, state, desired, report, only)
         finally:
             target.close()
 
@@ -294,6 +298,27 @@ class Agent:
         log.info("%s", message)
         return SyncResult(Outcome.PARTIAL if failed else Outcome.OK, plan=plan, report=report,
                           message=message, adopted=adopted, target_read=fetched)
+
+    def _follow_up(self, applier: Applier, state: State, desired: DesiredState,
+                   report: ApplyReport, only: list[str]) -> None:
+        """Plan again when applying taught the snapshot something the plan did not foresee
+        (a create met an existing account, an object was gone): the planner, not apply,
+        decides what that means. A few passes at most; what is left waits for the next cycle."""
+        for _ in range(MAX_FOLLOW_UPS):
+            if not report.learned or report.fatal or report.interrupted:
+                return
+            snapshot = state.snapshot()
+            plan = make_plan(desired, snapshot, self.plan_options)
+            plan = plan.only(only) if only else plan
+            if not plan.sendable:
+                return
+            stop = guard(plan, desired, snapshot, self.config.sync.max_deactivations)
+            if stop is not None:
+                log.warning("not applying what the target's answers added to the plan: %s; "
+                            "the next cycle looks again", stop.reason)
+                return
+            log.info("what the target already held changed the plan: %s", _summary_line(plan))
+            report.extend(applier.apply(plan))
 
     def _reconcile_due(self, state: State) -> bool:
         last = state.get_meta("last_target_read")
@@ -337,13 +362,14 @@ class Agent:
         return results
 
 
-def default_target(config: Config) -> ScimTarget:
+def default_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> ScimTarget:
     if config.target.token is None or not config.target.token.resolved:
         raise ConfigError(f"{config.path}: [target] token: is required for this command")
     t = config.target
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
                         max_attempts=t.max_attempts, ca_file=t.ca_file)
-    return ScimTarget(t.url, t.token, policy)
+    return ScimTarget(t.url, t.token, policy, clock=clock, sleep=sleep)
 
 
 def _kind(op) -> str:

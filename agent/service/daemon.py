@@ -589,8 +589,8 @@ class Daemon:
 
     def _target(self, config: Config) -> ScimTarget:
         target = default_target(config)
-        hooks = target.client.event_hooks
-        target.client.event_hooks = {"request": [*hooks["request"], self._beat],
+        hooks = target.wire.client.event_hooks
+        target.wire.client.event_hooks = {"request": [*hooks["request"], self._beat],
                                      "response": hooks["response"]}   # answers beat globally
         return target
 

@@ -26,6 +26,7 @@ import sqlite_utils
 
 from connectors.base import Directory, GroupRecord, UserRecord
 
+from ..core.adopt import Facts
 from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
 
 SCHEMA_VERSION = 1
@@ -313,6 +314,33 @@ class State:
             self.db.execute("DELETE FROM memberships WHERE group_id = ?", [source_id])
             self.db.conn.executemany("INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
                                 [(source_id, m) for m in member_ids])
+
+    def record_facts(self, facts: "Facts") -> None:
+        """What reading the target taught (``agent/core/adopt.py``), in one transaction:
+        forgotten rows first, then rows as the target holds them."""
+        with self.db.atomic():
+            for source_id in facts.forget_users:
+                self.db.execute("DELETE FROM memberships WHERE user_id = ?", [source_id])
+                self.db.execute("DELETE FROM users WHERE source_id = ?", [source_id])
+            for source_id in facts.forget_groups:
+                self.db.execute("DELETE FROM memberships WHERE group_id = ?", [source_id])
+                self.db.execute("DELETE FROM groups WHERE source_id = ?", [source_id])
+            stamp = now()
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
+                "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(u.source_id, u.scim_id, u.user_name, int(u.active),
+                  json.dumps(dict(u.attributes), sort_keys=True), u.digest, stamp)
+                 for u in facts.users])
+            for g in facts.groups:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO groups (source_id, scim_id, display_name, digest, "
+                    "updated) VALUES (?, ?, ?, ?, ?)",
+                    [g.source_id, g.scim_id, g.display_name, g.digest, stamp])
+                self.db.execute("DELETE FROM memberships WHERE group_id = ?", [g.source_id])
+                self.db.conn.executemany(
+                    "INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
+                    [(g.source_id, m) for m in g.members])
 
     def record_members(self, group_id: str, added: Iterable[str] = (),
                        removed: Iterable[str] = ()) -> None:

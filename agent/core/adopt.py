@@ -1,0 +1,160 @@
+"""What reading the target teaches the snapshot: adoption, drift and vanished objects, as facts.
+
+Pure: no I/O. The engine reads the target (all of it on a first sync, after a lost snapshot or
+on reconcile; one object when a create meets an account that already exists) and hands the
+records here. The :class:`Facts` returned are written to the snapshot as "what the target
+holds", and the ordinary planner then sends only what differs. Nothing here decides what to
+send: adoption is an observation that feeds the next plan.
+
+Only attributes the agent manages are taken over (what the source maps, and what was pushed
+before): Split may hold attributes the agent never set, and those are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from connectors.base import TargetGroup, TargetUser
+
+from .model import (DesiredState, Group, PushedGroup, PushedUser, Snapshot, User, group_digest,
+                    user_digest)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Snapshot rows as the target holds them, rows to forget, and what to tell the operator."""
+
+    users: tuple[PushedUser, ...] = ()
+    groups: tuple[PushedGroup, ...] = ()
+    forget_users: tuple[str, ...] = ()        # source ids; forgotten before rows are written
+    forget_groups: tuple[str, ...] = ()
+    adopted: tuple[str, ...] = ()             # keys of objects found and taken over
+    drifted: tuple[str, ...] = ()             # keys whose target copy differed from the snapshot
+    vanished: tuple[str, ...] = ()            # keys gone from the target
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.groups or self.forget_users or self.forget_groups)
+
+
+def managed(attributes: Mapping[str, str], *keysets: Iterable[str]) -> dict[str, str]:
+    """Only the attributes the agent manages for this object (what the source maps, or what
+    was pushed before): Split may hold attributes we never set, and those are left alone."""
+    keep = set().union(*keysets) | {"userName"}
+    return {k: v for k, v in attributes.items() if k in keep}
+
+
+def _pushed_user(source_id: str, record: TargetUser, user_name: str,
+                 attributes: Mapping[str, str]) -> PushedUser:
+    attrs = dict(attributes)
+    return PushedUser(source_id, record.id, user_name, record.active, attrs,
+                      user_digest(attrs, record.active))
+
+
+def _pushed_group(source_id: str, record: TargetGroup,
+                  source_of: Mapping[str, str]) -> PushedGroup:
+    members = frozenset(source_of[m] for m in record.members if m in source_of)
+    return PushedGroup(source_id, record.id, record.display_name,
+                       group_digest(record.display_name), members)
+
+
+def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUser],
+            groups: Iterable[TargetGroup] = (), *, refresh: bool = False) -> Facts:
+    """Facts from a complete read of the target.
+
+    Adoption: objects the snapshot does not know yet are matched to desired ones, users by
+    userName (case-insensitive), groups by displayName. ``refresh`` (reconcile): objects the
+    snapshot does know are compared too (drift), and those gone from the target are forgotten,
+    so the planner creates them again.
+    """
+    rows_u: list[PushedUser] = []
+    rows_g: list[PushedGroup] = []
+    adopted: list[str] = []
+    drifted: list[str] = []
+    vanished: list[str] = []
+    forget_u: list[str] = []
+    forget_g: list[str] = []
+
+    known_users = {u.scim_id: u for u in snapshot.users.values()}
+    wanted_users = {u.user_name.casefold(): u for u in desired.users.values()
+                    if u.source_id not in snapshot.users}
+    source_of = {u.scim_id: sid for sid, u in snapshot.users.items()}
+    seen: set[str] = set()
+    for record in users:
+        if not record.id:
+            continue
+        known = known_users.get(record.id)
+        if known is not None:
+            seen.add(record.id)
+            if not refresh:
+                continue
+            wanted = desired.users.get(known.source_id)
+            current = managed(record.attributes, known.attributes,
+                              wanted.attributes if wanted else ())
+            if current != dict(known.attributes) or record.active != known.active:
+                drifted.append(known.user_name)
+                rows_u.append(_pushed_user(known.source_id, record, known.user_name, current))
+            continue
+        user = wanted_users.pop(record.user_name.casefold(), None)
+        if user is None:
+            continue
+        rows_u.append(_pushed_user(user.source_id, record, user.user_name,
+                                   managed(record.attributes, user.attributes)))
+        source_of[record.id] = user.source_id
+        adopted.append(user.user_name)
+    if refresh:
+        for pushed in snapshot.users.values():
+            if pushed.scim_id not in seen:
+                forget_u.append(pushed.source_id)
+                source_of.pop(pushed.scim_id, None)
+                vanished.append(pushed.user_name)
+
+    known_groups = {g.scim_id: g for g in snapshot.groups.values()}
+    wanted_groups = {g.display_name.casefold(): g for g in desired.groups.values()
+                     if g.source_id not in snapshot.groups}
+    seen_groups: set[str] = set()
+    for record in groups:
+        if not record.id:
+            continue
+        known_group = known_groups.get(record.id)
+        if known_group is not None:
+            seen_groups.add(record.id)
+            row = _pushed_group(known_group.source_id, record, source_of)
+            if refresh and (row.display_name != known_group.display_name
+                            or row.members != known_group.members):
+                drifted.append(known_group.display_name)
+                rows_g.append(row)
+            continue
+        group = wanted_groups.pop(record.display_name.casefold(), None)
+        if group is None:
+            continue
+        rows_g.append(_pushed_group(group.source_id, record, source_of))
+        adopted.append(group.display_name)
+    if refresh:
+        for pushed_group in snapshot.groups.values():
+            if pushed_group.scim_id not in seen_groups:
+                forget_g.append(pushed_group.source_id)
+                vanished.append(pushed_group.display_name)
+
+    return Facts(tuple(rows_u), tuple(rows_g), tuple(forget_u), tuple(forget_g),
+                 tuple(adopted), tuple(drifted), tuple(vanished))
+
+
+def found_user(user: User, record: TargetUser, owner: str | None) -> Facts:
+    """A create for ``user`` met ``record`` on the target (a 409, or a create whose answer was
+    lost). ``owner`` is the source id the snapshot maps to that account, if any: an account
+    deleted and re-created in the source with the same e-mail is handed to the new record
+    (the old one is forgotten, never deactivated on its way out)."""
+    forget = (owner,) if owner is not None and owner != user.source_id else ()
+    row = _pushed_user(user.source_id, record, user.user_name,
+                       managed(record.attributes, user.attributes))
+    return Facts(users=(row,), forget_users=forget, adopted=(user.user_name,))
+
+
+def found_group(group: Group, record: TargetGroup, source_of: Mapping[str, str]) -> Facts:
+    """A create for ``group`` found a group of that name on the target: it is linked (Split
+    requires it), with the members it holds that the snapshot knows (target id -> source id
+    in ``source_of``)."""
+    return Facts(groups=(_pushed_group(group.source_id, record, source_of),),
+                 adopted=(group.display_name,))

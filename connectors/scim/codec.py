@@ -1,0 +1,129 @@
+"""Flat attributes <-> SCIM JSON, PATCH building and filter quoting: private to this package.
+
+The engine speaks flat attribute names (``userName``, ``email``, ``name.givenName``, ...; see
+``connectors.base.USER_ATTRIBUTES``); this module alone knows where each lives in a SCIM
+resource (RFC 7643 §4.1 core, §4.3 enterprise extension).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+CORE_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+_TOP_LEVEL = ("userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
+              "locale", "timezone", "profileUrl")
+_NAME_PARTS = ("givenName", "familyName", "middleName", "formatted", "honorificPrefix",
+               "honorificSuffix")
+_ENTERPRISE = ("employeeNumber", "costCenter", "organization", "division", "department")
+
+
+def user_resource(attributes: Mapping[str, str], active: bool, external_id: str) -> dict:
+    """The POST body for a user from flat attributes (see agent/core/model.py)."""
+    body: dict[str, Any] = {"schemas": [CORE_USER], "externalId": external_id, "active": active}
+    name = {}
+    enterprise: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key in _TOP_LEVEL:
+            body[key] = value
+        elif key.startswith("name.") and key[5:] in _NAME_PARTS:
+            name[key[5:]] = value
+        elif key == "email":
+            body["emails"] = [{"value": value, "type": "work", "primary": True}]
+        elif key == "phoneNumber":
+            body["phoneNumbers"] = [{"value": value, "type": "work", "primary": True}]
+        elif key in _ENTERPRISE:
+            enterprise[key] = value
+        elif key == "manager":
+            enterprise["manager"] = {"value": value}
+    if name:
+        body["name"] = name
+    if enterprise:
+        body["schemas"].append(ENTERPRISE_USER)
+        body[ENTERPRISE_USER] = enterprise
+    return body
+
+
+def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
+    """Flat attributes and ``active`` of a user the target returned (for adoption)."""
+    flat: dict[str, str] = {}
+    for key in _TOP_LEVEL:
+        if resource.get(key) not in (None, ""):
+            flat[key] = str(resource[key])
+    for part, value in (resource.get("name") or {}).items():
+        if part in _NAME_PARTS and value not in (None, ""):
+            flat[f"name.{part}"] = str(value)
+    for attr, flat_key in (("emails", "email"), ("phoneNumbers", "phoneNumber")):
+        values = [v for v in resource.get(attr) or [] if isinstance(v, dict) and v.get("value")]
+        if values:
+            best = next((v for v in values if v.get("primary")), None) \
+                or next((v for v in values if v.get("type") == "work"), values[0])
+            flat[flat_key] = str(best["value"])
+    enterprise = resource.get(ENTERPRISE_USER) or {}
+    for key in _ENTERPRISE:
+        if enterprise.get(key) not in (None, ""):
+            flat[key] = str(enterprise[key])
+    manager = enterprise.get("manager")
+    if isinstance(manager, dict) and manager.get("value"):
+        flat["manager"] = str(manager["value"])
+    active = resource.get("active", True)
+    if isinstance(active, str):       # some servers (old Entra-facing ones) speak "False"
+        active = active.strip().lower() != "false"
+    return flat, bool(active)
+
+
+def _path(key: str) -> str:
+    if key in _TOP_LEVEL:
+        return key
+    if key.startswith("name."):
+        return key
+    if key == "email":
+        return "emails"
+    if key == "phoneNumber":
+        return "phoneNumbers"
+    if key in _ENTERPRISE:
+        return f"{ENTERPRISE_USER}:{key}"
+    if key == "manager":
+        return f"{ENTERPRISE_USER}:manager"
+    raise ValueError(f"no SCIM path for attribute {key!r}")
+
+
+def user_patch(changed: Mapping[str, str | None], active: bool | None = None) -> list[dict]:
+    """PATCH operations for changed flat attributes (their new values, None to remove);
+    ``active`` when it changes.
+
+    Multi-valued e-mail and phone are replaced whole: we own the one primary work value, and
+    a value-filter path would fail on servers that have none to match yet.
+    """
+    ops = []
+    for key, new in changed.items():
+        path = _path(key)
+        if new in (None, ""):
+            ops.append({"op": "remove", "path": path})
+        elif key == "email":
+            ops.append({"op": "replace", "path": path,
+                        "value": [{"value": new, "type": "work", "primary": True}]})
+        elif key == "phoneNumber":
+            ops.append({"op": "replace", "path": path,
+                        "value": [{"value": new, "type": "work", "primary": True}]})
+        elif key == "manager":
+            ops.append({"op": "replace", "path": path, "value": {"value": new}})
+        else:
+            ops.append({"op": "replace", "path": path, "value": new})
+    if active is not None:
+        ops.append({"op": "replace", "path": "active", "value": active})
+    return ops
+
+
+def filter_value(value: str) -> str:
+    """A SCIM filter string literal: quoted, with ``\\`` and ``"`` escaped (RFC 7644 §3.4.2.2)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
