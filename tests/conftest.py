@@ -28,7 +28,7 @@ def scim2():
 
 class FakeTime:
     """A clock that sleeping advances, so waits are recorded instead of spent (the time seam
-    that ``default_target(config, clock=..., sleep=...)`` takes)."""
+    that ``make_target(config, clock=..., sleep=...)`` takes)."""
 
     def __init__(self):
         self.now = 1000.0
@@ -92,9 +92,9 @@ class Workspace:
             """) + textwrap.dedent(target_extra) + "\n" + textwrap.dedent(extra))
 
     def agent(self, **kwargs):
-        from agent.engine.cycle import Agent
+        from agent.app import build_agent
         from agent.config import load
-        return Agent(load(self.config), **kwargs)
+        return build_agent(load(self.config), **kwargs)
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import random
 import pytest
 
 from agent.core.outcome import Outcome
-from agent.engine.cycle import default_target
+from agent.app import make_target
 from tests.conftest import FakeTime, group, user
 
 
 def no_waiting(config):
     fake_time = FakeTime()      # backoff waits advance a fake clock instead of being spent
-    return default_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
+    return make_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
 
 
 def evolve(rnd: random.Random, people: dict, teams: dict) -> None:

@@ -30,7 +30,7 @@ import pytest
 from ldap3.utils.dn import escape_rdn
 
 from agent.core.outcome import Outcome
-from agent.engine.cycle import Agent
+from agent.app import build_agent
 from agent.cli.main import main
 from agent.config import load
 from agent.store.state import State
@@ -422,8 +422,8 @@ class Setup:
         lines += ["", "[target]"] + [f"{k} = {toml(v)}" for k, v in target.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
-    def agent(self) -> Agent:
-        return Agent(load(self.config))
+    def agent(self):
+        return build_agent(load(self.config))
 
     def sync(self):
         """One cycle; afterwards ``spy.calls`` and ``split.requests`` hold only its own."""

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from agent.core.outcome import Outcome
-from agent.engine.cycle import default_target
+from agent.app import make_target
 from tests.conftest import group, user
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "directory.json"
@@ -24,7 +24,7 @@ class CountingTargets:
         self.built = []
 
     def __call__(self, config):
-        target = default_target(config)
+        target = make_target(config)
         self.built.append(target)
         return target
 

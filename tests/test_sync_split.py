@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from agent.core.outcome import Outcome
-from agent.engine.cycle import default_target
+from agent.app import make_target
 from agent.store.state import State
 from connectors.http import RateLimiter
 from tests.conftest import FakeTime, group, user
@@ -23,7 +23,7 @@ def people(n: int, domain: str = "example.org"):
 def failing_after_probe(split, n: int, status: int):
     """A target whose requests after the token probe meet ``n`` injected ``status`` errors."""
     def build(config):
-        target = default_target(config)
+        target = make_target(config)
         probe = target.probe
 
         def probe_then_fail():
@@ -36,7 +36,7 @@ def failing_after_probe(split, n: int, status: int):
 
 def no_wait_target(config):
     fake_time = FakeTime()       # waits advance a fake clock instead of being spent
-    return default_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
+    return make_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
 
 
 def writes(split, method=None, prefix=""):
@@ -107,7 +107,7 @@ def test_an_expired_token_stops_the_run_and_records_nothing_more(fake_split, spl
 
 def target_on(fake_time):
     def build(config):
-        return default_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
+        return make_target(config, clock=fake_time.clock, sleep=fake_time.sleep)
     return build
 
 
@@ -258,7 +258,7 @@ def test_a_rejected_user_fails_alone(fake_split, split_ws):
     original = fake_split.users
 
     def target(config):
-        t = default_target(config)
+        t = make_target(config)
         create = t.create_user
 
         def failing(attributes, active, external_id):

@@ -18,8 +18,9 @@ from connectors.base import ConnectorError
 
 from .. import __version__
 from ..core.outcome import Outcome
-from ..engine.cycle import (Agent, AgentError, PlanResult, SyncResult, token_days_left,
-                            token_warning)
+from ..app import build_agent
+from ..engine.checks import token_days_left, token_warning
+from ..engine.cycle import Agent, AgentError, PlanResult, SyncResult
 from ..config import Config, ConfigError, config_path, load, secrets_of
 from ..core.plan import Op, OpKind, Plan
 from ..store.state import State, StateError
@@ -506,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_status(config, args)
         if args.command == "run":
             return cmd_run(config, args, path)
-        agent = Agent(config)
+        agent = build_agent(config)
         return {"plan": cmd_plan, "sync": cmd_sync, "check": cmd_check}[args.command](agent, args)
     except (ConfigError, StateError, AgentError, ConnectorError) as exc:
         if args.debug:

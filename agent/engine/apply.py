@@ -47,6 +47,7 @@ class ApplyReport:
     failed: list[tuple[Op, str]] = field(default_factory=list)
     adopted: int = 0
     learned: int = 0                   # facts recorded that the plan did not foresee
+    planned: int = 0                   # operations in the plans applied
     fatal: str = ""
     hold: Hold | None = None           # when ``fatal`` is one no retry mends (token, endpoint)
     interrupted: bool = False
@@ -63,6 +64,7 @@ class ApplyReport:
         self.failed += later.failed
         self.adopted += later.adopted
         self.learned = later.learned
+        self.planned += later.planned
         self.fatal = self.fatal or later.fatal
         self.hold = self.hold or later.hold
         self.interrupted = self.interrupted or later.interrupted
@@ -93,7 +95,7 @@ class Applier:
         self._fatal = threading.Event()
 
     def apply(self, plan: Plan) -> ApplyReport:
-        report = ApplyReport()
+        report = ApplyReport(planned=len(plan.ops))
         total, done = len(plan.ops), 0
         phases: dict[int, list[Op]] = {}
         for op in plan.ops:

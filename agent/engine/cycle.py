@@ -1,52 +1,41 @@
-"""The one place that wires config, snapshot, source and target together.
+"""One cycle: read the source, map, plan, guard, apply, report.
 
-A cycle: read the source (in full, or a change set applied to the last complete view), map,
-plan, guard, apply, report. ``cli.py`` and ``daemon.py`` call :class:`Agent` and only format
-what it returns.
+The source is read in full or as a change set on top of the last complete view
+(``reading.py``); the target is read when the snapshot is empty or a reconcile is due
+(``observe.py``); the plan is applied (``apply.py``), and planned again when applying taught
+the snapshot something new. ``agent/cli`` and ``agent/service`` call :class:`Agent` (built by
+``agent/app.py``) and only format what it returns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from connectors.base import (ConnectorError, CursorExpired, Directory, FatalTargetError,
-                             Interrupted, SourceError, TargetError)
-from connectors.http import HttpPolicy
-from connectors.base import Target
-from connectors.scim import ScimTarget
+from connectors.base import (ConnectorError, FatalTargetError, Interrupted, Source, SourceError,
+                             Target, TargetError)
 
-from .apply import Applier, ApplyReport, hold_for
-from .observe import TargetRead, read_target
 from ..config import Config, ConfigError
 from ..core.mapping import MappingRules, map_directory
-from ..core.model import DesiredState, Snapshot, digest_of
+from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
 from ..core.plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
-from ..store.state import State, StateBusy, StateError, lock_holder, now
+from ..store.state import State, StateBusy, StateError, now
+from .apply import Applier, ApplyReport, hold_for
+from .checks import Check, run_checks, token_days_left, token_warning  # noqa: F401
+from .observe import TargetRead, read_target
+from .reading import ReadResult, SourceReader
 
 log = logging.getLogger(__name__)
 
-TOKEN_LIFETIME = dt.timedelta(days=365)
 MAX_FOLLOW_UPS = 2      # plans made again within one cycle after the target surprised apply
-TOKEN_WARNING = dt.timedelta(days=30)
+
 
 class AgentError(Exception):
     """A fatal error for this cycle, with a message fit for an operator."""
-
-
-@dataclass
-class ReadResult:
-    view: Directory
-    full: bool                      # a complete read (False: a change set applied to the view)
-    changes: Directory | None = None
-    removed_users: frozenset[str] = frozenset()
-    removed_groups: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -73,32 +62,21 @@ class SyncResult:
     busy: bool = False              # another agent held the snapshot: nothing was attempted
 
 
-def token_warning(config: Config, today: dt.date | None = None) -> str:
-    created = config.target.token_created
-    if created is None:
-        return ""
-    expires = created + TOKEN_LIFETIME
-    left = (expires - (today or dt.date.today())).days
-    if left < 0:
-        return (f"the SCIM token created {created} expired on {expires}; regenerate it in Split "
-                "(Admin settings > Security > SCIM)")
-    if dt.timedelta(days=left) <= TOKEN_WARNING:
-        return (f"the SCIM token expires on {expires} ({left} days left); regenerate it in Split "
-                "and update [target] token and token_created")
-    return ""
-
-
-def token_days_left(config: Config, today: dt.date | None = None) -> int | None:
-    created = config.target.token_created
-    if created is None:
-        return None
-    return (created + TOKEN_LIFETIME - (today or dt.date.today())).days
-
-
 class Agent:
-    def __init__(self, config: Config, *, target_factory: Callable[[Config], Target] | None = None):
+    """Cycles for one config. ``make_source(config, attributes)`` and ``make_target(config)``
+    build the real clients (``agent/app.py``); ``clock`` (monotonic seconds) and ``now``
+    (aware wall-clock time) are the time seam."""
+
+    def __init__(self, config: Config, *,
+                 make_source: Callable[[Config, Sequence[str]], Source],
+                 make_target: Callable[[Config], Target],
+                 clock: Callable[[], float],
+                 now: Callable[[], dt.datetime]):
         self.config = config
-        self._target_factory = target_factory or default_target
+        self._make_source = make_source
+        self._target_factory = make_target
+        self.clock = clock
+        self.now = now
         self.source_cls = config.source.source_class
         self.rules = MappingRules.for_source(self.source_cls, config.source.attributes,
                                              admin_group=config.sync.admin_group,
@@ -106,66 +84,22 @@ class Agent:
         self.plan_options = PlanOptions(deactivate=config.sync.deactivate,
                                         groups=config.sync.groups,
                                         admin_group_name=config.target.admin_group_name)
+        self.reader = SourceReader(config, self.rules, self.make_source, now)
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def make_source(self):
-        """The configured source. Sources that fetch only the attributes they need are told
-        every raw attribute name the mapping reads, overrides included."""
+    def make_source(self) -> Source:
+        """The configured source, told every raw attribute name the mapping reads (overrides
+        included), so a source that fetches named attributes fetches those too."""
         attributes = sorted({name for names in self.rules.user_attributes.values()
                              for name in names})
-        return self.source_cls(self.config.source.settings, attributes=attributes)
+        return self._make_source(self.config, attributes)
 
     def open_state(self, *, lock: bool = True) -> State:
         return State.open(self.config.state.path, lock=lock)
 
     def read_source(self, state: State | None) -> ReadResult:
-        """A complete view of the source: a change set on top of the stored view when the
-        source has a change feed and a full read is not due, else a full read."""
-        source = self.make_source()
-        try:
-            view = self._stored_view(state)
-            if view is not None:
-                try:
-                    changes = source.read_changes(view.cursor, view)
-                except CursorExpired as exc:
-                    log.info("change cursor no longer valid (%s); reading the source in full", exc)
-                else:
-                    log.info("read %d change(s) from the source since the last cycle", len(changes))
-                    return ReadResult(changes.apply_to(view), full=False,
-                                      changes=Directory(changes.users, changes.groups, changes.cursor),
-                                      removed_users=changes.removed_users,
-                                      removed_groups=changes.removed_groups)
-            directory = source.read()
-            log.info("read %d users and %d groups from the %s source", len(directory.users),
-                     len(directory.groups), self.config.source.type)
-            return ReadResult(directory, full=True)
-        finally:
-            source.close()
-
-    def _stored_view(self, state: State | None) -> Directory | None:
-        if state is None or not self.source_cls.supports_changes:
-            return None
-        every = self.config.source.settings.full_read_every
-        if state.get_meta("source_config") != self.source_fingerprint():
-            log.info("the [source] settings changed since the last read; reading in full")
-            return None
-        last_full = state.get_meta("last_full_read")
-        if not last_full:
-            return None
-        age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(last_full)
-        if age >= every:
-            log.info("a full read is due (last one %s ago)", str(age).split(".")[0])
-            return None
-        view = state.source_view()
-        return view if view is not None and view.cursor else None
-
-    def source_fingerprint(self) -> str:
-        """Changes whenever the source's config does (type, settings, mapping), so a view read
-        under an old filter or base is never extended by change reads under a new one."""
-        source = self.config.source
-        return digest_of([source.type, repr(source.settings),
-                          sorted((k, list(v)) for k, v in self.rules.user_attributes.items())])
+        return self.reader.read(state)
 
     def compute_plan(self, state: State | None, read: ReadResult | None = None,
                      desired: DesiredState | None = None) -> PlanResult:
@@ -196,7 +130,7 @@ class Agent:
              progress: Callable[[int, int], None] | None = None,
              mode: str = "sync", reconcile: bool = False) -> SyncResult:
         """One full cycle. Never raises for expected failures: the result says what happened."""
-        started = time.monotonic()
+        started = self.clock()
         warnings = [w for w in [token_warning(self.config)] if w]
         for w in warnings:
             log.warning("%s", w)
@@ -212,9 +146,9 @@ class Agent:
                                     reconcile)
             except Exception as exc:        # a bug: still close the run record, then re-raise
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
-                                 time.monotonic() - started)
+                                 self.clock() - started)
                 raise
-            result.duration = time.monotonic() - started
+            result.duration = self.clock() - started
             result.warnings = warnings + result.warnings
             report = result.report
             state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
@@ -287,12 +221,10 @@ class Agent:
         if not only and not report.interrupted:
             state.keep_only_failures((_kind(op), op.source_id, op.kind.value)
                                      for op, _ in report.failed)
-        if read.view.cursor is not None and not only and not report.interrupted:
-            state.save_source_view(read.view, self.source_fingerprint(), read.full,
-                                   changed=read.changes, removed_users=read.removed_users,
-                                   removed_groups=read.removed_groups)
+        if not only and not report.interrupted:
+            self.reader.save(state, read)
         failed = len(report.failed)
-        message = (f"applied {len(report.applied)} of {len(plan.ops)} operations"
+        message = (f"applied {len(report.applied)} of {report.planned} operations"
                    + (f"; {failed} failed" if failed else "")
                    + ("; interrupted" if report.interrupted else ""))
         log.info("%s", message)
@@ -324,77 +256,24 @@ class Agent:
         last = state.get_meta("last_target_read")
         if last is None:
             return not state.is_empty()   # a snapshot from before reconciliation
-        age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(last)
+        age = self.now() - dt.datetime.fromisoformat(last)
         if age >= self.config.sync.reconcile_every:
             log.info("re-reading Split to catch changes made there by hand (last read %s ago)",
                      str(age).split(".")[0])
             return True
         return False
 
-    def check(self) -> list[tuple[str, bool, str]]:
+    def check(self) -> list[Check]:
         """Read-only checks of source and target; (what, ok, detail) per line."""
-        results: list[tuple[str, bool, str]] = [("config", True, str(self.config.path))]
-        try:
-            source = self.make_source()
-            try:
-                counts = source.check()
-            finally:
-                source.close()
-            results.append((f"source ({self.config.source.type})", True,
-                            ", ".join(f"{k}: {v}" for k, v in counts.items())))
-        except Exception as exc:  # any failure is a failed check, said in one line
-            results.append((f"source ({self.config.source.type})", False, _one_line(exc)))
-        try:
-            target = self._target_factory(self.config)
-            try:
-                counts = target.check()
-            finally:
-                target.close()
-            results.append(("target", True, ", ".join(f"{k}: {v}" for k, v in counts.items())))
-        except Exception as exc:
-            results.append(("target", False, _one_line(exc)))
-        warning = token_warning(self.config)
-        if warning:
-            results.append(("token", True, f"warning: {warning}"))
-        elif self.config.target.token_created:
-            results.append(("token", True, f"{token_days_left(self.config)} days left"))
-        results.append(("state",) + _state_check(self.config.state.path))
-        return results
+        return run_checks(self.config, self.make_source,
+                          lambda: self._target_factory(self.config))
 
-
-def default_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> ScimTarget:
-    if config.target.token is None or not config.target.token.resolved:
-        raise ConfigError(f"{config.path}: [target] token: is required for this command")
-    t = config.target
-    policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
-                        max_attempts=t.max_attempts, ca_file=t.ca_file)
-    return ScimTarget(t.url, t.token, policy, clock=clock, sleep=sleep)
+    def source_fingerprint(self) -> str:
+        return self.reader.fingerprint()
 
 
 def _kind(op) -> str:
     return "user" if op.kind in USER_OPS else "group"
-
-
-def _state_check(path) -> tuple[bool, str]:
-    """Can the snapshot be opened (or created), and is an agent using it right now?"""
-    if not path.exists():
-        ancestor = path.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-            return False, f"{path}: cannot be created ({ancestor} is not writable by this user)"
-        return True, f"{path}: not created yet (the first sync creates it)"
-    try:
-        with State.open(path, lock=False, create=False) as state:
-            counts = state.counts()
-    except StateError as exc:
-        return False, str(exc)
-    detail = f"{path}: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
-    holder = lock_holder(path)
-    if holder is not None:
-        detail += f"; in use now by pid {holder}" if holder else "; in use now"
-    return True, detail
 
 
 def _unknown_keys(keys: Iterable[str], desired: DesiredState, state: State) -> list[str]:
@@ -420,8 +299,3 @@ def _log_target_read(read: TargetRead) -> None:
 def _summary_line(plan: Plan) -> str:
     parts = [f"{n} {k}" for k, n in plan.summary().items() if n]
     return ", ".join(parts) if parts else "no changes"
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text

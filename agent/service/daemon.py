@@ -62,8 +62,9 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from connectors.base import on_activity
 from connectors.scim import ScimTarget
 
-from ..engine.cycle import (Agent, SyncResult, default_target,
-                  token_days_left, token_warning)
+from ..app import build_agent, make_target
+from ..engine.checks import token_days_left, token_warning
+from ..engine.cycle import SyncResult
 from ..config import Config, ConfigError, ScheduleConfig, format_duration, load, secrets_of
 from ..store.state import State, StateError
 
@@ -579,7 +580,7 @@ class Daemon:
             log.info("pushing is held: %s", self.hold.describe())
             return ""
         config = self.config                # a lifted hold may have loaded a new config
-        agent = Agent(config, target_factory=self._target)
+        agent = build_agent(config, target_factory=self._target)
         result = agent.sync(stop=self.stop, progress=self._beat, mode="run")
         if result.busy:     # asked of the lock itself: no probe that could race a manual sync
             log.info("the snapshot is in use by another scim-agent (a manual sync?); "
@@ -588,7 +589,7 @@ class Daemon:
         return self._record(result)
 
     def _target(self, config: Config) -> ScimTarget:
-        target = default_target(config)
+        target = make_target(config)
         hooks = target.wire.client.event_hooks
         target.wire.client.event_hooks = {"request": [*hooks["request"], self._beat],
                                      "response": hooks["response"]}   # answers beat globally

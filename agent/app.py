@@ -1,0 +1,52 @@
+"""Wiring only: the one place that builds the real source, target and clocks from config.
+
+Everything that reaches the outside world is made here and handed to the engine
+(:class:`agent.engine.cycle.Agent`), so tests replace one factory or one clock instead of
+patching internals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+
+from connectors.base import Source, Target
+from connectors.http import HttpPolicy
+from connectors.scim import ScimTarget
+
+from .config import Config, ConfigError
+from .engine.cycle import Agent
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_source(config: Config, attributes: Sequence[str] = ()) -> Source:
+    """The configured source (``[source] type``), told the raw attribute names to read."""
+    return config.source.source_class(config.source.settings, attributes=attributes)
+
+
+def make_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> ScimTarget:
+    """The SCIM target of ``[target]``; ``clock`` and ``sleep`` pace it and time its retries."""
+    if config.target.token is None or not config.target.token.resolved:
+        raise ConfigError(f"{config.path}: [target] token: is required for this command")
+    t = config.target
+    policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
+                        max_attempts=t.max_attempts, ca_file=t.ca_file)
+    return ScimTarget(t.url, t.token, policy, clock=clock, sleep=sleep)
+
+
+def build_agent(config: Config, *,
+                target_factory: Callable[[Config], Target] | None = None,
+                source_factory: Callable[[Config, Sequence[str]], Source] | None = None,
+                clock: Callable[[], float] = time.monotonic,
+                now: Callable[[], dt.datetime] = utc_now,
+                sleep: Callable[[float], None] = time.sleep) -> Agent:
+    """The engine for ``config`` with the real parts, unless a test hands its own."""
+    def real_target(cfg: Config) -> Target:
+        return make_target(cfg, clock=clock, sleep=sleep)
+    return Agent(config, make_source=source_factory or make_source,
+                 make_target=target_factory or real_target, clock=clock, now=now)

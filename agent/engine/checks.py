@@ -1,0 +1,98 @@
+"""``scim-agent check`` and the token's age: read-only, one line per thing checked."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from connectors.base import Source, Target
+
+from ..config import Config
+from ..store.state import State, StateError, lock_holder
+
+TOKEN_LIFETIME = dt.timedelta(days=365)
+TOKEN_WARNING = dt.timedelta(days=30)
+
+Check = tuple[str, bool, str]          # (what, ok, detail)
+
+
+def token_warning(config: Config, today: dt.date | None = None) -> str:
+    created = config.target.token_created
+    if created is None:
+        return ""
+    expires = created + TOKEN_LIFETIME
+    left = (expires - (today or dt.date.today())).days
+    if left < 0:
+        return (f"the SCIM token created {created} expired on {expires}; regenerate it in Split "
+                "(Admin settings > Security > SCIM)")
+    if dt.timedelta(days=left) <= TOKEN_WARNING:
+        return (f"the SCIM token expires on {expires} ({left} days left); regenerate it in Split "
+                "and update [target] token and token_created")
+    return ""
+
+
+def token_days_left(config: Config, today: dt.date | None = None) -> int | None:
+    created = config.target.token_created
+    if created is None:
+        return None
+    return (created + TOKEN_LIFETIME - (today or dt.date.today())).days
+
+
+def run_checks(config: Config, make_source: Callable[[], Source],
+               make_target: Callable[[], Target]) -> list[Check]:
+    """Read-only checks of the config, the source, the target, the token and the snapshot."""
+    results: list[Check] = [("config", True, str(config.path))]
+    what = f"source ({config.source.type})"
+    try:
+        source = make_source()
+        try:
+            counts = source.check()
+        finally:
+            source.close()
+        results.append((what, True, ", ".join(f"{k}: {v}" for k, v in counts.items())))
+    except Exception as exc:  # any failure is a failed check, said in one line
+        results.append((what, False, _one_line(exc)))
+    try:
+        target = make_target()
+        try:
+            counts = target.check()
+        finally:
+            target.close()
+        results.append(("target", True, ", ".join(f"{k}: {v}" for k, v in counts.items())))
+    except Exception as exc:
+        results.append(("target", False, _one_line(exc)))
+    warning = token_warning(config)
+    if warning:
+        results.append(("token", True, f"warning: {warning}"))
+    elif config.target.token_created:
+        results.append(("token", True, f"{token_days_left(config)} days left"))
+    results.append(("state",) + state_check(config.state.path))
+    return results
+
+
+def state_check(path: Path) -> tuple[bool, str]:
+    """Can the snapshot be opened (or created), and is an agent using it right now?"""
+    if not path.exists():
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            return False, f"{path}: cannot be created ({ancestor} is not writable by this user)"
+        return True, f"{path}: not created yet (the first sync creates it)"
+    try:
+        with State.open(path, lock=False, create=False) as state:
+            counts = state.counts()
+    except StateError as exc:
+        return False, str(exc)
+    detail = f"{path}: " + ", ".join(f"{k}: {v}" for k, v in counts.items())
+    holder = lock_holder(path)
+    if holder is not None:
+        detail += f"; in use now by pid {holder}" if holder else "; in use now"
+    return True, detail
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
