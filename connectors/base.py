@@ -30,12 +30,11 @@ Errors are modelled by what the caller must do::
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,10 +419,6 @@ class FatalTargetError(TargetError):
     """Stop the run: the token was rejected or the endpoint is unusable."""
 
 
-def settings_fields(settings_cls: type) -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(settings_cls)
-
-
 def is_loopback(host: str | None) -> bool:
     """A loopback host: the one place where a cleartext connection cannot be overheard."""
     if host == "localhost":
@@ -432,12 +427,3 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
-
-
-def as_list(value: Any) -> list[str]:
-    """A raw attribute value as a list of strings (None -> [])."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [str(v) for v in value if v is not None and v != ""]
-    return [str(value)] if value != "" else []

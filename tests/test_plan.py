@@ -13,7 +13,8 @@ from agent.config import Threshold
 from agent.core.mapping import MappingRules, map_directory
 from agent.core.model import (DesiredState, Group, Problem, PushedGroup, PushedUser, Snapshot, User,
                          group_digest, user_digest)
-from agent.core.plan import PHASES, OpKind, Plan, PlanOptions, guard, make_plan
+from agent.core.guard import guard
+from agent.core.plan import PHASES, OpKind, Plan, PlanOptions, make_plan
 from connectors.base import Directory, GroupRecord, UserRecord
 from connectors.files import FileSource
 

@@ -1,4 +1,4 @@
-"""(desired state, snapshot) -> Plan: the ordered list of operations, and the safety guard.
+"""(desired state, snapshot) -> Plan: the ordered list of operations.
 
 Pure: no I/O. The dry run, the guard, the logs, ``apply`` and the tests all read the same
 Plan value.
@@ -252,30 +252,3 @@ def _refuse_name(name: str) -> str:
 def diff(old: Mapping[str, str], new: Mapping[str, str]) -> dict[str, Change]:
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)}
-
-
-# ---------------------------------------------------------------------------------------------
-# The guard
-
-
-@dataclass(frozen=True)
-class GuardStop:
-    reason: str
-
-
-def guard(plan: Plan, desired: DesiredState, snapshot: Snapshot, max_deactivations) -> GuardStop | None:
-    """Refuse a plan that looks like a bad read rather than a real change.
-
-    ``max_deactivations`` is a ``config.Threshold`` (anything with ``limit(managed)``).
-    """
-    managed = snapshot.active_users
-    if managed and not desired.users:
-        return GuardStop(f"the source returned no users while {managed} are managed; "
-                         "refusing to deactivate everyone")
-    count = plan.count(OpKind.DEACTIVATE_USER)
-    if count:
-        limit = max_deactivations.limit(managed)
-        if count > limit:
-            return GuardStop(f"{count} deactivations planned, more than sync.max_deactivations "
-                             f"allows ({max_deactivations} of {managed} managed users = {limit})")
-    return None

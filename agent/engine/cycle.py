@@ -22,7 +22,8 @@ from ..config import Config, ConfigError
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
-from ..core.plan import USER_OPS, GuardStop, Plan, PlanOptions, guard, make_plan
+from ..core.guard import GuardStop, guard
+from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError, now
 from .apply import Applier, ApplyReport, hold_for
 from .checks import Check, run_checks, token_days_left, token_warning  # noqa: F401

@@ -60,7 +60,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 
 from connectors.base import on_activity
-from connectors.scim import ScimTarget
+from connectors.base import Target
 
 from ..app import build_agent, make_target
 from ..engine.checks import token_days_left, token_warning
@@ -588,7 +588,7 @@ class Daemon:
             return ""
         return self._record(result)
 
-    def _target(self, config: Config) -> ScimTarget:
+    def _target(self, config: Config) -> Target:
         target = make_target(config)
         hooks = target.wire.client.event_hooks
         target.wire.client.event_hooks = {"request": [*hooks["request"], self._beat],
