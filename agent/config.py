@@ -14,7 +14,6 @@ import datetime as dt
 import math
 import os
 import re
-import stat
 import tomllib
 import types
 import typing
@@ -25,6 +24,8 @@ from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
 from connectors.base import Secret, SettingError, is_loopback
+
+from .secrets import resolve_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
 
@@ -295,7 +296,7 @@ def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = Tr
             return _coerce(options[0], value, where, ctx, resolve)
     try:
         if hint is Secret:
-            return _secret(value, where, ctx, resolve)
+            return resolve_secret(value, ctx.base, lambda text: ctx.error(where, text), resolve)
         if hint is bool:
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
@@ -360,63 +361,6 @@ def _threshold(value: Any) -> Threshold:
                 raise ValueError("a percentage cannot exceed 100%")
             return Threshold(number, bool(match.group(2)))
     raise ValueError("expected a count such as 25 or a percentage such as \"10%\"")
-
-
-def _secret(value: Any, where: str, ctx: _Context, resolve: bool = True) -> Secret:
-    """Resolve the four secret forms (or, with ``resolve=False``, only check their form and
-    return an unresolved placeholder). The value never enters an error message."""
-    if isinstance(value, str):
-        if not value:
-            raise ctx.error(where, "the secret is empty")
-        return Secret(value if resolve else None, "the config file")
-    if not isinstance(value, dict) or len(value) != 1:
-        raise ctx.error(where, 'expected "literal", { env = "VAR" }, { file = "path" } '
-                               'or { credential = "name" }')
-    (kind, ref), = value.items()
-    if not isinstance(ref, str) or not ref:
-        raise ctx.error(where, f"{kind} must name something")
-    if kind == "env":
-        origin = f"environment variable {ref}"
-        if not resolve:
-            return Secret.unresolved(origin)
-        secret = os.environ.get(ref)
-        if not secret:
-            raise ctx.error(where, f"environment variable {ref} is not set or empty")
-        return Secret(secret, origin)
-    if kind == "file":
-        path = Path(ref).expanduser()
-        path = path if path.is_absolute() else ctx.base / path
-        if not resolve:
-            return Secret.unresolved(f"file {path}")
-        return Secret(_read_secret_file(path, where, ctx), f"file {path}")
-    if kind == "credential":
-        if "/" in ref:
-            raise ctx.error(where, "a credential name cannot contain '/'")
-        if not resolve:
-            return Secret.unresolved(f"credential {ref}")
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ctx.error(where, f"credential {ref!r} needs $CREDENTIALS_DIRECTORY "
-                                   "(set by systemd's LoadCredential=)")
-        return Secret(_read_secret_file(Path(directory) / ref, where, ctx), f"credential {ref}")
-    raise ctx.error(where, f"unknown secret source {kind!r} (env, file or credential)")
-
-
-def _read_secret_file(path: Path, where: str, ctx: _Context) -> str:
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ctx.error(where, f"secret file {path} does not exist")
-    except OSError as exc:
-        raise ctx.error(where, f"cannot read secret file {path}: {exc.strerror}")
-    if mode & stat.S_IWOTH:
-        raise ctx.error(where, f"secret file {path} is writable by everyone; chmod 600 it")
-    # A PEM key keeps its inner newlines; a token file's trailing newline is not part of it.
-    text = text.strip("\r\n") if "-----BEGIN" not in text else text
-    if not text.strip():
-        raise ctx.error(where, f"secret file {path} is empty")
-    return text
 
 
 def _check_values(config: Config, ctx: _Context) -> None:
