@@ -534,12 +534,13 @@ class FakeAd:
         self.admin.modify(dn, {k: [(ldap3.MODIFY_REPLACE, v if isinstance(v, list) else [v])]
                                for k, v in changes.items()})
 
-    def source(self, **kw) -> LdapSource:
+    def source(self, *, on_search=None, **kw) -> LdapSource:
         kw.setdefault("group_base", AD)
         settings = LdapSource.Settings(url=("ldaps://dc1.corp.example",), user_base=AD,
                                        flavor="ad", bind_dn=SVC_DN, password=Secret("pw"),
                                        page_size=3, **kw)
-        return LdapSource(settings, connection_factory=lambda url: self.connection())
+        return LdapSource(settings, connection_factory=lambda url: self.connection(),
+                          on_search=on_search)
 
     # -- the emulation -----------------------------------------------------------------
     def _entries(self):
@@ -657,12 +658,15 @@ def test_range_retrieval_does_not_end_the_paged_search_early():
     assert len(directory.groups) == 8
 
 def test_ad_scope_group_with_the_in_chain_rule(ad):
-    source = ad.source(scope_group=ad.outer)
+    searches = []
+    source = ad.source(scope_group=ad.outer,
+                       on_search=lambda what, flt: searches.append((what, flt)))
     assert source.in_chain
     directory = source.read()
     assert set(directory.users) == {str(ad.guids[d]) for d in (ad.alice, ad.bob, ad.weird)}
     # the DN went into the filter escaped
-    assert escape_filter_chars(ad.outer) in source._scoped_user_filter()
+    user_filters = [flt for what, flt in searches if what == "users"]
+    assert user_filters and all(escape_filter_chars(ad.outer) in flt for flt in user_filters)
 
 
 def test_ad_change_read_by_usn_and_a_restored_controller(ad):

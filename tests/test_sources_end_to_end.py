@@ -12,7 +12,7 @@ the snapshot, and on which read path the engine took: a spy on the source class 
 the search filters the connector sent; Okta: ``filter=lastUpdated gt``; Graph: ``/delta``).
 
 Test seams used, nothing else is faked: the spy can set an attribute on every source the
-engine builds (``_on_page`` to kill slapd after the first page of users; ``_sleep`` so the
+engine builds (``on_page`` to kill slapd after the first page of users; ``_sleep`` so the
 Okta and Graph retry backoff does not really wait).
 """
 
@@ -34,7 +34,6 @@ from agent.app import build_agent
 from agent.cli.main import main
 from agent.config import load
 from agent.store.state import State
-from connectors import ldap as ldap_module
 from connectors.entra import EntraSource
 from connectors.ldap import LdapSource
 from connectors.okta import OktaSource
@@ -158,13 +157,15 @@ class Ldap(Backend):
                 "disabled_filter": "(employeeType=disabled)", "page_size": 2, "timeout": 5}
 
     def install(self, monkeypatch) -> None:
-        original, searches = ldap_module._Session.search, self.searches
+        # every source the engine builds reports its searches through the on_search hook
+        init, searches = LdapSource.__init__, self.searches
 
-        def search(session, what, base, flt, attributes):
-            searches.append((what, flt))
-            return original(session, what, base, flt, attributes)
+        @functools.wraps(init)
+        def init_reporting_searches(source, settings, **kwargs):
+            init(source, settings, on_search=lambda what, flt: searches.append((what, flt)),
+                 **kwargs)
 
-        monkeypatch.setattr(ldap_module._Session, "search", search)
+        monkeypatch.setattr(LdapSource, "__init__", init_reporting_searches)
 
     def mark(self) -> int:
         return len(self.searches)
@@ -208,7 +209,7 @@ class Ldap(Backend):
             if what == "users":
                 slapd.kill()
 
-        spy.adjust["_on_page"] = kill_after_first_page
+        spy.adjust["on_page"] = kill_after_first_page
 
     def mend(self):
         self.slapd.start()                  # same data directory, same ports
@@ -372,7 +373,7 @@ BACKENDS = {"ldap": Ldap, "okta": Okta, "entra": Entra}
 
 class SourceSpy:
     """Wraps a source class: records which reads the engine makes, and sets ``adjust``
-    attributes on every instance it builds (test seams such as ``_on_page``)."""
+    attributes on every instance it builds (test seams such as ``on_page``)."""
 
     def __init__(self, monkeypatch, cls: type):
         self.calls: list[str] = []

@@ -153,14 +153,18 @@ class LdapSource:
     def __init__(self, settings: "LdapSource.Settings", *,
                  attributes: Iterable[str] = (),
                  connection_factory: Callable[[str], ldap3.Connection] | None = None,
-                 on_page: Callable[[str, int], None] | None = None):
+                 on_page: Callable[[str, int], None] | None = None,
+                 on_search: Callable[[str, str], None] | None = None):
         """``attributes``: extra raw attribute names to read (the engine passes the names
-        used in ``[source.attributes]``). ``connection_factory`` and ``on_page`` are test
-        seams: an unopened ldap3 Connection for a URL (e.g. MOCK_SYNC), and a callback after
-        every page of a paged search with (what, entries so far)."""
+        used in ``[source.attributes]``). The rest are seams for tests and benchmarks:
+        ``connection_factory`` gives an unopened ldap3 Connection for a URL (e.g. MOCK_SYNC);
+        ``on_search(what, filter)`` is called as each paged search starts and
+        ``on_page(what, entries so far)`` after each of its pages. The two hooks are public
+        attributes too, read when a read starts, so they can be set after construction."""
         self.settings = settings
         self._factory = connection_factory
-        self._on_page = on_page or (lambda what, count: None)
+        self.on_page: Callable[[str, int], None] = on_page or _ignore
+        self.on_search: Callable[[str, str], None] = on_search or _ignore
         self._validate()
         flavor = FLAVORS[settings.flavor]
         self.flavor = flavor
@@ -534,6 +538,7 @@ class _Session:
         attributes = list(attributes)
         pages = 0
         seen_cookies: set[bytes] = set()
+        self.source.on_search(what, flt)
         while True:
             try:
                 self.conn.search(base, flt, ldap3.SUBTREE, attributes=attributes,
@@ -559,7 +564,7 @@ class _Session:
                     self._reference(entry)
             pages += 1
             activity()
-            self.source._on_page(what, count)
+            self.source.on_page(what, count)
             if not cookie:
                 break
             if cookie in seen_cookies:      # a server that never ends the search
@@ -1124,3 +1129,6 @@ def _host_of(url: str) -> str:
 def _with_members(record: GroupRecord, members: frozenset[str]) -> GroupRecord:
     return GroupRecord(record.id, record.attributes, members)
 
+
+def _ignore(*args: object) -> None:
+    pass
