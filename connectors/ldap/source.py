@@ -1,0 +1,374 @@
+"""The LDAP source: complete reads, change reads and ``check``, from records to scope.
+
+* **Stable identity.** Records are keyed by ``objectGUID`` (AD) or ``entryUUID`` (OpenLDAP);
+  a rename or move (modrdn) keeps either one, so it is an update, never delete + create. An
+  entry without its id attribute fails the read rather than looking deleted.
+* **Disabled accounts** are whatever ``disabled_filter`` matches, evaluated by the server
+  (AD default: the ACCOUNTDISABLE bit via the bitwise rule ``1.2.840.113556.1.4.803``).
+* **Nested groups.** Groups list their direct member DNs, resolved to ids (user or group);
+  the engine flattens and drops ids it does not know. ``scope_group`` keeps only its direct
+  and nested members: walked in the client (cycles tolerated) or, for AD with ``in_chain``,
+  asked of the server with ``LDAP_MATCHING_RULE_IN_CHAIN`` (``1.2.840.113556.1.4.1941``).
+* **Change reads.** A membership change may not touch the member's own timestamp (the
+  memberof overlay does not; AD's ``memberOf`` is a back-link), so changed *groups* are
+  re-read too. Deletions and moves out of the base are invisible to both feeds: the engine's
+  periodic full read (``full_read_every``) catches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+import ldap3
+
+from ..base import (ChangeSet, CursorExpired, Directory, GroupRecord, SettingError, SourceError,
+                    UserRecord)
+from .changes import ChangeMarker, change_marker, parse_cursor
+from .connect import Connector, quietly_unbind
+from .decoding import MEMBER_ATTRIBUTES, decode_attributes, decode_id, member_dns
+from .dn import normalise_dn
+from .errors import ldap_errors
+from .filters import and_, member_of_in_chain, wrap
+from .session import NO_ATTRIBUTES, Session
+from .settings import FLAVORS, Settings
+
+log = logging.getLogger(__name__)
+
+
+class LdapSource:
+    """Users and groups from OpenLDAP or Active Directory."""
+
+    type_name: ClassVar[str] = "ldap"
+    supports_changes: ClassVar[bool] = True
+    # Fallbacks cover both flavors: AD accounts often have no ``mail`` but always a UPN;
+    # inetOrgPerson has ``departmentNumber`` where AD has ``department``.
+    default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
+        "userName": ("mail", "userPrincipalName"),
+        "email": ("mail", "userPrincipalName"),
+        "name.givenName": ("givenName",),
+        "name.familyName": ("sn",),
+        "displayName": ("displayName", "cn"),
+        "title": ("title",),
+        "department": ("department", "departmentNumber"),
+        "employeeNumber": ("employeeNumber",),
+    }
+    group_name_attributes: ClassVar[tuple[str, ...]] = ("cn",)
+
+    Settings: ClassVar[type[Settings]] = Settings
+
+    def __init__(self, settings: Settings, *,
+                 attributes: Iterable[str] = (),
+                 connection_factory: Callable[[str], ldap3.Connection] | None = None,
+                 on_page: Callable[[str, int], None] | None = None,
+                 on_search: Callable[[str, str], None] | None = None):
+        """``attributes``: extra raw attribute names to read (the engine passes the names
+        used in ``[source.attributes]``). The rest are seams for tests and benchmarks:
+        ``connection_factory`` gives an unopened ldap3 Connection for a URL (e.g. MOCK_SYNC);
+        ``on_search(what, filter)`` is called as each paged search starts and
+        ``on_page(what, entries so far)`` after each of its pages. The two hooks are public
+        attributes too, read when a read starts, so they can be set after construction."""
+        self.settings = settings
+        self._connector = Connector(settings, connection_factory)
+        self.on_page: Callable[[str, int], None] = on_page or _ignore
+        self.on_search: Callable[[str, str], None] = on_search or _ignore
+        self._validate()
+        flavor = FLAVORS[settings.flavor]
+        self.flavor = flavor
+        self.id_attribute = settings.id_attribute or flavor.id_attribute
+        self.user_filter = wrap(settings.user_filter or flavor.user_filter)
+        self.group_filter = wrap(settings.group_filter or flavor.group_filter)
+        disabled = settings.disabled_filter or flavor.disabled_filter
+        self.disabled_filter = wrap(disabled) if disabled else None
+        self.group_base = settings.group_base or settings.user_base
+        self.in_chain = (settings.in_chain if settings.in_chain is not None
+                         else settings.flavor == "ad") and bool(settings.scope_group)
+        wanted = [n for names in self.default_mapping.values() for n in names]
+        wanted += list(self.group_name_attributes) + list(attributes)
+        self.user_attributes = _unique([self.id_attribute, flavor.change_attribute, *wanted])
+        self.group_attributes = _unique([self.id_attribute, flavor.change_attribute,
+                                         *self.group_name_attributes, *MEMBER_ATTRIBUTES])
+        self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
+
+    def _validate(self) -> None:
+        s = self.settings
+        if s.flavor not in FLAVORS:
+            raise SettingError("", f"source.flavor must be \"openldap\" or \"ad\", not {s.flavor!r}")
+        if not s.url:
+            raise SettingError("", "source.url needs at least one ldap:// or ldaps:// URL")
+        for url in s.url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+                raise SettingError("", f"source.url {url!r} is not an ldap:// or ldaps:// URL")
+            if parts.scheme == "ldaps" and s.start_tls:
+                raise SettingError("", f"source.start_tls cannot be combined with ldaps:// ({url})")
+        if s.password is not None and not s.bind_dn:
+            raise SettingError("", "source.password is set but source.bind_dn is not")
+        if s.in_chain and s.flavor != "ad":
+            raise SettingError("", "source.in_chain works only with Active Directory (flavor = \"ad\"):"
+                              " OpenLDAP answers the in-chain rule with no entries")
+        if not 1 <= s.page_size <= 100_000:
+            raise SettingError("", f"source.page_size must be between 1 and 100000, not {s.page_size}")
+        if s.timeout <= 0:
+            raise SettingError("", "source.timeout must be positive")
+        if s.ca_file is not None and not Path(s.ca_file).is_file():
+            raise SettingError("", f"source.ca_file {s.ca_file} is not a readable file")
+
+    # -----------------------------------------------------------------------------------
+    # Public API
+
+    def read(self) -> Directory:
+        started = time.monotonic()
+        with self._session() as session:
+            marker = change_marker(session)
+            groups = session.search_all("groups", self.group_base, self.group_filter,
+                                        self.group_attributes)
+            scope = self._scope(session, groups) if self.settings.scope_group else None
+            user_filter = self._scoped_user_filter()
+            disabled = session.dns(self.user_base, and_(user_filter, self.disabled_filter)) \
+                if self.disabled_filter else set()
+            users: dict[str, UserRecord] = {}
+            index: dict[str, str] = {}
+            for dn, attrs in session.search("users", self.user_base, user_filter,
+                                            self.user_attributes):
+                key = normalise_dn(dn)
+                if scope is not None and key not in scope:
+                    continue
+                record = self._user_record(dn, attrs, key not in disabled, session.host)
+                users[record.id] = record
+                index[key] = record.id
+                marker.seen(attrs)
+            resolved = self._group_records(session, groups, index, marker)
+            cursor = marker.cursor(time.monotonic() - started)
+        log.info("read %d users (%d disabled) and %d groups from %s in %.1fs",
+                 len(users), sum(not u.active for u in users.values()), len(resolved),
+                 session.host, time.monotonic() - started)
+        return Directory(users, resolved, cursor)
+
+    @property
+    def user_base(self) -> str:
+        return self.settings.user_base
+
+    def read_changes(self, cursor: str, known: Directory) -> ChangeSet:
+        started = time.monotonic()
+        state = parse_cursor(cursor, self.settings.flavor)
+        with self._session() as session:
+            if session.url != state["url"]:
+                raise CursorExpired(f"connected to {session.host}, not to the server the change "
+                                    f"cursor came from; reading in full")
+            marker = change_marker(session)
+            changed = marker.changed_filter(state)
+            index = {normalise_dn(str(r.attributes["dn"])): r.id
+                     for r in (*known.users.values(), *known.groups.values())
+                     if r.attributes.get("dn")}
+            groups = session.search_all("groups", self.group_base,
+                                        and_(self.group_filter, changed), self.group_attributes)
+            user_filter = self._scoped_user_filter()
+            disabled = session.dns(self.user_base, and_(user_filter, changed,
+                                                        self.disabled_filter)) \
+                if self.disabled_filter else set()
+            users: dict[str, UserRecord] = {}
+            user_keys: dict[str, str] = {}
+            for dn, attrs in session.search("users", self.user_base, and_(user_filter, changed),
+                                            self.user_attributes):
+                key = normalise_dn(dn)
+                record = self._user_record(dn, attrs, key not in disabled, session.host)
+                users[record.id] = record
+                user_keys[record.id] = key
+                marker.seen(attrs)
+            removed: set[str] = set()
+            if self.settings.scope_group:
+                removed = self._rescope(session, known, users, user_keys)
+            for uid, key in user_keys.items():
+                if uid in users:
+                    index[key] = uid
+            changed_groups = self._group_records(session, groups, index, marker)
+            new_cursor = marker.cursor(time.monotonic() - started, previous=state)
+        log.info("change read from %s: %d users, %d groups changed, %d left the scope (%.2fs)",
+                 session.host, len(users), len(changed_groups), len(removed),
+                 time.monotonic() - started)
+        return ChangeSet(users=users, groups=changed_groups,
+                         removed_users=frozenset(removed), cursor=new_cursor)
+
+    def check(self) -> dict[str, int | str]:
+        with self._session() as session:
+            user_filter = self._scoped_user_filter()
+            users = session.dns(self.user_base, user_filter)
+            report: dict[str, int | str] = {"server": session.host, "flavor": self.settings.flavor}
+            if self.settings.scope_group and not self.in_chain:
+                scope = self._walk_scope(session, {})
+                report["scope_group_members"] = len(scope)
+                users &= set(scope)
+            report["users"] = len(users)
+            report["disabled"] = len(session.dns(self.user_base, and_(
+                user_filter, self.disabled_filter)) & users) if self.disabled_filter else 0
+            report["groups"] = len(session.dns(self.group_base, self.group_filter))
+        return report
+
+    def __repr__(self) -> str:
+        return f"LdapSource({', '.join(self.settings.url)})"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            quietly_unbind(self._conn)
+            self._conn = None
+
+    # -----------------------------------------------------------------------------------
+    # Records
+
+    def _user_record(self, dn: str, attrs: Mapping[str, list[bytes]], active: bool,
+                     host: str) -> UserRecord:
+        values = decode_attributes(attrs, self.user_attributes, self.flavor.change_attribute)
+        values["dn"] = dn
+        return UserRecord(self._id_of(dn, attrs, host), values, active)
+
+    def _group_record(self, dn: str, attrs: Mapping[str, list[bytes]], host: str) -> GroupRecord:
+        names = [a for a in self.group_attributes if a not in MEMBER_ATTRIBUTES]
+        values = decode_attributes(attrs, names, self.flavor.change_attribute)
+        values["dn"] = dn
+        return GroupRecord(self._id_of(dn, attrs, host), values)
+
+    def _id_of(self, dn: str, attrs: Mapping[str, list[bytes]], host: str) -> str:
+        raw = attrs.get(self.id_attribute.lower())
+        if not raw:
+            # Skipping the entry would make it look deleted: refuse the whole read instead.
+            raise SourceError(f"entry {dn!r} on {host} has no {self.id_attribute} attribute "
+                              f"(check source.id_attribute and the bind account's read rights)")
+        return decode_id(self.id_attribute, raw[0])
+
+    def _group_records(self, session: Session, groups: list[tuple[str, dict]],
+                       index: dict[str, str], marker: ChangeMarker) -> dict[str, GroupRecord]:
+        """Group records with member DNs resolved to ids. ``index`` maps normalised DNs of
+        the users read to their ids; the groups' own DNs are added first, so a nested group
+        resolves whatever the order."""
+        records = []
+        for dn, attrs in groups:
+            record = self._group_record(dn, attrs, session.host)
+            index[normalise_dn(dn)] = record.id
+            marker.seen(attrs)
+            records.append((record, attrs))
+        return {record.id: _with_members(record, self._member_ids(attrs, index))
+                for record, attrs in records}
+
+    @staticmethod
+    def _member_ids(attrs: Mapping[str, list[bytes]], index: Mapping[str, str]) -> frozenset[str]:
+        ids = set()
+        for dn in member_dns(attrs):
+            member_id = index.get(normalise_dn(dn))
+            if member_id is not None:       # outside the user/group scope: not ours to sync
+                ids.add(member_id)
+        return frozenset(ids)
+
+    # -----------------------------------------------------------------------------------
+    # Scope group
+
+    def _scoped_user_filter(self) -> str:
+        if self.in_chain:
+            return and_(self.user_filter, member_of_in_chain(self.settings.scope_group))
+        return self.user_filter
+
+    def _scope(self, session: Session, groups: list[tuple[str, dict]]) -> set[str] | None:
+        """Normalised DNs of the scope group's direct and nested members, or None when the
+        server filters by scope itself (in-chain)."""
+        if self.in_chain:
+            return None
+        return set(self._walk_scope(session, {normalise_dn(dn): attrs for dn, attrs in groups}))
+
+    def _walk_scope(self, session: Session, groups: Mapping[str, Mapping]) -> dict[str, str]:
+        """Walk member DNs from scope_group down. Groups already read come from ``groups``;
+        others (nested groups outside group_base) are read one by one. Cycles end the walk."""
+        root = self.settings.scope_group
+        members: dict[str, str] = {}
+        visited: set[str] = set()
+        stack = [root]
+        while stack:
+            dn = stack.pop()
+            key = normalise_dn(dn)
+            if key in visited:
+                continue
+            visited.add(key)
+            attrs = groups.get(key)
+            if attrs is None:
+                attrs = session.read_entry(dn, self.group_filter, MEMBER_ATTRIBUTES)
+                if attrs is None:
+                    if dn is root:
+                        raise SourceError(f"source.scope_group {root!r} is not a group matching "
+                                          f"group_filter on {session.host}")
+                    members[key] = dn       # a user, or anything that is not a group
+                    continue
+            for member in member_dns(attrs):
+                stack.append(member)
+        log.debug("scope group %s: %d member DNs through %d groups", root, len(members),
+                  len(visited) - len(members))
+        return members
+
+    def _rescope(self, session: Session, known: Directory, users: dict[str, UserRecord],
+                 user_keys: dict[str, str]) -> set[str]:
+        """In a change read: users that entered the scope group are fetched, users that left
+        it are removed (membership of the scope group does not touch their timestamps)."""
+        if self.in_chain:
+            scope = {key: key for key in session.dns(self.user_base, self._scoped_user_filter())}
+        else:
+            scope = self._walk_scope(session, {})
+        removed = set()
+        for uid in list(users):
+            if user_keys[uid] not in scope:
+                del users[uid]
+                removed.add(uid)
+        known_keys = {normalise_dn(str(u.attributes.get("dn", ""))): uid
+                      for uid, u in known.users.items()}
+        for key, uid in known_keys.items():
+            if key not in scope and uid not in users:
+                removed.add(uid)
+        have = set(known_keys) | set(user_keys.values())
+        entered = [key for key in scope if key not in have]
+        if entered:
+            disabled_filter = self.disabled_filter
+            for key in entered:
+                dn = scope[key]
+                attrs = session.read_entry(dn, self.user_filter, self.user_attributes)
+                if attrs is None:
+                    continue                # a member that is not a user in our filter
+                active = not (disabled_filter and session.read_entry(dn, disabled_filter,
+                                                                     (NO_ATTRIBUTES,)) is not None)
+                record = self._user_record(dn, attrs, active, session.host)
+                users[record.id] = record
+                user_keys[record.id] = key
+        removed -= set(users)
+        return removed
+
+    # -----------------------------------------------------------------------------------
+    # Connections
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        conn, url = self._connector.connect()
+        self._conn = conn
+        session = Session(conn, url, page_size=self.settings.page_size,
+                          flavor=self.settings.flavor, on_page=self.on_page,
+                          on_search=self.on_search)
+        try:
+            with ldap_errors(session.host, "read"):
+                yield session
+        finally:
+            self.close()
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for name in names:
+        seen.setdefault(name.lower(), name)
+    return list(seen.values())
+
+
+def _with_members(record: GroupRecord, members: frozenset[str]) -> GroupRecord:
+    return GroupRecord(record.id, record.attributes, members)
+
+
+def _ignore(*args: object) -> None:
+    pass
