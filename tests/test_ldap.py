@@ -32,6 +32,7 @@ import pytest
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
+from agent.config import ConfigError, load
 from connectors.base import (SettingError, ConnectorError, CursorExpired, Secret, SourceAuthError,
                              SourceError)
 from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
@@ -442,15 +443,93 @@ def test_tls_context_always_verifies(tmp_path):
     assert verifying_context(None).check_hostname
 
 
-def test_settings_are_validated():
-    base = dict(user_base=PEOPLE_BASE)
-    for bad in ({"url": ("http://x",)}, {"url": ("ldaps://x",), "start_tls": True},
-                {"url": ("ldap://x",), "flavor": "novell"},
-                {"url": ("ldap://x",), "in_chain": True},
-                {"url": ("ldap://x",), "page_size": 0},
-                {"url": ("ldap://x",), "password": Secret("p")}):
-        with pytest.raises(SettingError):
-            LdapSource(LdapSource.Settings(**base, **bad))
+# (the key named, [source] keys as TOML values); each is wrong in exactly one way
+BAD_SETTINGS = [
+    ("url", {"url": "http://x"}),
+    ("url", {"url": []}),
+    ("url", {"url": "ldaps://x:port"}),
+    ("start_tls", {"url": "ldaps://x", "start_tls": True}),
+    ("flavor", {"url": "ldap://x", "flavor": "novell"}),
+    ("in_chain", {"url": "ldap://x", "in_chain": True}),
+    ("page_size", {"url": "ldap://x", "page_size": 0}),
+    ("password", {"url": "ldap://x", "password": "p"}),
+    ("timeout", {"url": "ldap://x", "timeout": 0}),
+    ("ca_file", {"url": "ldaps://x", "ca_file": "/nonexistent/ca.pem"}),
+    ("user_filter", {"url": "ldap://x", "user_filter": "(objectClass=person"}),
+    ("disabled_filter", {"url": "ldap://x", "disabled_filter": "(a=b))"}),
+    # a password over plain ldap:// beyond loopback: refused at load, not at the first bind
+    ("url", {"url": ["ldaps://dc1.example.org", "ldap://dc2.example.org"],
+             "bind_dn": "cn=svc,dc=x", "password": "p"}),
+]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, dict):                # a secret such as { env = "VAR" }
+        return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)                   # JSON strings, lists and numbers are TOML
+
+
+def ldap_config(tmp_path: Path, source: dict) -> Path:
+    lines = ["[state]", 'path = "state.db"', "", "[source]", 'type = "ldap"',
+             f"user_base = {json.dumps(PEOPLE_BASE)}"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in source.items()]
+    lines += ["", "[target]", 'url = "https://split.example.test/scim/v2"']
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def settings_of(source: dict) -> LdapSource.Settings:
+    values = dict(source, user_base=PEOPLE_BASE)
+    urls = values.pop("url")
+    values["url"] = (urls,) if isinstance(urls, str) else tuple(urls)
+    if "password" in values:
+        values["password"] = Secret(values["password"])
+    if "ca_file" in values:
+        values["ca_file"] = Path(values["ca_file"])
+    return LdapSource.Settings(**values)
+
+
+@pytest.mark.parametrize("key, source", BAD_SETTINGS, ids=[f"{k}-{i}" for i, (k, _) in
+                                                           enumerate(BAD_SETTINGS)])
+def test_settings_are_validated(key, source, tmp_path):
+    with pytest.raises(SettingError) as info:
+        settings_of(source).validate()
+    assert info.value.key == key
+    # the loader runs the same checks and names the file and the key
+    path = ldap_config(tmp_path, source)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: [source] {key}: ")
+
+
+def test_checks_need_no_secret_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("LDAP_TEST_PASSWORD", raising=False)
+    secret = {"env": "LDAP_TEST_PASSWORD"}
+    # `status` loads without resolving source secrets: the cleartext rule still holds...
+    cleartext = ldap_config(tmp_path, {"url": "ldap://ldap.example.org",
+                                       "bind_dn": "cn=svc,dc=x", "password": secret})
+    with pytest.raises(ConfigError, match=r"\[source\] url: refusing .* without TLS"):
+        load(cleartext, resolve_source_secrets=False)
+    # ...and a sound config loads with the password unresolved
+    sound = ldap_config(tmp_path, {"url": "ldaps://ldap.example.org",
+                                   "bind_dn": "cn=svc,dc=x", "password": secret})
+    settings = load(sound, resolve_source_secrets=False).source.settings
+    assert not settings.password.resolved
+
+
+@pytest.mark.parametrize("source", [
+    {"url": "ldap://127.0.0.1:3890", "bind_dn": "cn=svc,dc=x", "password": "p"},
+    {"url": "ldap://localhost", "bind_dn": "cn=svc,dc=x", "password": "p"},
+    {"url": "ldap://ldap.example.org", "start_tls": True, "bind_dn": "cn=svc,dc=x",
+     "password": "p"},
+    {"url": "ldap://ldap.example.org"},                          # anonymous: nothing to leak
+    {"url": "ldaps://dc1.example.org", "flavor": "ad", "in_chain": True,
+     "user_filter": "objectClass=user", "disabled_filter": AD_DISABLED_FILTER},
+])
+def test_sound_settings_load(source, tmp_path):
+    settings_of(source).validate()
+    assert load(ldap_config(tmp_path, source)).source.type == "ldap"
 
 
 def test_entry_decoder_matches_ldap3_on_a_real_message():
@@ -694,8 +773,12 @@ def test_ad_check_counts(ad):
 
 
 def test_a_password_is_never_sent_without_tls_off_loopback():
+    # the config loader refuses this (test_settings_are_validated); a source built from
+    # settings that never went through it still refuses to bind
     settings = LdapSource.Settings(url=("ldap://ldap.example.invalid",), user_base="dc=x",
                                    bind_dn="cn=svc,dc=x", password=Secret("pw"), timeout=1)
+    with pytest.raises(SettingError, match="without TLS"):
+        settings.validate()
     with pytest.raises(ConnectorError, match="without TLS"):
         LdapSource(settings).read()
 

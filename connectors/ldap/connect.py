@@ -9,11 +9,10 @@ from urllib.parse import urlsplit
 
 import ldap3
 
-from ..base import SettingError, SourceAuthError, SourceError, is_loopback
+from ..base import SettingError, SourceAuthError, SourceError
 from .decoding import install_lean_decoder
 from .errors import ldap_errors
-from .session import host_of
-from .settings import Settings
+from .settings import Settings, host_of, refusal_in_clear
 from .tls import VerifyingTls, verifying_context
 
 log = logging.getLogger(__name__)
@@ -63,10 +62,8 @@ class Connector:
                 raise_exceptions=True, read_only=True, receive_timeout=max(1, round(s.timeout)),
                 check_names=False, return_empty_attributes=False, auto_range=False,
                 auto_referrals=False, fast_decoder=True)
-            if not use_ssl and not s.start_tls and s.password is not None \
-                    and not is_loopback(parts.hostname):
-                raise SettingError("", f"{host}: refusing to send the bind password without TLS; "
-                                  "use an ldaps:// URL or start_tls = true")
+            if s.password_in_clear(url):    # validate() refused it; this is the last line
+                raise SettingError("url", refusal_in_clear(url))
         with ldap_errors(host, "connection"):
             try:
                 conn.open()

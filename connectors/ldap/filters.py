@@ -6,6 +6,8 @@ Values placed into filters are escaped (``escape_filter_chars``), so a DN or a n
 
 from __future__ import annotations
 
+from ldap3.core.exceptions import LDAPInvalidFilterError
+from ldap3.operation.search import parse_filter
 from ldap3.utils.conv import escape_filter_chars
 
 BIT_AND_RULE = "1.2.840.113556.1.4.803"       # LDAP_MATCHING_RULE_BIT_AND
@@ -28,3 +30,12 @@ def and_(*filters: str | None) -> str:
 def member_of_in_chain(group_dn: str) -> str:
     """Entries that are direct or nested members of ``group_dn`` (AD only)."""
     return f"(memberOf:{IN_CHAIN_RULE}:={escape_filter_chars(group_dn)})"
+
+
+def is_valid(flt: str) -> bool:
+    """``flt`` parses as an RFC 4515 filter (ldap3's own parser, no schema)."""
+    try:
+        parse_filter(flt, None, True, True, None, False)
+    except LDAPInvalidFilterError:
+        return False
+    return True

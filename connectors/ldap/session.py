@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core import exceptions as lx
@@ -22,17 +21,12 @@ from ldap3.core import exceptions as lx
 from ..base import SourceError, activity
 from .decoding import lowered
 from .dn import normalise_dn
+from .settings import host_of
 
 log = logging.getLogger(__name__)
 
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 NO_ATTRIBUTES = "1.1"          # RFC 4511: ask for the DN only
-
-
-def host_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL: what messages name, never a path or credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 class Session:

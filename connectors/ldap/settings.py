@@ -1,13 +1,15 @@
-"""The ``[source]`` keys of ``type = "ldap"`` and the two flavors' defaults."""
+"""The ``[source]`` keys of ``type = "ldap"``, the two flavors' defaults, and every check
+that the settings alone decide (``Settings.validate()``, run when the config is loaded)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ..base import Secret
-from .filters import AD_DISABLED_FILTER
+from ..base import Secret, SettingError, is_loopback
+from .filters import AD_DISABLED_FILTER, is_valid, wrap
 
 
 @dataclass(frozen=True)
@@ -69,3 +71,60 @@ class Settings:
         "help": "how often a complete read replaces change reads (catches deletions)"})
     timeout: float = field(default=30.0, metadata={
         "help": "seconds to wait for a connection or a response"})
+
+    def validate(self) -> None:
+        """Raise :class:`SettingError` naming the first wrong key. Nothing here needs a
+        secret's value, so an unresolved ``password`` is checked like a resolved one."""
+        if self.flavor not in FLAVORS:
+            raise SettingError("flavor", f"must be \"openldap\" or \"ad\", not {self.flavor!r}")
+        if not self.url:
+            raise SettingError("url", "needs at least one ldap:// or ldaps:// URL")
+        for url in self.url:
+            if not _is_ldap_url(url):
+                raise SettingError("url", f"{url!r} is not an ldap:// or ldaps:// URL")
+            if urlsplit(url).scheme == "ldaps" and self.start_tls:
+                raise SettingError("start_tls", f"cannot be combined with ldaps:// ({url})")
+        if self.password is not None and not self.bind_dn:
+            raise SettingError("password", "is set but bind_dn is not")
+        for url in self.url:
+            if self.password_in_clear(url):
+                raise SettingError("url", refusal_in_clear(url))
+        if self.in_chain and self.flavor != "ad":
+            raise SettingError("in_chain", "works only with Active Directory (flavor = \"ad\"): "
+                                           "OpenLDAP answers the in-chain rule with no entries")
+        if not 1 <= self.page_size <= 100_000:
+            raise SettingError("page_size", f"must be between 1 and 100000, not {self.page_size}")
+        if self.timeout <= 0:
+            raise SettingError("timeout", "must be positive")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise SettingError("ca_file", f"{self.ca_file} is not a readable file")
+        for key in ("user_filter", "group_filter", "disabled_filter"):
+            value = getattr(self, key)
+            if value is not None and not is_valid(wrap(value)):
+                raise SettingError(key, f"{value!r} is not a valid LDAP filter")
+
+    def password_in_clear(self, url: str) -> bool:
+        """Binding to ``url`` would send the password unencrypted beyond this machine."""
+        parts = urlsplit(url)
+        return (self.password is not None and parts.scheme == "ldap" and not self.start_tls
+                and not is_loopback(parts.hostname))
+
+
+def host_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: what messages name, never a path or credentials."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def refusal_in_clear(url: str) -> str:
+    return (f"refusing to send the bind password to {host_of(url)} without TLS; use an "
+            f"ldaps:// URL or start_tls = true (plain ldap:// is for a loopback address only)")
+
+
+def _is_ldap_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port                          # raises ValueError when it is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("ldap", "ldaps") and bool(parts.hostname)

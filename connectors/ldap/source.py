@@ -21,14 +21,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 import ldap3
 
-from ..base import (ChangeSet, CursorExpired, Directory, GroupRecord, SettingError, SourceError,
-                    UserRecord)
+from ..base import ChangeSet, CursorExpired, Directory, GroupRecord, SourceError, UserRecord
 from .changes import ChangeMarker, change_marker, parse_cursor
 from .connect import Connector, quietly_unbind
 from .decoding import MEMBER_ATTRIBUTES, decode_attributes, decode_id, member_dns
@@ -67,17 +64,17 @@ class LdapSource:
                  connection_factory: Callable[[str], ldap3.Connection] | None = None,
                  on_page: Callable[[str, int], None] | None = None,
                  on_search: Callable[[str, str], None] | None = None):
-        """``attributes``: extra raw attribute names to read (the engine passes the names
-        used in ``[source.attributes]``). The rest are seams for tests and benchmarks:
-        ``connection_factory`` gives an unopened ldap3 Connection for a URL (e.g. MOCK_SYNC);
-        ``on_search(what, filter)`` is called as each paged search starts and
-        ``on_page(what, entries so far)`` after each of its pages. The two hooks are public
-        attributes too, read when a read starts, so they can be set after construction."""
+        """``settings`` have passed :meth:`Settings.validate` (the config loader runs it;
+        it is not run again here). ``attributes``: extra raw attribute names to read (the
+        engine passes the names used in ``[source.attributes]``). The rest are seams for
+        tests and benchmarks: ``connection_factory`` gives an unopened ldap3 Connection for
+        a URL (e.g. MOCK_SYNC); ``on_search(what, filter)`` is called as each paged search
+        starts and ``on_page(what, entries so far)`` after each of its pages. The two hooks
+        are public attributes too, read when a read starts, so they can be set later."""
         self.settings = settings
         self._connector = Connector(settings, connection_factory)
         self.on_page: Callable[[str, int], None] = on_page or _ignore
         self.on_search: Callable[[str, str], None] = on_search or _ignore
-        self._validate()
         flavor = FLAVORS[settings.flavor]
         self.flavor = flavor
         self.id_attribute = settings.id_attribute or flavor.id_attribute
@@ -94,30 +91,6 @@ class LdapSource:
         self.group_attributes = _unique([self.id_attribute, flavor.change_attribute,
                                          *self.group_name_attributes, *MEMBER_ATTRIBUTES])
         self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
-
-    def _validate(self) -> None:
-        s = self.settings
-        if s.flavor not in FLAVORS:
-            raise SettingError("", f"source.flavor must be \"openldap\" or \"ad\", not {s.flavor!r}")
-        if not s.url:
-            raise SettingError("", "source.url needs at least one ldap:// or ldaps:// URL")
-        for url in s.url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-                raise SettingError("", f"source.url {url!r} is not an ldap:// or ldaps:// URL")
-            if parts.scheme == "ldaps" and s.start_tls:
-                raise SettingError("", f"source.start_tls cannot be combined with ldaps:// ({url})")
-        if s.password is not None and not s.bind_dn:
-            raise SettingError("", "source.password is set but source.bind_dn is not")
-        if s.in_chain and s.flavor != "ad":
-            raise SettingError("", "source.in_chain works only with Active Directory (flavor = \"ad\"):"
-                              " OpenLDAP answers the in-chain rule with no entries")
-        if not 1 <= s.page_size <= 100_000:
-            raise SettingError("", f"source.page_size must be between 1 and 100000, not {s.page_size}")
-        if s.timeout <= 0:
-            raise SettingError("", "source.timeout must be positive")
-        if s.ca_file is not None and not Path(s.ca_file).is_file():
-            raise SettingError("", f"source.ca_file {s.ca_file} is not a readable file")
 
     # -----------------------------------------------------------------------------------
     # Public API
