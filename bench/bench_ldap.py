@@ -87,9 +87,11 @@ def main() -> None:
               f"{time.perf_counter() - t:.1f}s")
         server.start()
         try:
-            source = LdapSource(LdapSource.Settings(
+            settings = LdapSource.Settings(
                 url=(server.url,), user_base=PEOPLE, group_base=GROUPS, bind_dn=READER_DN,
-                password=Secret(READER_PASSWORD), disabled_filter=DISABLED))
+                password=Secret(READER_PASSWORD), disabled_filter=DISABLED)
+            settings.validate()                         # what loading a config would do
+            source = LdapSource(settings)
             source.read()                               # warm the server's caches
 
             t = time.perf_counter()
