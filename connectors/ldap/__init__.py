@@ -19,11 +19,10 @@ The vendor traps handled here, each one a way a naive reader silently loses or m
 from __future__ import annotations
 
 from .decoding import decode_entry, decode_id
-from .dn import normalise_dn, parse_dn
+from .dn import normalise_dn
 from .filters import AD_DISABLED_FILTER
-from .settings import FLAVORS, Flavor, Settings
 from .source import LdapSource
 from .tls import verifying_context
 
-__all__ = ["AD_DISABLED_FILTER", "FLAVORS", "Flavor", "LdapSource", "Settings", "decode_entry",
-           "decode_id", "normalise_dn", "parse_dn", "verifying_context"]
+__all__ = ["AD_DISABLED_FILTER", "LdapSource", "decode_entry", "decode_id", "normalise_dn",
+           "verifying_context"]
