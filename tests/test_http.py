@@ -151,7 +151,7 @@ def test_okta_reset_is_measured_against_the_response_date():
 
 
 def test_okta_reset_without_a_date_uses_our_clock(monkeypatch):
-    monkeypatch.setattr("connectors.http.time.time", lambda: 2_000_000_000.0)
+    monkeypatch.setattr("connectors.http.waits.time.time", lambda: 2_000_000_000.0)
     assert server_wait_hint(response(X_Rate_Limit_Reset="2000000020")) == pytest.approx(20.0)
 
 
@@ -272,18 +272,20 @@ def test_built_client_ignores_proxy_environment_and_redirects():
         assert client.timeout.read == 30.0
 
 
-def test_every_http_answer_counts_as_activity_for_the_watchdog():
-    import httpx
-
+def test_every_request_sent_and_every_answer_count_as_activity_for_the_watchdog():
     from connectors import base
-    from connectors.http import HttpPolicy, build_client
     seen = []
-    base.on_activity(lambda: seen.append(1))
+
+    def server(request):
+        seen.append("server")
+        return httpx.Response(200)
+    base.on_activity(lambda: seen.append("beat"))
     try:
         client = build_client("https://example.invalid/", HttpPolicy(),
-                              transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+                              transport=httpx.MockTransport(server))
         client.get("x")
         client.get("y")
     finally:
         base._activity_listeners.clear()
-    assert len(seen) == 2
+    # a beat as each request goes out (a slow server is not a hung agent) and as it is answered
+    assert seen == ["beat", "server", "beat"] * 2
