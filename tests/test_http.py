@@ -1,4 +1,4 @@
-"""connectors/http.py: pacing, server wait hints, retries and TLS policy."""
+"""connectors/http/: pacing, server wait hints, retries, TLS policy, and the one HTTP path."""
 
 from __future__ import annotations
 
@@ -150,9 +150,9 @@ def test_okta_reset_is_measured_against_the_response_date():
     assert hint == pytest.approx(30.0)
 
 
-def test_okta_reset_without_a_date_uses_our_clock(monkeypatch):
-    monkeypatch.setattr("connectors.http.waits.time.time", lambda: 2_000_000_000.0)
-    assert server_wait_hint(response(X_Rate_Limit_Reset="2000000020")) == pytest.approx(20.0)
+def test_okta_reset_without_a_date_uses_our_clock():
+    assert server_wait_hint(response(X_Rate_Limit_Reset="2000000020"),
+                            now=2_000_000_000.0) == pytest.approx(20.0)
 
 
 def test_unparseable_split_headers_fall_through_to_the_next_hint():

@@ -38,7 +38,7 @@ from ..base import ConnectorError, Interrupted, TransientError
 from .transport import Failure, HttpPolicy, build_client, failure_of
 from .waits import RateLimiter, retrying, server_wait_hint
 
-log = logging.getLogger("connectors.http")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGES = 100_000                  # a loop guard, far above any real directory

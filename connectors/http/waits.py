@@ -21,7 +21,7 @@ import tenacity
 from ..base import TransientError
 from .transport import HttpPolicy
 
-log = logging.getLogger("connectors.http")
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -87,15 +87,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def server_wait_hint(response: httpx.Response) -> float | None:
+def server_wait_hint(response: httpx.Response, now: float | None = None) -> float | None:
     """How long the server asked us to wait, in seconds, or None if it did not say.
 
     ``Retry-After`` first; then Split's ``X-RateLimit-Reset-Seconds-Org``/``-IP`` (the larger);
     then Okta's ``X-Rate-Limit-Reset`` (epoch seconds, measured against the response's own
-    ``Date`` so that clock skew between us and the server does not matter).
+    ``Date`` so that clock skew between us and the server does not matter). ``now`` (epoch
+    seconds, default the wall clock) is used only for a moment given without a ``Date``.
     """
     headers = response.headers
-    hint = parse_retry_after(headers.get("Retry-After"))
+    hint = parse_retry_after(headers.get("Retry-After"), now)
     if hint is not None:
         return hint
     resets = []
@@ -118,7 +119,9 @@ def server_wait_hint(response: httpx.Response) -> float | None:
                 server_now = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
             except (TypeError, ValueError):
                 server_now = None
-        return max(0.0, reset - (server_now if server_now is not None else time.time()))
+        if server_now is None:
+            server_now = time.time() if now is None else now
+        return max(0.0, reset - server_now)
     return None
 
 
