@@ -12,6 +12,7 @@ import json
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.core.mapping import MappingRules, map_directory
@@ -20,7 +21,7 @@ from connectors.base import (ChangeSet, SettingError, CursorExpired, Directory, 
                              SourceAuthError, SourceError)
 from connectors.entra import (EntraSource, clean_attributes, load_certificate,
                               merge_group_delta, odata_quote)
-from connectors.entra.client import GRAPH_RATE_LIMIT
+from connectors.entra.client import GRAPH_RATE_LIMIT, GraphClient
 from connectors.http import HttpPolicy
 from tests.fakes.graph import (FakeEntra, FakeEntraServer, make_client_certificate, make_pki,
                                thumbprint)
@@ -594,6 +595,25 @@ def test_failure_mid_delta_raises_and_keeps_the_old_cursor_usable(fake, make_sou
 def test_links_to_other_hosts_are_not_followed(make_source):
     with pytest.raises(SourceError, match="another host"):
         make_source().graph.get("https://evil.example/v1.0/users")
+
+
+def test_a_next_link_that_repeats_stops_the_read():
+    class Signed:
+        def headers(self, request):
+            return {"Authorization": "Bearer t"}
+
+        def renew(self, request, response):
+            return False
+
+    def looping(request):
+        return httpx.Response(200, json={"value": [{"id": "u1"}], "@odata.nextLink":
+                                         "https://graph.example/v1.0/users?$skiptoken=X"})
+    fake_time = FakeTime()
+    graph = GraphClient("https://graph.example", Signed(), HttpPolicy(rate_limit=1000),
+                        transport=httpx.MockTransport(looping), clock=fake_time.clock,
+                        sleep=fake_time.sleep)
+    with pytest.raises(SourceError, match="Graph GET /v1.0/users: the next page repeats"):
+        graph.list("/v1.0/users", {"$top": "999"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import textwrap
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -167,6 +168,19 @@ def test_a_next_link_to_another_host_is_refused(clock):
             okta.add_user(f"u{i}@example.org", "U", str(i))
         with pytest.raises(SourceError, match="another host"):
             source_for(okta).read()
+
+
+def test_a_next_link_that_repeats_stops_the_read():
+    def looping(request):
+        return httpx.Response(200, json=[{"id": "00g1", "profile": {"name": "G"}}], headers={
+            "Link": '<https://acme.okta.com/api/v1/groups?after=00g1>; rel="next"'})
+    clock = FakeClock(START)
+    src = OktaSource(OktaSource.Settings(org_url="https://acme.okta.com", token=Secret("t")),
+                     transport=httpx.MockTransport(looping), clock=clock.time,
+                     sleep=clock.sleep)
+    with pytest.raises(SourceError, match="GET /api/v1/groups on Okta acme.okta.com: the next "
+                                          "page repeats an earlier one"):
+        src.read()
 
 
 # ---------------------------------------------------------------------------------------------
