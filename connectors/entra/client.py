@@ -25,8 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..base import CursorExpired, SourceAuthError, SourceError, TransientError
-from ..http import Failure, HttpClient, HttpPolicy, Request, Vendor, server_wait_hint
-from .auth import GraphAuth
+from ..http import Auth, Failure, HttpClient, HttpPolicy, Request, Vendor, server_wait_hint
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class GraphVendor(Vendor):
 class GraphClient:
     """GETs against one Graph host: paced, signed in, retried, paged."""
 
-    def __init__(self, graph_url: str, auth: GraphAuth, policy: HttpPolicy, *,
+    def __init__(self, graph_url: str, auth: Auth, policy: HttpPolicy, *,
                  transport: httpx.BaseTransport | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):

@@ -123,7 +123,7 @@ class OktaVendor(Vendor):
 
     def wait_hint(self, request: Request, response: httpx.Response) -> float | None:
         """Until the window resets, by the server's clock, plus a second; only for a 429
-        (Okta's SDK retries a 503 at once)."""
+        (Okta's SDK retries a 503 at once). Says in the log which limit was hit."""
         if not self.throttled(response):
             return None
         hint = server_wait_hint(response)
