@@ -10,7 +10,7 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
         ├── vendor.before_send()           e.g. Okta's per-endpoint budget
         ├── limiter.acquire()              the shared token bucket (a ceiling)
         ├── auth.headers()                 a fixed header, or a token fetched when due
-        ├── httpx send                     transport error -> Failure -> vendor.transport_error()
+        ├── httpx send                     a transport error: vendor.transport_error(Failure)
         ├── vendor.after_answer()          e.g. Okta's budget headers, the server's Date
         ├── 401 and auth.renew()?          one more try with a fresh credential
         └── judge(response)                2xx: the answer
