@@ -1,8 +1,8 @@
 """connectors/entra/ against the fake login + Graph in tests/fakes/graph.py (TLS on loopback).
 
 The test CA is handed to every client explicitly (``ca_file``); the machine-wide
-REQUESTS_CA_BUNDLE / SSL_CERT_FILE must neither help nor hurt. Sleeps are injected, so
-throttling tests do not wait.
+REQUESTS_CA_BUNDLE / SSL_CERT_FILE must neither help nor hurt. Time is a FakeTime (clock and
+sleep), so throttling and pacing tests do not wait.
 """
 
 from __future__ import annotations
@@ -10,17 +10,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.core.mapping import MappingRules, map_directory
+from agent.config import ConfigError, load
 from connectors.base import (ChangeSet, SettingError, CursorExpired, Directory, Secret,
                              SourceAuthError, SourceError)
 from connectors.entra import (EntraSource, clean_attributes, load_certificate,
                               merge_group_delta, odata_quote)
+from connectors.entra.client import GRAPH_RATE_LIMIT, GraphClient
 from connectors.http import HttpPolicy
 from tests.fakes.graph import (FakeEntra, FakeEntraServer, make_client_certificate, make_pki,
                                thumbprint)
+from tests.conftest import FakeTime
 from tests.source_contract import PEOPLE, TEAMS, SourceContract
 
 CLIENT_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -56,22 +61,35 @@ def server(fake, pki):
 
 
 @pytest.fixture
-def sleeps():
-    return []
+def fake_time():
+    return FakeTime()
 
 
 @pytest.fixture
-def make_source(server, pki, sleeps):
+def sleeps(fake_time):
+    return fake_time.sleeps
+
+
+def settings_for(server, pki, **overrides) -> EntraSource.Settings:
+    values = dict(tenant_id=server.fake.tenant_id, client_id=CLIENT_ID,
+                  client_secret=Secret(SECRET), authority=server.url,
+                  graph_url=server.url, ca_file=pki.ca_file)
+    values.update(overrides)
+    return EntraSource.Settings(**values)
+
+
+@pytest.fixture
+def make_source(server, pki, fake_time):
+    """Sources on the fake's time; pacing far above what a test sends, so every sleep is a
+    retry wait (the pacing tests set their own rate)."""
     made = []
 
-    def make(*, attributes=(), **overrides) -> EntraSource:
-        values = dict(tenant_id=server.fake.tenant_id, client_id=CLIENT_ID,
-                      client_secret=Secret(SECRET), authority=server.url,
-                      graph_url=server.url, ca_file=pki.ca_file)
-        values.update(overrides)
-        source = EntraSource(EntraSource.Settings(**values), attributes=attributes,
-                             sleep=sleeps.append,
-                             policy=HttpPolicy(timeout=5, ca_file=values["ca_file"]))
+    def make(*, attributes=(), policy=None, **overrides) -> EntraSource:
+        settings = settings_for(server, pki, **overrides)
+        source = EntraSource(settings, attributes=attributes,
+                             clock=fake_time.clock, sleep=fake_time.sleep,
+                             policy=policy or HttpPolicy(timeout=5, rate_limit=1000,
+                                                         ca_file=settings.ca_file))
         made.append(source)
         return source
 
@@ -271,15 +289,72 @@ def test_missing_graph_permissions(fake, make_source):
         make_source().check()
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"certificate": Secret("x")}, "exactly one"),
-    ({"client_secret": None}, "exactly one"),
-    ({"authority": "http://login.example"}, "authority must be an https"),
-    ({"graph_url": "graph.microsoft.com"}, "graph_url must be an https"),
+# ---------------------------------------------------------------------------------------------
+# Settings: checked completely when the config is loaded
+
+
+def write_config(tmp_path, name: str = "config.toml", **source) -> Path:
+    """A config whose [source] is an entra source with these keys (Python values)."""
+    values = {"type": "entra", "tenant_id": "11111111-2222-3333-4444-555555555555",
+              "client_id": CLIENT_ID, "client_secret": SECRET, **source}
+    lines = [f"{k} = {json.dumps(v)}" if not isinstance(v, dict) else
+             f"{k} = {{ {', '.join(f'{a} = {json.dumps(b)}' for a, b in v.items())} }}"
+             for k, v in values.items() if v is not None]
+    path = tmp_path / name
+    path.write_text('[state]\npath = "state.db"\n\n[source]\n' + "\n".join(lines)
+                    + '\n\n[target]\nurl = "https://split.example.test/scim/v2"\n')
+    return path
+
+
+def load_error(path: Path, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(path, **kwargs)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"certificate": "x"}, "certificate", "exactly one"),
+    ({"client_secret": None}, "client_secret", "exactly one"),
+    ({"authority": "http://login.example"}, "authority", "must be an https"),
+    ({"graph_url": "graph.microsoft.com"}, "graph_url", "must be an https"),
+    ({"tenant_id": " "}, "tenant_id", "is empty"),
+    ({"tenant_id": "common"}, "tenant_id", "not one tenant"),
+    ({"tenant_id": "contoso/onmicrosoft"}, "tenant_id", "neither a GUID nor a domain"),
+    ({"client_id": ""}, "client_id", "is empty"),
+    ({"client_id": "my-app"}, "client_id", "GUID"),
+    ({"groups": ["Engineering", ""]}, "groups", "empty group name"),
+    ({"timeout": 0}, "timeout", "positive"),
+    ({"ca_file": "missing-ca.pem"}, "ca_file", "not a readable file"),
 ])
-def test_config_errors(make_source, overrides, words):
-    with pytest.raises(SettingError, match=words):
-        make_source(**overrides)
+def test_config_errors(tmp_path, overrides, key, words):
+    message = load_error(write_config(tmp_path, **overrides))
+    assert f"[source] {key}: " in message and words in message
+
+
+def test_a_certificate_file_is_checked_at_load(tmp_path, app_cert):
+    pem, _ = app_cert
+    (tmp_path / "app.pem").write_text(pem[:pem.index("-----BEGIN CERTIFICATE-----")])
+    path = write_config(tmp_path, client_secret=None, certificate={"file": "app.pem"})
+    assert "[source] certificate: no PEM certificate" in load_error(path)
+    # a command that reads no source secret (status) does not open the file ...
+    assert not load(path, resolve_source_secrets=False).source.settings.certificate.resolved
+    # ... but still sees that both credentials are set
+    both = write_config(tmp_path, "both.toml", certificate={"file": "app.pem"})
+    assert "[source] certificate: set exactly one" in load_error(both,
+                                                                 resolve_source_secrets=False)
+    (tmp_path / "app.pem").write_text(pem)
+    assert load(path).source.settings.certificate.resolved
+
+
+def test_validate_names_the_bare_key():
+    settings = EntraSource.Settings(tenant_id="contoso.onmicrosoft.com", client_id=CLIENT_ID)
+    with pytest.raises(SettingError) as info:
+        settings.validate()
+    assert info.value.key == "client_secret"
+    EntraSource.Settings(tenant_id="contoso.onmicrosoft.com", client_id=CLIENT_ID,
+                         client_secret=Secret(SECRET)).validate()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,7 +594,64 @@ def test_failure_mid_delta_raises_and_keeps_the_old_cursor_usable(fake, make_sou
 
 def test_links_to_other_hosts_are_not_followed(make_source):
     with pytest.raises(SourceError, match="another host"):
-        make_source()._get("https://evil.example/v1.0/users")
+        make_source().graph.get("https://evil.example/v1.0/users")
+
+
+def test_a_next_link_that_repeats_stops_the_read():
+    class Signed:
+        def headers(self, request):
+            return {"Authorization": "Bearer t"}
+
+        def renew(self, request, response):
+            return False
+
+    def looping(request):
+        return httpx.Response(200, json={"value": [{"id": "u1"}], "@odata.nextLink":
+                                         "https://graph.example/v1.0/users?$skiptoken=X"})
+    fake_time = FakeTime()
+    graph = GraphClient("https://graph.example", Signed(), HttpPolicy(rate_limit=1000),
+                        transport=httpx.MockTransport(looping), clock=fake_time.clock,
+                        sleep=fake_time.sleep)
+    with pytest.raises(SourceError, match="Graph GET /v1.0/users: the next page repeats"):
+        graph.list("/v1.0/users", {"$top": "999"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Pacing: Graph is paced like every other remote
+
+
+def graph_requests(fake: FakeEntra) -> int:
+    return sum(1 for _, p, _ in fake.requests if p.startswith("/v1.0/"))
+
+
+def test_graph_requests_are_paced(fake, make_source, fake_time, pki):
+    seed(fake)
+    source = make_source(policy=HttpPolicy(timeout=5, rate_limit=4, ca_file=pki.ca_file))
+    start = fake_time.now
+    source.read()
+    sent = graph_requests(fake)
+    assert sent > 3 * 4                      # enough to outrun a burst of 4
+    # a burst of one second's worth, then 4 per second: the waits were spent on the clock
+    assert fake_time.now - start >= (sent - 4) / 4 - 1e-6
+    assert fake_time.waits == []             # pacing takes small steps, never a long wait
+
+
+def test_graph_pacing_defaults_to_a_documented_ceiling(fake, server, pki, fake_time):
+    seed(fake)
+    for i in range(60):                      # enough pages to outrun the default burst
+        fake.add_user(oid(f"extra-{i}"), mail=f"extra{i}@example.org", accountEnabled=True)
+    source = EntraSource(settings_for(server, pki), clock=fake_time.clock,
+                         sleep=fake_time.sleep)
+    try:
+        start = fake_time.now
+        source.read()
+    finally:
+        source.close()
+    sent = graph_requests(fake)
+    assert sent > 2 * GRAPH_RATE_LIMIT
+    elapsed = fake_time.now - start
+    assert elapsed >= (sent - GRAPH_RATE_LIMIT) / GRAPH_RATE_LIMIT - 1e-6
+    assert elapsed < sent / GRAPH_RATE_LIMIT + 1     # and no slower than the ceiling
 
 
 def test_clean_attributes_flattens_and_drops_annotations():

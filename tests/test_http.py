@@ -1,4 +1,4 @@
-"""connectors/http.py: pacing, server wait hints, retries and TLS policy."""
+"""connectors/http/: pacing, server wait hints, retries, TLS policy, and the one HTTP path."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import certifi
 import httpx
 import pytest
 
-from connectors.base import RejectedError, TransientError
-from connectors.http import (HttpPolicy, RateLimiter, build_client, parse_retry_after, retrying,
-                             server_wait_hint, tls_context)
+from connectors.base import ConnectorError, Interrupted, RejectedError, TransientError
+from connectors.http import (Failure, HttpClient, HttpPolicy, RateLimiter, Request, Vendor,
+                             build_client, parse_retry_after, retrying, server_wait_hint,
+                             tls_context)
+from tests.conftest import FakeTime
 
 
 class FakeClock:
@@ -150,9 +152,9 @@ def test_okta_reset_is_measured_against_the_response_date():
     assert hint == pytest.approx(30.0)
 
 
-def test_okta_reset_without_a_date_uses_our_clock(monkeypatch):
-    monkeypatch.setattr("connectors.http.time.time", lambda: 2_000_000_000.0)
-    assert server_wait_hint(response(X_Rate_Limit_Reset="2000000020")) == pytest.approx(20.0)
+def test_okta_reset_without_a_date_uses_our_clock():
+    assert server_wait_hint(response(X_Rate_Limit_Reset="2000000020"),
+                            now=2_000_000_000.0) == pytest.approx(20.0)
 
 
 def test_unparseable_split_headers_fall_through_to_the_next_hint():
@@ -272,18 +274,303 @@ def test_built_client_ignores_proxy_environment_and_redirects():
         assert client.timeout.read == 30.0
 
 
-def test_every_http_answer_counts_as_activity_for_the_watchdog():
-    import httpx
-
+def test_every_request_sent_and_every_answer_count_as_activity_for_the_watchdog():
     from connectors import base
-    from connectors.http import HttpPolicy, build_client
     seen = []
-    base.on_activity(lambda: seen.append(1))
+
+    def server(request):
+        seen.append("server")
+        return httpx.Response(200)
+    base.on_activity(lambda: seen.append("beat"))
     try:
         client = build_client("https://example.invalid/", HttpPolicy(),
-                              transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+                              transport=httpx.MockTransport(server))
         client.get("x")
         client.get("y")
     finally:
         base._activity_listeners.clear()
-    assert len(seen) == 2
+    # a beat as each request goes out (a slow server is not a hung agent) and as it is answered
+    assert seen == ["beat", "server", "beat"] * 2
+
+
+# ------------------------------------------------------------------ the one path: HttpClient
+
+BASE = "https://api.example.test/v1/"
+
+
+class Plain(Vendor):
+    """The shared rules only, and a record of what the path asked."""
+
+    name = "the test API"
+
+    def __init__(self):
+        self.failures: list[Failure] = []
+        self.gave_up_on: list[TransientError] = []
+
+    def transport_error(self, request, failure, exc):
+        self.failures.append(failure)
+        return super().transport_error(request, failure, exc)
+
+    def gave_up(self, request, error):
+        self.gave_up_on.append(error)
+        return error
+
+
+class Script:
+    """A MockTransport handler answering from a list (an exception is raised instead)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def http_client(script, vendor: Vendor | None = None, *, auth=None,
+                policy: HttpPolicy | None = None) -> tuple[HttpClient, FakeTime]:
+    fake_time = FakeTime()
+    client = HttpClient(BASE, vendor or Plain(),
+                        policy or HttpPolicy(rate_limit=1000, max_attempts=3),
+                        auth=auth, transport=httpx.MockTransport(script),
+                        clock=fake_time.clock, sleep=fake_time.sleep)
+    return client, fake_time
+
+
+def test_a_success_is_the_answer_and_is_counted():
+    script = Script(httpx.Response(200, json={"ok": True}))
+    client, _ = http_client(script)
+    assert client.call(Request("GET", "things", params={"a": "1"})).json() == {"ok": True}
+    client.call(Request("POST", "things", json={}))
+    assert (client.requests_sent, client.write_requests) == (2, 1)
+    assert str(script.requests[0].url) == BASE + "things?a=1"
+
+
+def test_a_429_is_retried_after_the_servers_hint_on_the_injected_clock():
+    script = Script(httpx.Response(429, headers={"X-RateLimit-Reset-Seconds-Org": "12"}),
+                    httpx.Response(200))
+    client, fake_time = http_client(script)
+    assert client.call(Request("POST", "things", idempotent=False)).status_code == 200
+    assert len(script.requests) == 2                 # a 429 was not processed: resent
+    assert 12 <= fake_time.waits[0] <= 12.25
+
+
+def test_an_okta_reset_is_waited_out_against_the_response_date():
+    server_now = 1_000_000_000
+    script = Script(httpx.Response(429, headers={
+        "X-Rate-Limit-Reset": str(server_now + 20),
+        "Date": email.utils.formatdate(server_now, usegmt=True)}), httpx.Response(200))
+    client, fake_time = http_client(script)
+    client.call(Request("GET", "things"))
+    assert 20 <= fake_time.waits[0] <= 20.25
+
+
+@pytest.mark.parametrize("status, resent", [(503, True), (500, False), (502, False)])
+def test_a_non_idempotent_request_is_resent_only_when_it_cannot_have_been_carried_out(
+        status, resent):
+    script = Script(httpx.Response(status), httpx.Response(201))
+    vendor = Plain()
+    client, _ = http_client(script, vendor)
+    if resent:
+        assert client.call(Request("POST", "things", idempotent=False)).status_code == 201
+    else:
+        with pytest.raises(TransientError) as caught:
+            client.call(Request("POST", "things", idempotent=False))
+        assert caught.value.sent and vendor.gave_up_on == [caught.value]
+    assert len(script.requests) == (2 if resent else 1)
+
+
+def test_an_idempotent_request_is_retried_until_the_attempts_are_spent():
+    script = Script(httpx.Response(500))
+    vendor = Plain()
+    client, fake_time = http_client(script, vendor)
+    with pytest.raises(TransientError, match="HTTP 500"):
+        client.call(Request("GET", "things"))
+    assert len(script.requests) == 3 and len(vendor.gave_up_on) == 1
+    assert len(fake_time.sleeps) == 2                # backoff, on the injected sleep
+
+
+def test_the_vendor_classification_comes_before_the_shared_rules():
+    class Picky(Plain):
+        def classify(self, request, response):
+            if response.status_code == 503:
+                return ConnectorError("maintenance: do not retry")
+            return None
+
+        def rejected(self, request, response):
+            return RejectedError(f"{request.where}: refused", response.status_code)
+
+    client, _ = http_client(Script(httpx.Response(503)), Picky())
+    with pytest.raises(ConnectorError, match="maintenance"):
+        client.call(Request("GET", "things"))
+    client, _ = http_client(Script(httpx.Response(422)), Picky())
+    with pytest.raises(RejectedError, match="GET things: refused"):
+        client.call(Request("GET", "things"))
+
+
+@pytest.mark.parametrize("error, failure", [
+    (httpx.ConnectError("[Errno 111] Connection refused"), Failure.CONNECT),
+    (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+     Failure.TLS),
+    (httpx.ConnectTimeout("timed out"), Failure.CONNECT_TIMEOUT),
+    (httpx.ReadTimeout("timed out"), Failure.TIMEOUT),
+    (httpx.RemoteProtocolError("peer closed connection"), Failure.BROKEN),
+])
+def test_transport_errors_are_told_apart_by_whether_the_request_went_out(error, failure):
+    vendor = Plain()
+    script = Script(error, httpx.Response(201))
+    client, _ = http_client(script, vendor)
+    request = Request("POST", "things", idempotent=False)
+    if failure.sent:
+        with pytest.raises(TransientError) as caught:
+            client.call(request)
+        assert caught.value.sent and len(script.requests) == 1      # outcome unknown
+    else:
+        assert client.call(request).status_code == 201               # never arrived: resent
+        assert len(script.requests) == 2
+    assert vendor.failures == [failure]
+
+
+class Token:
+    """An Auth that hands out numbered tokens and renews when told the token was refused."""
+
+    def __init__(self, renewable: bool = True):
+        self.issued, self.renewable = 0, renewable
+
+    def headers(self, request):
+        if not self.issued:
+            self.issued += 1
+        return {"Authorization": f"Bearer t{self.issued}"}
+
+    def renew(self, request, response):
+        if not self.renewable:
+            return False
+        self.issued += 1
+        return True
+
+
+def test_a_refused_credential_is_renewed_once():
+    script = Script(httpx.Response(401), httpx.Response(200))
+    client, _ = http_client(script, auth=Token())
+    assert client.call(Request("GET", "things")).status_code == 200
+    assert [r.headers["Authorization"] for r in script.requests] == ["Bearer t1", "Bearer t2"]
+
+    script = Script(httpx.Response(401))
+    client, _ = http_client(script, auth=Token(renewable=False))
+    with pytest.raises(ConnectorError, match="HTTP 401"):
+        client.call(Request("GET", "things"))
+    assert len(script.requests) == 1
+
+
+def test_a_request_marked_unauthenticated_carries_no_credential():
+    script = Script(httpx.Response(200))
+    client, _ = http_client(script, auth=Token())
+    client.call(Request("POST", "token", data={"grant_type": "x"}, authenticate=False))
+    assert "Authorization" not in script.requests[0].headers
+
+
+def test_a_link_to_another_host_is_never_sent():
+    script = Script(httpx.Response(200))
+    client, _ = http_client(script, auth=Token())
+    for url in ("https://evil.example/v1/things", "http://api.example.test/v1/things",
+                "https://api.example.test:8443/v1/things"):
+        with pytest.raises(ConnectorError, match="another host"):
+            client.call(Request("GET", url))
+    client.call(Request("GET", "https://API.example.test/v1/things?page=2"))   # same origin
+    assert len(script.requests) == 1
+
+
+def test_a_stop_request_sends_nothing_new_and_cuts_waits_short():
+    import threading
+    script = Script(httpx.Response(429, headers={"Retry-After": "3600"}), httpx.Response(200))
+    client, fake_time = http_client(script)
+    client.cancel = threading.Event()
+    client.cancel.set()
+    with pytest.raises(Interrupted):
+        client.call(Request("GET", "things"))
+    assert script.requests == [] and fake_time.sleeps == []
+
+
+def test_requests_are_paced_by_the_shared_limiter():
+    client, fake_time = http_client(Script(httpx.Response(200)),
+                                    policy=HttpPolicy(rate_limit=5))
+    for _ in range(15):
+        client.call(Request("GET", "things"))
+    assert fake_time.now - 1000.0 == pytest.approx(2.0)   # a burst of 5, then 5 per second
+
+
+def test_the_client_beats_the_watchdog_before_sending_and_on_the_answer():
+    from connectors import base
+    seen = []
+    script = Script(httpx.Response(200))
+    base.on_activity(lambda: seen.append(len(script.requests)))
+    try:
+        client, _ = http_client(script)
+        client.call(Request("GET", "things"))
+    finally:
+        base._activity_listeners.clear()
+    assert seen == [0, 1]
+
+
+# ------------------------------------------------------------------ the one path: paging
+
+
+def numbered(request: httpx.Request) -> httpx.Response:
+    page = int(request.url.params.get("page", "1"))
+    return httpx.Response(200, json={"items": [page], "next": page + 1 if page < 3 else None})
+
+
+def by_number(request: Request, response: httpx.Response):
+    body = response.json()
+    following = (Request("GET", "things", params={"page": body["next"]})
+                 if body["next"] else None)
+    return body["items"], following
+
+
+def test_pages_follow_the_vendors_next_request_lazily():
+    client, _ = http_client(numbered)
+    pages = client.pages(Request("GET", "things"), by_number)
+    assert next(pages) == [1] and client.requests_sent == 1      # one page at a time
+    assert list(pages) == [[2], [3]]
+
+
+def test_a_next_page_that_repeats_an_earlier_one_stops_the_listing():
+    def loop(request):
+        return httpx.Response(200, json={"items": [1], "next": 2 if "page" not in
+                                         request.url.params else 1})
+    client, _ = http_client(loop)
+    pages = client.pages(Request("GET", "things", params={"page": 1}), by_number)
+    with pytest.raises(ConnectorError, match="repeats an earlier one"):
+        list(pages)
+
+
+def test_a_listing_longer_than_the_page_cap_stops():
+    def endless(request):
+        page = int(request.url.params.get("page", "1"))
+        return httpx.Response(200, json={"items": [page], "next": page + 1})
+    client, _ = http_client(endless)
+    with pytest.raises(ConnectorError, match="more than 5 pages"):
+        list(client.pages(Request("GET", "things"), by_number, max_pages=5))
+    assert client.requests_sent == 5
+
+
+# ------------------------------------------------------------------ a vendor's details: SCIM
+
+
+def test_a_scim_server_that_ignores_start_index_is_not_paged_for_ever():
+    from connectors.base import FatalTargetError, Secret
+    from connectors.scim.client import ScimClient
+
+    def same_page(request):
+        return httpx.Response(200, json={"Resources": [{"id": str(i)} for i in range(100)]})
+    fake_time = FakeTime()
+    client = ScimClient("https://split.example.test/scim/v2", Secret("t"),
+                        HttpPolicy(rate_limit=1000), transport=httpx.MockTransport(same_page),
+                        clock=fake_time.clock, sleep=fake_time.sleep)
+    with pytest.raises(FatalTargetError, match="same page came back"):
+        list(client.pages("Users"))
+    assert client.requests_sent == 2

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from agent.config import ConfigError, load
 from connectors.base import (ChangeSet, SettingError, CursorExpired, Directory, Secret,
                              SourceAuthError, SourceError)
 from connectors.okta import OktaSource
@@ -164,6 +168,19 @@ def test_a_next_link_to_another_host_is_refused(clock):
             okta.add_user(f"u{i}@example.org", "U", str(i))
         with pytest.raises(SourceError, match="another host"):
             source_for(okta).read()
+
+
+def test_a_next_link_that_repeats_stops_the_read():
+    def looping(request):
+        return httpx.Response(200, json=[{"id": "00g1", "profile": {"name": "G"}}], headers={
+            "Link": '<https://acme.okta.com/api/v1/groups?after=00g1>; rel="next"'})
+    clock = FakeClock(START)
+    src = OktaSource(OktaSource.Settings(org_url="https://acme.okta.com", token=Secret("t")),
+                     transport=httpx.MockTransport(looping), clock=clock.time,
+                     sleep=clock.sleep)
+    with pytest.raises(SourceError, match="GET /api/v1/groups on Okta acme.okta.com: the next "
+                                          "page repeats an earlier one"):
+        src.read()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,15 +479,49 @@ def test_a_wrong_api_token_is_a_source_auth_error_without_the_token(okta, caplog
     assert okta.api_token not in caplog.text
 
 
-@pytest.mark.parametrize("settings, message", [
-    (dict(token=Secret("t"), client_id="x", private_key=Secret("k")), "not both"),
-    (dict(), "token"),
-    (dict(client_id="x"), "private_key"),
-    (dict(client_id="x", private_key=Secret("not a key")), "PEM"),
+# ---------------------------------------------------------------------------------------------
+# Settings: checked completely when the config is loaded
+
+
+def write_config(tmp_path, source_lines: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('[state]\npath = "state.db"\n\n[source]\ntype = "okta"\n'
+                    + textwrap.dedent(source_lines)
+                    + '\n[target]\nurl = "https://split.example.test/scim/v2"\n')
+    return path
+
+
+def load_error(path: Path, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(path, **kwargs)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def key_file(tmp_path, text: str) -> str:
+    (tmp_path / "okta.pem").write_text(text)
+    (tmp_path / "okta.pem").chmod(0o600)
+    return 'private_key = { file = "okta.pem" }'
+
+
+@pytest.mark.parametrize("lines, key, message", [
+    ('token = "t"\nclient_id = "x"\nprivate_key = "k"', "token", "not both"),
+    ("", "token", "token"),
+    ('client_id = "x"', "private_key", "private_key"),
+    ('private_key = "k"', "client_id", "client_id"),
+    ('client_id = "x"\nprivate_key = "not a key"', "private_key", "PEM"),
+    ('client_id = "x"\nprivate_key = "k"\nscopes = []', "scopes", "okta.users.read"),
+    ('token = "t"\ngroups = ["Engineering", " "]', "groups", "empty group name"),
+    ('token = "t"\ntimeout = 0', "timeout", "positive"),
+    ('token = "t"\nrate_limit_headroom = -1', "rate_limit_headroom", "negative"),
+    ('token = "t"\nca_file = "missing-ca.pem"', "ca_file", "not a readable file"),
 ])
-def test_config_errors_name_the_setting(settings, message):
-    with pytest.raises(SettingError, match=message):
-        OktaSource(OktaSource.Settings(org_url="https://acme.okta.com", **settings))
+def test_config_errors_name_the_setting(tmp_path, lines, key, message):
+    lines = lines.replace('private_key = "not a key"', key_file(tmp_path, "not a key"))
+    path = write_config(tmp_path, 'org_url = "https://acme.okta.com"\n' + lines + "\n")
+    error = load_error(path)
+    assert f"[source] {key}: " in error and message in error
 
 
 @pytest.mark.parametrize("url, message", [
@@ -478,9 +529,40 @@ def test_config_errors_name_the_setting(settings, message):
     ("https://acme-admin.okta.com", "admin"),
     ("https://acme.okta.com/api/v1", "bare org URL"),
 ])
-def test_org_url_is_checked(url, message):
-    with pytest.raises(SettingError, match=message):
-        OktaSource(OktaSource.Settings(org_url=url, token=Secret("t")))
+def test_org_url_is_checked(tmp_path, url, message):
+    error = load_error(write_config(tmp_path, f'org_url = "{url}"\ntoken = "t"\n'))
+    assert "[source] org_url: " in error and message in error
+
+
+def test_a_key_okta_does_not_accept_is_refused_at_load(tmp_path):
+    key = ec.generate_private_key(ec.SECP256K1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    path = write_config(tmp_path, 'org_url = "https://acme.okta.com"\nclient_id = "x"\n'
+                        + key_file(tmp_path, key) + "\n")
+    error = load_error(path)
+    assert "[source] private_key: uses curve secp256k1" in error
+
+
+def test_unresolved_secrets_skip_the_key_check_but_not_the_either_or(tmp_path, monkeypatch):
+    monkeypatch.delenv("OKTA_TOKEN", raising=False)
+    path = write_config(tmp_path, 'org_url = "https://acme.okta.com"\nclient_id = "x"\n'
+                        + key_file(tmp_path, "not a key") + "\n")
+    config = load(path, resolve_source_secrets=False)       # e.g. `status`: no secret read
+    assert not config.source.settings.private_key.resolved
+    both = write_config(tmp_path, 'org_url = "https://acme.okta.com"\nclient_id = "x"\n'
+                        'token = { env = "OKTA_TOKEN" }\n' + key_file(tmp_path, "k") + "\n")
+    assert "[source] token: set either token" in load_error(both, resolve_source_secrets=False)
+
+
+def test_validate_names_the_bare_key():
+    with pytest.raises(SettingError) as info:
+        OktaSource.Settings(org_url="https://acme.okta.com", client_id="x").validate()
+    assert info.value.key == "private_key"
+    OktaSource.Settings(org_url="https://acme.okta.com", token=Secret("t")).validate()
+    private, _ = pem_key("ec")
+    OktaSource.Settings(org_url="https://acme.okta.com", client_id="x",
+                        private_key=Secret(private)).validate()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ the snapshot, and on which read path the engine took: a spy on the source class 
 the search filters the connector sent; Okta: ``filter=lastUpdated gt``; Graph: ``/delta``).
 
 Test seams used, nothing else is faked: the spy can set an attribute on every source the
-engine builds (``on_page`` to kill slapd after the first page of users; ``_sleep`` so the
-Okta and Graph retry backoff does not really wait).
+engine builds (``on_page`` to kill slapd after the first page of users), and add constructor
+arguments (the ``clock`` and ``sleep`` time seam, so the Okta and Graph retry backoff does
+not really wait).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from agent.store.state import State
 from connectors.entra import EntraSource
 from connectors.ldap import LdapSource
 from connectors.okta import OktaSource
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, FakeTime
 from tests.fakes.graph import FakeEntra, FakeEntraServer, make_pki
 from tests.fakes.okta import FakeClock, FakeOkta
 from tests.servers import slapd as slapd_server
@@ -279,7 +280,8 @@ class Okta(Backend):
     def break_users_page_2(self, spy):
         self.okta.page_cap = 2
         self.okta.fail("/api/v1/users", page=2, action="drop")
-        spy.adjust["_sleep"] = lambda seconds: None
+        fake_time = FakeTime()          # the retries' backoff waits on a fake clock
+        spy.kwargs.update(clock=fake_time.clock, sleep=fake_time.sleep)
 
     def mend(self):
         self.okta.faults.clear()
@@ -352,7 +354,8 @@ class Entra(Backend):
     def break_users_page_2(self, spy):
         self.fake.page_cap = 2
         self.fake.inject("/v1.0/users", drop=True, times=float("inf"), later_pages_only=True)
-        spy.adjust["_sleep"] = lambda seconds: None
+        fake_time = FakeTime()          # the retries' backoff waits on a fake clock
+        spy.kwargs.update(clock=fake_time.clock, sleep=fake_time.sleep)
 
     def mend(self):
         self.fake.rules.clear()
@@ -373,17 +376,19 @@ BACKENDS = {"ldap": Ldap, "okta": Okta, "entra": Entra}
 
 class SourceSpy:
     """Wraps a source class: records which reads the engine makes, and sets ``adjust``
-    attributes on every instance it builds (test seams such as ``on_page``)."""
+    attributes on every instance it builds (test seams such as ``on_page``) and passes it
+    ``kwargs`` (the clock and sleep seam)."""
 
     def __init__(self, monkeypatch, cls: type):
         self.calls: list[str] = []
         self.adjust: dict[str, object] = {}
+        self.kwargs: dict[str, object] = {}     # constructor arguments, e.g. clock and sleep
         init, read, read_changes = cls.__init__, cls.read, cls.read_changes
         spy = self
 
         @functools.wraps(init)       # keeps the signature: the engine inspects it
         def spied_init(source, *args, **kwargs):
-            init(source, *args, **kwargs)
+            init(source, *args, **{**kwargs, **spy.kwargs})
             for name, value in spy.adjust.items():
                 setattr(source, name, value)
 

@@ -1,8 +1,8 @@
-"""The wire to a SCIM service provider: one pooled, paced, retrying httpx client.
+"""The wire to a SCIM service provider, on the shared HTTP path (``connectors/http/``).
 
-It sends a request and turns every answer into a response or an error of the tree in
-``connectors/base.py`` (what SCIM's statuses mean for the caller); it pages lists by
-``startIndex``. What to send is :mod:`connectors.scim.target`'s business.
+What SCIM's answers mean for the caller (:class:`ScimVendor`: the error tree of
+``connectors/base.py``) and how its lists page (``startIndex``/``totalResults``). What to send
+is :mod:`connectors.scim.target`'s business.
 """
 
 from __future__ import annotations
@@ -15,15 +15,81 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..base import (ConflictError, FatalTargetError, Interrupted, NotFoundError, RejectedError,
-                    Secret, TransientError, is_loopback)
-from ..http import HttpPolicy, RateLimiter, build_client, retrying, server_wait_hint
+from ..base import (ConflictError, FatalTargetError, NotFoundError, RejectedError, Secret,
+                    TransientError, is_loopback)
+from ..http import (Failure, HeaderAuth, HttpClient, HttpPolicy, RateLimiter, Request, Vendor,
+                    os_reason)
 
 SCIM_JSON = "application/scim+json"
 PAGE_SIZE = 100
 TOKEN_HINT = ("the SCIM token was rejected (expired after one year, or regenerated?): "
               "create a new one in Split under Admin settings > Security > SCIM and update "
               "[target] token")
+
+
+class ScimVendor(Vendor):
+    """SCIM 2.0 answers (RFC 7644 §3.12) in the target's error tree."""
+
+    name = "the SCIM target"
+
+    def __init__(self, where: str, timeout: float):
+        self.where = where              # host:port, for connection errors
+        self.timeout = timeout
+
+    def classify(self, request: Request, response: httpx.Response) -> Exception | None:
+        status = response.status_code
+        where = f"{request.method} {request.url}: HTTP {status}"
+        if 300 <= status < 400:
+            # Never followed, never taken for success: a moved endpoint (e.g. after a move to
+            # Harness FME) must be configured, not silently written through.
+            return FatalTargetError(f"{where}: the SCIM endpoint redirects to "
+                                    f"{response.headers.get('Location', '(no Location)')}; "
+                                    "check [target] url", status)
+        if status in (401, 403):
+            return FatalTargetError(f"{TOKEN_HINT} ({request.method} {request.url} answered "
+                                    f"HTTP {status})", status)
+        if status == 404:
+            return NotFoundError(f"{where}: not found on the target", status)
+        if status == 409:
+            detail, scim_type = _error_body(response)
+            return ConflictError(f"{where}: {detail or 'already exists'}", status, scim_type)
+        return None
+
+    def describe(self, request: Request, response: httpx.Response) -> str:
+        where = f"{request.method} {request.url}: HTTP {response.status_code}"
+        if self.throttled(response):
+            return f"{where}: rate limited"
+        return f"{where}: {_error_body(response)[0] or 'server error'}"
+
+    def rejected(self, request: Request, response: httpx.Response) -> Exception:
+        status = response.status_code
+        detail, scim_type = _error_body(response)
+        return RejectedError(f"{request.method} {request.url}: HTTP {status}: "
+                             f"{detail or 'rejected'}" + (f" ({scim_type})" if scim_type else ""),
+                             status, scim_type)
+
+    def transport_error(self, request: Request, failure: Failure,
+                        exc: httpx.TransportError) -> Exception:
+        where = f"{request.method} {request.url}"
+        if failure is Failure.CONNECT_TIMEOUT:
+            return TransientError(f"cannot connect to the SCIM target at {self.where}: no "
+                                  "answer within 10s; check [target] url and the network",
+                                  sent=False, unreachable=True)
+        if failure in (Failure.CONNECT, Failure.TLS):
+            return TransientError(f"cannot connect to the SCIM target at {self.where}: "
+                                  f"{os_reason(exc)}; check [target] url and the network",
+                                  sent=False, unreachable=True)
+        if failure is Failure.TIMEOUT:
+            return TransientError(f"{where}: no answer within {self.timeout:g}s", sent=True)
+        return TransientError(f"{where}: connection failed ({type(exc).__name__})", sent=True)
+
+    def gave_up(self, request: Request, error: TransientError) -> Exception:
+        if error.unreachable:     # retries spent and still no connection: stop the run
+            return FatalTargetError(str(error))
+        return error
+
+    def broken(self, request: Request, problem: str) -> Exception:
+        return FatalTargetError(f"{request.method} {request.url}: {problem}")
 
 
 class ScimClient:
@@ -36,95 +102,81 @@ class ScimClient:
         """``clock`` and ``sleep`` are the time seam: pacing and retry waits use only them."""
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
-        self._where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         if not _https_or_loopback(self.url):
             raise FatalTargetError(f"[target] url must use https:// (only a loopback address "
                                    f"may use http://): {self.url}")
         self.policy = policy
-        self.limiter = RateLimiter(policy.rate_limit, burst=1.0,  # a ceiling, not an average
-                                   clock=clock, sleep=sleep)
-        self._sleep = sleep
-        self.cancel: threading.Event | None = None    # set: send nothing new, cut waits short
-        self.client = build_client(self.url + "/", policy, transport=transport, headers={
-            "Authorization": f"Bearer {token.reveal()}",
-            "Accept": SCIM_JSON,
-        })
-        self.requests_sent = 0
-        self.write_requests = 0
+        self.http = HttpClient(self.url + "/", ScimVendor(where, policy.timeout), policy,
+                               auth=HeaderAuth("Bearer", token),
+                               burst=1.0,                 # a ceiling, not an average
+                               headers={"Accept": SCIM_JSON},
+                               transport=transport, clock=clock, sleep=sleep)
+
+    # The engine sets ``cancel`` (send nothing new, cut waits short); the rest is for reports.
+    @property
+    def cancel(self) -> threading.Event | None:
+        return self.http.cancel
+
+    @cancel.setter
+    def cancel(self, event: threading.Event | None) -> None:
+        self.http.cancel = event
+
+    @property
+    def requests_sent(self) -> int:
+        return self.http.requests_sent
+
+    @property
+    def write_requests(self) -> int:
+        return self.http.write_requests
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self.http.limiter
+
+    @property
+    def client(self) -> httpx.Client:
+        return self.http.client
 
     def close(self) -> None:
-        self.client.close()
-
-    def _pause(self, seconds: float) -> None:
-        if self.cancel is not None:
-            self.cancel.wait(seconds)
-        else:
-            self._sleep(seconds)
-
-    def _send_once(self, method: str, path: str, json: Any = None,
-                   params: Mapping[str, Any] | None = None) -> httpx.Response:
-        if self.cancel is not None and self.cancel.is_set():
-            raise Interrupted(f"{method} {path}: not sent, a stop was requested")
-        self.limiter.acquire()
-        self.requests_sent += 1
-        if method != "GET":
-            self.write_requests += 1
-        headers = {"Content-Type": SCIM_JSON} if json is not None else None
-        try:
-            response = self.client.request(method, path, json=json, params=params, headers=headers)
-        except httpx.ConnectError as exc:
-            raise TransientError(f"cannot connect to the SCIM target at {self._where}: "
-                                 f"{_cause(exc)}; check [target] url and the network",
-                                 sent=False, unreachable=True) from None
-        except httpx.ConnectTimeout:
-            raise TransientError(f"cannot connect to the SCIM target at {self._where}: no answer "
-                                 "within 10s; check [target] url and the network",
-                                 sent=False, unreachable=True) from None
-        except httpx.TimeoutException:
-            raise TransientError(f"{method} {path}: no answer within {self.policy.timeout:g}s",
-                                 sent=True) from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"{method} {path}: connection failed ({type(exc).__name__})",
-                                 sent=True) from None
-        _raise_for_status(method, path, response)
-        return response
+        self.http.close()
 
     def call(self, method: str, path: str, json: Any = None,
              params: Mapping[str, Any] | None = None, *, idempotent: bool = True) -> httpx.Response:
         """Send with pacing and bounded retries. A non-idempotent request whose outcome is
         unknown is not resent here: the caller looks the object up first."""
-        policy = retrying(self.policy, self.limiter, sleep=self._pause)
-        if not idempotent:
-            policy = policy.copy(retry=_retry_unless_sent)
-        try:
-            return policy(self._send_once, method, path, json, params)
-        except TransientError as exc:
-            if exc.unreachable:     # retries spent and still no connection: stop the run
-                raise FatalTargetError(str(exc)) from None
-            raise
+        headers = {"Content-Type": SCIM_JSON} if json is not None else None
+        return self.http.call(Request(method, path, params=params, json=json, headers=headers,
+                                      idempotent=idempotent))
 
     def pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
         """Every resource of a list, paged by 1-based startIndex, advancing by what came back."""
-        start, seen = 1, 0
-        while True:
-            page = self.call("GET", path, params={**(params or {}), "startIndex": start,
-                                                  "count": PAGE_SIZE}).json()
+        seen = 0
+        last_ids: list | None = None
+
+        def read(request: Request, response: httpx.Response):
+            nonlocal seen, last_ids
+            page = response.json()
             resources = page.get("Resources") or []
-            yield from resources
+            ids = [r.get("id") if isinstance(r, dict) else r for r in resources]
+            if resources and ids == last_ids:
+                # a server that ignores startIndex answers the same page for ever
+                raise self.http.vendor.broken(request, "the same page came back for a later "
+                                                       "startIndex; stopping rather than looping")
+            last_ids = ids
             seen += len(resources)
             total = page.get("totalResults")
             if not resources or (total is not None and seen >= int(total)):
-                return
+                return resources, None
             if total is None and len(resources) < PAGE_SIZE:
-                return              # no total given: a short page is the last one
-            start += len(resources)
+                return resources, None          # no total given: a short page is the last one
+            start = int(request.params["startIndex"]) + len(resources)
+            return resources, Request("GET", path, params={**request.params, "startIndex": start})
 
-
-def _cause(exc: Exception) -> str:
-    """The OS-level reason of a connection error ("Connection refused", a DNS failure, a
-    certificate problem), without the URL."""
-    text = str(exc).strip() or type(exc).__name__
-    return text.split("] ", 1)[-1] if text.startswith("[") else text
+        first = Request("GET", path, params={**(params or {}), "startIndex": 1,
+                                             "count": PAGE_SIZE})
+        for resources in self.http.pages(first, read):
+            yield from resources
 
 
 def _https_or_loopback(url: str) -> bool:
@@ -134,42 +186,6 @@ def _https_or_loopback(url: str) -> bool:
     if parts.scheme != "http":
         return False
     return is_loopback(parts.hostname)
-
-
-def _retry_unless_sent(state) -> bool:
-    exc = state.outcome.exception() if state.outcome else None
-    return isinstance(exc, TransientError) and not exc.sent
-
-
-def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if 300 <= status < 400:
-        # Never followed, never taken for success: a moved endpoint (e.g. after a move to
-        # Harness FME) must be configured, not silently written through.
-        raise FatalTargetError(f"{method} {path}: HTTP {status}: the SCIM endpoint redirects to "
-                               f"{response.headers.get('Location', '(no Location)')}; "
-                               "check [target] url", status)
-    detail, scim_type = _error_body(response)
-    where = f"{method} {path}: HTTP {status}"
-    if status in (401, 403):
-        raise FatalTargetError(f"{TOKEN_HINT} ({method} {path} answered HTTP {status})", status)
-    if status == 429:
-        raise TransientError(f"{where}: rate limited", status, retry_after=server_wait_hint(response),
-                             sent=False)
-    if status >= 500:
-        # Only a 503 reliably means "not processed"; behind a gateway a 500, 502 or 504 may
-        # come after the request was carried out, so a create must be looked up, not resent.
-        raise TransientError(f"{where}: {detail or 'server error'}", status,
-                             retry_after=server_wait_hint(response) if status == 503 else None,
-                             sent=status != 503)
-    if status == 404:
-        raise NotFoundError(f"{where}: not found on the target", status)
-    if status == 409:
-        raise ConflictError(f"{where}: {detail or 'already exists'}", status, scim_type)
-    raise RejectedError(f"{where}: {detail or 'rejected'}" + (f" ({scim_type})" if scim_type else ""),
-                        status, scim_type)
 
 
 def _error_body(response: httpx.Response) -> tuple[str, str | None]:

@@ -1,10 +1,9 @@
-"""The HTTP client policy every HTTP connector shares: TLS, timeouts, pacing, retries.
+"""How long to wait: the shared token bucket, the server's wait hints, and the retry policy.
 
-One ``httpx.Client`` per remote, built by :func:`build_client`, with TLS always verified
-(against ``ca_file`` when given, else the bundled public CA store; the process-wide
-``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE`` variables are deliberately not consulted so that a
-config means the same thing on every machine). Requests are paced by a shared
-:class:`RateLimiter` and retried by :func:`retrying` (tenacity) when the error says so.
+:class:`RateLimiter` paces every request to one remote (a ceiling, shared by its threads);
+:func:`server_wait_hint` reads what a server asked for; :func:`retrying` is the tenacity policy
+that retries :class:`~connectors.base.TransientError` with those hints honoured, else
+exponential backoff with full jitter. Time comes only from the ``clock`` and ``sleep`` given.
 """
 
 from __future__ import annotations
@@ -12,67 +11,17 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
-import certifi
 import httpx
 import tenacity
 
-from .base import TransientError, activity
+from ..base import TransientError
+from .transport import HttpPolicy
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# httpx logs every request URL at INFO (query strings hold e-mail addresses; a URL may hold
-# credentials); httpcore logs headers at DEBUG. Neither belongs in an operator's log.
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-@dataclass(frozen=True)
-class HttpPolicy:
-    timeout: float = 30.0          # seconds per request (read/write); connect is capped at 10
-    rate_limit: float = 10.0       # requests per second, ceiling
-    concurrency: int = 4           # requests in flight
-    max_attempts: int = 6          # per request, first try included
-    max_wait: float = 300.0        # longest single wait we accept from a server hint
-    backoff_base: float = 0.5      # first exponential backoff step, seconds
-    backoff_cap: float = 30.0      # longest exponential backoff step, seconds
-    ca_file: Path | None = None
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A verifying TLS context: hostname checked, certificate required. Never anything else."""
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else certifi.where())
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.keylog_filename = None      # SSLKEYLOGFILE must not write session keys to a file
-    return ctx
-
-
-def build_client(base_url: str, policy: HttpPolicy, headers: dict[str, str] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    timeout = httpx.Timeout(policy.timeout, connect=min(policy.timeout, 10.0))
-    limits = httpx.Limits(max_connections=max(policy.concurrency, 1),
-                          max_keepalive_connections=max(policy.concurrency, 1))
-    return httpx.Client(
-        base_url=base_url,
-        headers={"User-Agent": "scim-agent/0.1", **(headers or {})},
-        timeout=timeout,
-        limits=limits,
-        verify=tls_context(policy.ca_file),
-        trust_env=False,
-        follow_redirects=False,
-        transport=transport,
-        event_hooks={"response": [lambda response: activity()]},
-    )
 
 
 class RateLimiter:
@@ -138,15 +87,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def server_wait_hint(response: httpx.Response) -> float | None:
+def server_wait_hint(response: httpx.Response, now: float | None = None) -> float | None:
     """How long the server asked us to wait, in seconds, or None if it did not say.
 
     ``Retry-After`` first; then Split's ``X-RateLimit-Reset-Seconds-Org``/``-IP`` (the larger);
     then Okta's ``X-Rate-Limit-Reset`` (epoch seconds, measured against the response's own
-    ``Date`` so that clock skew between us and the server does not matter).
+    ``Date`` so that clock skew between us and the server does not matter). ``now`` (epoch
+    seconds, default the wall clock) is used only for a moment given without a ``Date``.
     """
     headers = response.headers
-    hint = parse_retry_after(headers.get("Retry-After"))
+    hint = parse_retry_after(headers.get("Retry-After"), now)
     if hint is not None:
         return hint
     resets = []
@@ -169,7 +119,9 @@ def server_wait_hint(response: httpx.Response) -> float | None:
                 server_now = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
             except (TypeError, ValueError):
                 server_now = None
-        return max(0.0, reset - (server_now if server_now is not None else time.time()))
+        if server_now is None:
+            server_now = time.time() if now is None else now
+        return max(0.0, reset - server_now)
     return None
 
 

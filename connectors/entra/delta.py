@@ -1,0 +1,153 @@
+"""Graph JSON -> records, and delta rounds merged over the last view; the delta cursor.
+
+- ``/users`` returns a default property set without ``accountEnabled``: a read always asks
+  for ``$select`` of the mapped attributes plus ``id`` and ``accountEnabled``
+  (:func:`user_select`).
+- Group members are directoryObjects of several types: only users and groups are kept
+  (``@odata.type``); nesting is left to the engine.
+- ``members@delta`` of one group may be spread over several objects and pages: they are
+  merged in order. ``@removed`` on a user (soft ``changed`` or hard ``deleted``) removes it
+  from the view (the engine deactivates it); on a group, deletes the group.
+- The cursor holds the users and groups delta links in one JSON string, with the ``$select``
+  and scope it was made for: a config change, or links for another Graph host, force a full
+  read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..base import CursorExpired, Directory, GroupRecord, UserRecord, Value
+from .client import origin
+
+USER_TYPE = "#microsoft.graph.user"
+GROUP_TYPE = "#microsoft.graph.group"
+CURSOR_FORMAT = 1
+
+
+def clean_attributes(raw: Mapping[str, Any]) -> dict[str, Value]:
+    """Graph JSON -> record attributes: OData annotations and ``id`` dropped, nested objects
+    flattened to dotted names (``onPremisesExtensionAttributes.extensionAttribute1``), lists
+    kept as lists of strings."""
+    out: dict[str, Value] = {}
+
+    def put(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                if "@" not in key:
+                    put(f"{prefix}.{key}", inner)
+        elif isinstance(value, (list, tuple)):
+            out[prefix] = [str(v) for v in value if isinstance(v, (str, int, float))]
+        elif value is None or isinstance(value, (str, bool, int, float)):
+            out[prefix] = value
+        else:
+            out[prefix] = str(value)
+
+    for key, value in raw.items():
+        if key == "id" or "@" in key:
+            continue
+        put(key, value)
+    return out
+
+
+
+def user_select(raw_names: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    """``$select`` for users: id, accountEnabled and the top-level property of every mapped
+    attribute (``onPremisesExtensionAttributes.extensionAttribute1`` selects the whole
+    complex property)."""
+    names = {"id", "accountEnabled"}
+    for raws in raw_names:
+        names.update(raw.split(".")[0] for raw in raws if raw)
+    return tuple(sorted(names))
+
+
+def user_record(raw: Mapping[str, Any]) -> UserRecord:
+    return UserRecord(raw["id"], clean_attributes(raw), raw.get("accountEnabled") is not False)
+
+
+def merge_user_delta(items: Iterable[Mapping[str, Any]], known: Directory
+                     ) -> tuple[dict[str, UserRecord], set[str]]:
+    """User delta objects -> (changed records, removed ids). An update may carry only the
+    changed properties, so it is laid over what the view knew. The same user may appear
+    more than once (replays); the last word wins."""
+    changed: dict[str, UserRecord] = {}
+    removed: set[str] = set()
+    for item in items:
+        uid = item["id"]
+        if "@removed" in item:
+            removed.add(uid)
+            changed.pop(uid, None)
+            continue
+        removed.discard(uid)
+        base = changed.get(uid) or known.users.get(uid)
+        attrs = dict(base.attributes) if base else {}
+        attrs.update(clean_attributes(item))
+        if "accountEnabled" in item:
+            active = item["accountEnabled"] is not False
+        else:
+            active = base.active if base else True
+        changed[uid] = UserRecord(uid, attrs, active)
+    return changed, removed
+
+
+def merge_group_delta(items: Iterable[Mapping[str, Any]], known: Directory
+                      ) -> tuple[dict[str, GroupRecord], set[str]]:
+    """Group delta objects -> (changed records, removed ids). One group may come back in
+    several objects, each with part of its ``members@delta``: applied in order over the
+    members the view knew."""
+    attrs: dict[str, dict[str, Value]] = {}
+    members: dict[str, set[str]] = {}
+    removed: set[str] = set()
+    for item in items:
+        gid = item["id"]
+        if "@removed" in item:
+            removed.add(gid)
+            attrs.pop(gid, None)
+            members.pop(gid, None)
+            continue
+        removed.discard(gid)
+        if gid not in attrs:
+            base = known.groups.get(gid)
+            attrs[gid] = dict(base.attributes) if base else {}
+            members[gid] = set(base.members) if base else set()
+        attrs[gid].update(clean_attributes({k: v for k, v in item.items()
+                                            if not k.startswith("members")}))
+        for entry in item.get("members@delta", []):
+            if "@removed" in entry:
+                members[gid].discard(entry["id"])
+            elif entry.get("@odata.type", USER_TYPE) in (USER_TYPE, GROUP_TYPE):
+                members[gid].add(entry["id"])
+    return ({gid: GroupRecord(gid, attrs[gid], frozenset(members[gid])) for gid in attrs},
+            removed)
+
+
+
+def encode_cursor(users_link: str, groups_link: str, select: Iterable[str],
+                  scope: Iterable[str]) -> str:
+    return json.dumps({"format": CURSOR_FORMAT, "users": users_link, "groups": groups_link,
+                       "select": list(select), "scope": sorted(scope)}, separators=(",", ":"))
+
+
+def decode_cursor(cursor: str, select: Iterable[str], scope: Iterable[str],
+                  graph_origin: str) -> tuple[str, str]:
+    """(users delta link, groups delta link), or CursorExpired when the cursor was made for
+    other settings (or is not one this version wrote)."""
+    try:
+        state = json.loads(cursor)
+        users_link, groups_link = state["users"], state["groups"]
+        fmt, stored_select, stored_scope = state["format"], state["select"], state["scope"]
+    except (ValueError, TypeError, KeyError):
+        raise CursorExpired("the stored Entra cursor is not one this version "
+                            "understands.") from None
+    if fmt != CURSOR_FORMAT:
+        raise CursorExpired("the stored Entra cursor has an older format.")
+    if stored_select != list(select):
+        raise CursorExpired("the mapped user attributes changed since the last full read.")
+    if stored_scope != sorted(scope):
+        raise CursorExpired("the groups setting changed since the last full read.")
+    for link in (users_link, groups_link):
+        if not isinstance(link, str) or origin(link) != graph_origin:
+            raise CursorExpired("the stored delta links belong to another graph_url.")
+    return users_link, groups_link

@@ -1,0 +1,223 @@
+"""The Entra ID source: users, groups and memberships through Microsoft Graph v1.0.
+
+Vendor traps handled here (wire details: ../shared/reference/sources.md section 2; signing
+in: :mod:`.auth`; requests, pacing and paging: :mod:`.client`; delta merging: :mod:`.delta`):
+
+- With ``groups`` set, only the transitive members of those groups are in scope, and the
+  groups in scope are those groups and the groups nested in them.
+- Delta queries: a full read first takes ``$deltatoken=latest`` links for users and groups
+  (before reading, so that a change made during the read is replayed, not lost), then reads
+  everything; later cycles follow the stored delta links.
+- A failure anywhere in a read raises SourceError: a half-read directory must never look
+  like deletions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from ..base import ChangeSet, Directory, GroupRecord, SourceError, UserRecord
+from ..http import HttpPolicy
+from .auth import GraphAuth, credential_of
+from .client import GRAPH_RATE_LIMIT, PAGE_SIZE, GraphClient, NotFound, odata_quote
+from .delta import (GROUP_TYPE, USER_TYPE, decode_cursor, encode_cursor, merge_group_delta,
+                    merge_user_delta, user_record, user_select)
+from .settings import GUID, Settings
+
+log = logging.getLogger(__name__)
+
+
+class EntraSource:
+    type_name: ClassVar[str] = "entra"
+    supports_changes: ClassVar[bool] = True
+    Settings: ClassVar[type] = Settings
+    default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
+        "userName": ("mail", "userPrincipalName"),
+        "email": ("mail", "userPrincipalName"),
+        "name.givenName": ("givenName",),
+        "name.familyName": ("surname",),
+        "displayName": ("displayName",),
+        "title": ("jobTitle",),
+        "department": ("department",),
+        "employeeNumber": ("employeeId",),
+    }
+    group_name_attributes: ClassVar[tuple[str, ...]] = ("displayName",)
+
+    def __init__(self, settings: Settings, *,
+                 attributes: Iterable[str] | Mapping[str, str | Iterable[str]] = (),
+                 transport: httpx.BaseTransport | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 policy: HttpPolicy | None = None):
+        """``settings`` were validated when the config was loaded. ``attributes``: the Graph
+        property names used in ``[source.attributes]`` (or that table itself), so that they
+        are part of ``$select``. ``clock`` and ``sleep`` are the time seam: pacing and retry
+        waits use only them; ``transport`` and ``policy`` are for tests."""
+        self.settings = settings
+        extra: list[str] = []
+        for raw in (attributes.values() if isinstance(attributes, Mapping) else attributes):
+            extra.extend([raw] if isinstance(raw, str) else raw)
+        self.user_select = user_select([*self.default_mapping.values(), extra])
+        self._auth = GraphAuth(settings.tenant_id, settings.client_id,
+                               credential_of(settings.client_secret, settings.certificate),
+                               settings.authority, settings.graph_url, settings.ca_file,
+                               settings.timeout)
+        policy = policy or HttpPolicy(timeout=settings.timeout, rate_limit=GRAPH_RATE_LIMIT,
+                                      ca_file=settings.ca_file)
+        self.graph = GraphClient(settings.graph_url, self._auth, policy, transport=transport,
+                                 clock=clock, sleep=sleep)
+
+    @property
+    def _scoped(self) -> bool:
+        return bool(self.settings.groups)
+
+    # -- full read ----------------------------------------------------------------------------
+
+    def read(self) -> Directory:
+        # Delta links first: a change made while we read shows up (again) in the next delta.
+        cursor = self._latest_cursor()
+        if self._scoped:
+            scope_users, scope_groups = self._scope()
+            users = [user_record(raw) for raw in scope_users.values()]
+            groups = [self._group_with_members(gid, name)
+                      for gid, name in scope_groups.items()]
+        else:
+            users = [user_record(raw) for raw in self.graph.list(
+                "/v1.0/users", {"$select": ",".join(self.user_select), "$top": str(PAGE_SIZE)})]
+            groups = [self._group_with_members(raw["id"], raw.get("displayName"))
+                      for raw in self.graph.list("/v1.0/groups", {"$select": "id,displayName",
+                                                             "$top": str(PAGE_SIZE)})]
+        log.info("read %d users and %d groups from Entra ID", len(users), len(groups))
+        return Directory.of(users, groups, cursor)
+
+    def _group_with_members(self, gid: str, name: Any) -> GroupRecord:
+        members = self.graph.list(f"/v1.0/groups/{gid}/members",
+                             {"$select": "id", "$top": str(PAGE_SIZE)})
+        return GroupRecord(gid, {"displayName": name},
+                           frozenset(m["id"] for m in members
+                                     if m.get("@odata.type") in (USER_TYPE, GROUP_TYPE)))
+
+    def _scope_group_ids(self) -> dict[str, str]:
+        """The ``groups`` setting resolved: id -> display name."""
+        found: dict[str, str] = {}
+        for entry in self.settings.groups:
+            if GUID.match(entry):
+                try:
+                    group = self.graph.get(f"/v1.0/groups/{entry}", {"$select": "id,displayName"})
+                except NotFound:
+                    raise SourceError(f"scope group {entry} (groups setting) does not exist "
+                                      "in the tenant.") from None
+                found[group["id"]] = group.get("displayName") or ""
+                continue
+            matches = self.graph.list("/v1.0/groups", {
+                "$filter": f"displayName eq {odata_quote(entry)}", "$select": "id,displayName"})
+            if not matches:
+                raise SourceError(f"no group named {entry!r} (groups setting) in the tenant.")
+            if len(matches) > 1:
+                raise SourceError(f"{len(matches)} groups are named {entry!r} (groups "
+                                  "setting); use the group's id instead.")
+            found[matches[0]["id"]] = matches[0].get("displayName") or entry
+        return found
+
+    def _scope(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """Users (raw, with the selected properties) and groups (id -> name) in scope: the
+        transitive members of the scope groups, and those groups themselves."""
+        groups = self._scope_group_ids()
+        users: dict[str, dict[str, Any]] = {}
+        select = ",".join(dict.fromkeys([*self.user_select, "displayName"]))
+        for gid in list(groups):
+            for obj in self.graph.list(f"/v1.0/groups/{gid}/transitiveMembers",
+                                  {"$select": select, "$top": str(PAGE_SIZE)}):
+                if obj.get("@odata.type") == USER_TYPE:
+                    users[obj["id"]] = obj
+                elif obj.get("@odata.type") == GROUP_TYPE:
+                    groups.setdefault(obj["id"], obj.get("displayName") or "")
+        log.debug("scope groups hold %d users and %d groups", len(users), len(groups))
+        return users, groups
+
+    # -- change reads -------------------------------------------------------------------------
+
+    def _latest_cursor(self) -> str:
+        users_link = self.graph.delta(self._users_delta_start() + "&$deltatoken=latest")[1]
+        groups_link = self.graph.delta(self._groups_delta_start() + "&$deltatoken=latest")[1]
+        return self._cursor(users_link, groups_link)
+
+    def _users_delta_start(self) -> str:
+        return f"/v1.0/users/delta?$select={','.join(self.user_select)}"
+
+    def _groups_delta_start(self) -> str:
+        return "/v1.0/groups/delta?$select=displayName,members"
+
+    def _cursor(self, users_link: str, groups_link: str) -> str:
+        return encode_cursor(users_link, groups_link, self.user_select, self.settings.groups)
+
+    def read_changes(self, cursor: str, known: Directory) -> ChangeSet:
+        users_link, groups_link = decode_cursor(cursor, self.user_select, self.settings.groups,
+                                                 self.graph.origin)
+        user_items, users_link = self.graph.delta(users_link)
+        group_items, groups_link = self.graph.delta(groups_link)
+        users, removed_users = merge_user_delta(user_items, known)
+        groups, removed_groups = merge_group_delta(group_items, known)
+        if self._scoped:
+            users, removed_users, groups, removed_groups = self._rescope(
+                known, users, removed_users, groups, removed_groups)
+        else:
+            # a group the view has never seen must be complete, not just its member changes
+            for gid in [g for g in groups if g not in known.groups]:
+                groups[gid] = self._group_with_members(gid, groups[gid].attributes.get(
+                    "displayName"))
+        changes = ChangeSet(users=users, groups=groups, removed_users=frozenset(removed_users),
+                            removed_groups=frozenset(removed_groups),
+                            cursor=self._cursor(users_link, groups_link))
+        log.info("Entra delta: %d users changed, %d removed; %d groups changed, %d removed",
+                 len(users), len(removed_users), len(groups), len(removed_groups))
+        return changes
+
+    def _rescope(self, known: Directory, users: dict[str, UserRecord], removed_users: set[str],
+                 groups: dict[str, GroupRecord], removed_groups: set[str]):
+        """Limit a change set to the scope as it is now: members that joined the scope groups
+        come in whole, those that left are removed."""
+        scope_users, scope_groups = self._scope()
+        # the scope listing was read after the delta and is complete: it has the last word
+        users = {uid: user_record(raw) for uid, raw in scope_users.items()
+                 if uid in users or uid not in known.users}
+        removed_users = {uid for uid in known.users if uid not in scope_users}
+        groups = {gid: rec for gid, rec in groups.items()
+                  if gid in scope_groups and gid in known.groups}
+        for gid, name in scope_groups.items():
+            if gid not in known.groups:
+                groups[gid] = self._group_with_members(gid, name)
+        removed_groups = {gid for gid in known.groups if gid not in scope_groups}
+        return users, removed_users, groups, removed_groups
+
+    # -- check ------------------------------------------------------------------------------
+
+    def check(self) -> dict[str, int | str]:
+        self._auth.access_token()
+        report: dict[str, int | str] = {"tenant": self.settings.tenant_id,
+                                        "credential": self._auth.credential.description}
+        if self._auth.credential.expires is not None:
+            report["certificate expires"] = self._auth.credential.expires.date().isoformat()
+        users = self.graph.get("/v1.0/users", {"$select": "id,accountEnabled",
+                                          "$top": str(PAGE_SIZE)})
+        groups = self.graph.get("/v1.0/groups", {"$select": "id", "$top": str(PAGE_SIZE)})
+        values = users.get("value", [])
+        report["users"] = len(values)
+        report["disabled users"] = sum(1 for u in values if u.get("accountEnabled") is False)
+        report["groups"] = len(groups.get("value", []))
+        if "@odata.nextLink" in users or "@odata.nextLink" in groups:
+            report["counted"] = f"first page only (up to {PAGE_SIZE} each)"
+        if self._scoped:
+            scope_users, scope_groups = self._scope()
+            report["users in scope"] = len(scope_users)
+            report["groups in scope"] = len(scope_groups)
+        return report
+
+    def close(self) -> None:
+        self.graph.close()
+        self._auth.close()
