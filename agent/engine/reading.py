@@ -8,6 +8,7 @@ gets a complete view. The view and its cursor are stored only after a cycle that
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -93,5 +94,7 @@ class SourceReader:
         """Changes whenever the source's config does (type, settings, mapping), so a view read
         under an old filter or base is never extended by change reads under a new one."""
         source = self.config.source
-        return digest_of([source.type, repr(source.settings),
+        settings = sorted((f.name, repr(getattr(source.settings, f.name)))
+                          for f in dataclasses.fields(source.settings))   # a Secret shows its origin
+        return digest_of([source.type, settings,
                           sorted((k, list(v)) for k, v in self.rules.user_attributes.items())])

@@ -19,10 +19,6 @@ _NOT_A_TENANT = frozenset({"common", "organizations", "consumers"})
 
 @dataclass(frozen=True)
 class Settings:
-    # The engine fingerprints repr(settings) to tell whether a stored view still fits the
-    # config; the name it has always had keeps views stored by earlier versions valid.
-    __qualname__ = "EntraSource.Settings"
-
     tenant_id: str = field(metadata={"help": "the directory (tenant) id, a GUID or a "
                                              "verified domain"})
     client_id: str = field(metadata={"help": "the application (client) id of the app "

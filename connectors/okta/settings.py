@@ -17,10 +17,6 @@ DEFAULT_SCOPES = ("okta.users.read", "okta.groups.read")
 
 @dataclass(frozen=True)
 class Settings:
-    # The engine fingerprints repr(settings) to tell whether a stored view still fits the
-    # config; the name it has always had keeps views stored by earlier versions valid.
-    __qualname__ = "OktaSource.Settings"
-
     org_url: str = field(metadata={"help": "Okta org URL, e.g. https://acme.okta.com "
                                             "(not the -admin URL)"})
     token: Secret | None = field(default=None, metadata={
