@@ -332,6 +332,46 @@ def test_ops_are_ordered_by_phase():
     ]
 
 
+def test_a_rename_runs_before_the_hire_that_takes_its_old_name():
+    alice = user("u1", "alice@example.org")
+    have = snapshot(alice)
+    want = desired(user("u1", "alice.old@example.org"), user("u9", "Alice@example.org"))
+    p = plan(want, have)
+    rename, hire = the_op(p, OpKind.UPDATE_USER), the_op(p, OpKind.CREATE_USER)
+    assert rename.phase < hire.phase and not rename.refused and not hire.refused
+    assert [op.kind for op in p.ops] == [OpKind.UPDATE_USER, OpKind.CREATE_USER]
+
+
+def test_a_chain_of_renames_runs_from_its_free_end():
+    have = snapshot(user("a", "x@example.org"), user("b", "y@example.org"))
+    want = desired(user("a", "y@example.org"), user("b", "z@example.org"),
+                   user("c", "x@example.org"))
+    waves = {op.source_id: op.phase for op in plan(want, have).ops}
+    assert waves["b"] < waves["a"] < waves["c"]      # y is freed by b, x by a
+
+
+def test_user_names_that_would_swap_are_refused_naming_both_and_nothing_else_waits():
+    have = snapshot(user("a", "x@example.org"), user("b", "y@example.org"), CAROL)
+    want = desired(user("a", "y@example.org"), user("b", "x@example.org"),
+                   user("u3", "carol@example.org", displayName="Carol C."))
+    p = plan(want, have)
+    refused = {op.source_id: op.refused for op in p.ops if op.refused}
+    assert set(refused) == {"a", "b"}
+    assert all("x@example.org" in r and "y@example.org" in r and "swap" in r
+               for r in refused.values())
+    carol = next(op for op in p.ops if op.source_id == "u3")
+    assert not carol.refused and carol.phase == (0, 0)
+
+
+def test_a_rename_into_a_name_a_leaver_still_holds_is_refused_but_a_hire_may_take_it():
+    have = snapshot(user("gone", "cy@example.org"), user("b", "ben@example.org"))
+    rename = plan(desired(user("b", "cy@example.org")), have)
+    refused = next(op for op in rename.ops if op.source_id == "b")
+    assert "cy@example.org" in refused.refused and "source id gone" in refused.refused
+    hire = plan(desired(user("b", "ben@example.org"), user("new", "cy@example.org")), have)
+    assert not any(op.refused for op in hire.ops)       # adopt.found_user hands it over
+
+
 def test_phase_table_puts_creates_before_members_and_deactivations_last():
     phase = {kind: i for i, kinds in enumerate(PHASES) for kind in kinds}
     assert set(phase) == set(OpKind)

@@ -13,7 +13,7 @@ before): Split may hold attributes the agent never set, and those are left alone
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from connectors.base import TargetGroup, TargetUser
 
@@ -32,7 +32,7 @@ class Facts:
     adopted: tuple[str, ...] = ()             # keys of objects found and taken over
     drifted: tuple[str, ...] = ()             # keys whose target copy differed from the snapshot
     vanished: tuple[str, ...] = ()            # keys gone from the target
-    notes: tuple[str, ...] = field(default=(), compare=False)
+    conflict: str = ""                        # not adopted: taking it would merge two people
 
     def __bool__(self) -> bool:
         return bool(self.users or self.groups or self.forget_users or self.forget_groups)
@@ -141,11 +141,24 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
                  tuple(adopted), tuple(drifted), tuple(vanished))
 
 
-def found_user(user: User, record: TargetUser, owner: str | None) -> Facts:
+def found_user(user: User, record: TargetUser, owner: str | None,
+               present: Mapping[str, str]) -> Facts:
     """A create for ``user`` met ``record`` on the target (a 409, or a create whose answer was
-    lost). ``owner`` is the source id the snapshot maps to that account, if any: an account
-    deleted and re-created in the source with the same e-mail is handed to the new record
-    (the old one is forgotten, never deactivated on its way out)."""
+    lost). ``owner`` is the source id the snapshot maps to that account, if any; ``present``
+    maps the source id of every user still in the source (held ones included) to its name.
+
+    The account is never taken from someone still in the source: that would merge two people
+    into one account (a rename that has not reached Split yet, and a hire who takes the old
+    name). It is a conflict, named in a sentence, and nothing is recorded. An account whose
+    owner left the source (deleted and re-created there with the same e-mail) is handed to the
+    new record, and the old one is forgotten, never deactivated on its way out."""
+    for other in (owner, record.external_id):
+        if other is not None and other != user.source_id and other in present:
+            return Facts(conflict=(
+                f"cannot create {user.user_name} (source id {user.source_id}): Split's account "
+                f"{record.user_name} belongs to {present[other]} (source id {other}), who is "
+                "still in the source; nothing was changed for either. Give one of them another "
+                "user name, or rename the account in Split, then sync again"))
     forget = (owner,) if owner is not None and owner != user.source_id else ()
     row = _pushed_user(user.source_id, record, user.user_name,
                        managed(record.attributes, user.attributes))

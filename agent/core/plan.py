@@ -12,11 +12,11 @@ before it exists.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, DesiredState, Group, Problem, Snapshot,
-                    User)
+from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, DesiredState, Group, Problem,
+                    PushedUser, Snapshot, User)
 
 
 class OpKind(StrEnum):
@@ -60,10 +60,13 @@ class Op:
     refused: str = ""                          # not sent: what the target would refuse
     user: User | None = None                   # the desired value to record once applied
     group: Group | None = None
+    wave: int = 0                              # within a phase: after the ops that free its key
 
     @property
-    def phase(self) -> int:
-        return _PHASE_OF[self.kind]
+    def phase(self) -> tuple[int, int]:
+        """When it runs: phases in order, and within one, a wave after every op that frees a
+        userName this op takes (a rename runs before the create that reuses its old name)."""
+        return _PHASE_OF[self.kind], self.wave
 
     @property
     def weight(self) -> int:
@@ -142,7 +145,9 @@ class PlanOptions:
 
 def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = PlanOptions()) -> Plan:
     ops: list[Op] = []
-    ops += _user_ops(desired, snapshot, options)
+    departed = {u.user_name.casefold(): u for sid, u in snapshot.users.items()
+                if sid not in desired.users and sid not in desired.held_users}
+    ops += _order_by_freed_names(_user_ops(desired, snapshot, options), departed)
     if options.groups:
         ops += _group_ops(desired, snapshot, options)
     ops.sort(key=lambda op: (op.phase, op.kind.value, op.key.casefold(), op.source_id))
@@ -176,6 +181,72 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
                 ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, sid,
                               reason="no longer in the source or its scope"))
     return ops
+
+
+def _names_of(op: Op) -> tuple[str | None, str | None]:
+    """(userName this op frees, userName it takes), casefolded; None where it does neither."""
+    if op.kind == OpKind.CREATE_USER:
+        return None, op.key.casefold()
+    old, new = op.changed.get("userName", (None, None))
+    if old is None or new is None or old.casefold() == new.casefold():
+        return None, None
+    return old.casefold(), new.casefold()
+
+
+def _order_by_freed_names(ops: list[Op], departed: Mapping[str, PushedUser]) -> list[Op]:
+    """Split keys users on userName, so an op that takes a name another op frees (a rename
+    away, then a hire or a rename into it) must wait for it: each such op gets a later wave.
+    Names that would swap (a cycle of renames) cannot be ordered at all: those ops are refused
+    with a sentence naming everyone involved, and nothing else is held back. A rename into a
+    name that the account of someone who left the source still holds is refused too (a hire
+    of that name takes the old account over instead: see ``adopt.found_user``)."""
+    first_phase = {OpKind.CREATE_USER, OpKind.REACTIVATE_USER, OpKind.UPDATE_USER}
+    freed_by: dict[str, Op] = {}
+    for op in ops:
+        freed, _taken = _names_of(op) if op.kind in first_phase else (None, None)
+        if freed is not None:
+            freed_by[freed] = op
+    if not freed_by and not departed:
+        return ops
+    wave: dict[int, int] = {}
+    cycles: dict[int, str] = {}
+
+    def place(op: Op, path: list[Op]) -> int:
+        if id(op) in wave:
+            return wave[id(op)]
+        _freed, taken = _names_of(op)
+        blocker = freed_by.get(taken) if taken is not None else None
+        if blocker is None or blocker is op or op.kind not in first_phase:
+            wave[id(op)] = 0
+            return 0
+        at = next((i for i, seen in enumerate(path) if seen is blocker), None)
+        if at is not None:                          # a swap: a cycle of renames
+            ring = path[at:]
+            who = " and ".join(o.changed["userName"][0] for o in ring)
+            for member in ring:
+                cycles[id(member)] = (f"{who} would swap user names, and Split cannot hold two "
+                                      "accounts with one name at once: rename one of them in "
+                                      "Split by hand, then sync again")
+                wave[id(member)] = 0
+            return 0
+        level = place(blocker, path + [blocker]) + 1
+        wave[id(op)] = 0 if id(op) in cycles else level
+        return wave[id(op)]
+
+    out = []
+    for op in ops:
+        level = place(op, [op])
+        refused = cycles.get(id(op), op.refused)
+        _freed, taken = _names_of(op)
+        holder = departed.get(taken) if taken is not None else None
+        if holder is not None and op.kind != OpKind.CREATE_USER and not refused:
+            refused = (f"{holder.user_name} is still the user name of the account of source id "
+                       f"{holder.source_id}, who left the source (its account is kept, "
+                       "deactivated); Split holds one account per user name: rename or remove "
+                       "that account in Split, then sync again")
+        out.append(replace(op, wave=level, refused=refused) if (level or refused != op.refused)
+                   else op)
+    return out
 
 
 def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:

@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from connectors.base import (FatalTargetError, Interrupted, NotFoundError, Target, TargetError,
-                             TargetGroup, TargetUser)
+from connectors.base import (FatalTargetError, Interrupted, NotFoundError, RejectedError,
+                             Target, TargetError, TargetGroup, TargetUser)
 
 from ..core.outcome import Hold, HoldKind
 from ..core.plan import USER_OPS, Op, Plan
 from ..store.state import State
-from .observe import learn_group, learn_user
+from .observe import Learner
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,12 @@ class _Recorder:
 
 
 class Applier:
-    def __init__(self, target: Target, state: State, concurrency: int = 4,
+    def __init__(self, target: Target, state: State, learner: Learner, concurrency: int = 4,
                  stop: threading.Event | None = None,
                  progress: Callable[[int, int], None] | None = None):
         self.target = target
         self.state = state
+        self.learner = learner
         self.record = _Recorder(state)
         self.concurrency = max(1, concurrency)
         self.stop = stop or threading.Event()
@@ -188,8 +189,11 @@ class Applier:
         assert isinstance(created.record, TargetUser)
         if created.existed:
             # It was there already (onboarding, a lost snapshot, a lost response): the next
-            # plan makes it match.
-            self.record(learn_user, self.state, user, created.record, self.user_ids)
+            # plan makes it match, unless it is someone else's.
+            with self.record.lock:
+                conflict = self.learner.user(user, created.record, self.user_ids)
+            if conflict:
+                raise RejectedError(conflict, 409)
             return _Done.ADOPTED
         self.record(self.state.record_user, user, created.record.id)
         return _Done.APPLIED
@@ -238,7 +242,7 @@ class Applier:
         created = self.target.create_group(group.display_name, group.source_id)
         assert isinstance(created.record, TargetGroup)
         if created.existed:
-            self.record(learn_group, self.state, group, created.record, self.user_ids)
+            self.record(self.learner.group, group, created.record, self.user_ids)
             return _Done.ADOPTED
         self.record(self.state.record_group, group, created.record.id)
         return _Done.APPLIED

@@ -27,7 +27,7 @@ from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError, now
 from .apply import Applier, ApplyReport, hold_for
 from .checks import Check, run_checks, token_days_left, token_warning  # noqa: F401
-from .observe import TargetRead, read_target
+from .observe import Learner, TargetRead, read_target
 from .reading import ReadResult, SourceReader
 
 log = logging.getLogger(__name__)
@@ -209,8 +209,8 @@ class Agent:
                                   hold=Hold(HoldKind.GUARD,
                                             f"safety guard: {result.guard.reason}"))
             log.info("plan: %s", _summary_line(plan))
-            applier = Applier(target, state, self.config.target.concurrency, stop=stop,
-                              progress=progress)
+            applier = Applier(target, state, Learner(state, desired),
+                              self.config.target.concurrency, stop=stop, progress=progress)
             report = applier.apply(plan)
             self._follow_up(applier, state, desired, report, only)
         finally:

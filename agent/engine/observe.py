@@ -4,6 +4,7 @@ and when a create meets an object that already exists. The records go through th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import Target, TargetGroup, TargetUser
@@ -29,12 +30,24 @@ def read_target(target: Target, state: State, desired: DesiredState, *, groups: 
     return TargetRead(list(facts.adopted), list(facts.drifted), list(facts.vanished))
 
 
-def learn_user(state: State, user: User, record: TargetUser, user_ids: dict[str, str]) -> None:
-    """A create for ``user`` met ``record``: remember it as the target holds it."""
-    owner = next((sid for sid, scim in user_ids.items() if scim == record.id), None)
-    state.record_facts(adopt.found_user(user, record, owner))
+class Learner:
+    """What apply calls when a create meets an object the target already holds: the facts go
+    through ``agent/core/adopt.py`` (which refuses to merge two people) into the snapshot."""
 
+    def __init__(self, state: State, desired: DesiredState):
+        self.state = state
+        self.present = {sid: u.user_name for sid, u in desired.users.items()}
+        self.present.update({p.source_id: p.key for p in desired.problems if p.kind == "user"})
 
-def learn_group(state: State, group: Group, record: TargetGroup, user_ids: dict[str, str]) -> None:
-    source_of = {scim: sid for sid, scim in user_ids.items()}
-    state.record_facts(adopt.found_group(group, record, source_of))
+    def user(self, user: User, record: TargetUser, user_ids: Mapping[str, str]) -> str:
+        """Record ``record`` for ``user``; returns a conflict sentence instead when it would
+        take the account of someone still in the source."""
+        owner = next((sid for sid, scim in user_ids.items() if scim == record.id), None)
+        facts = adopt.found_user(user, record, owner, self.present)
+        if not facts.conflict:
+            self.state.record_facts(facts)
+        return facts.conflict
+
+    def group(self, group: Group, record: TargetGroup, user_ids: Mapping[str, str]) -> None:
+        source_of = {scim: sid for sid, scim in user_ids.items()}
+        self.state.record_facts(adopt.found_group(group, record, source_of))

@@ -1,0 +1,142 @@
+"""Identity rules: two people are never merged into one Split account (issue 11).
+
+A rename that frees a userName runs before the hire that takes it; a create that meets an
+account the snapshot maps to someone still in the source fails with a sentence naming both,
+and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+from agent.app import make_target
+from agent.core.outcome import Outcome
+from agent.store.state import State
+from connectors.base import RejectedError
+from tests.conftest import user
+
+
+def accounts(split) -> dict[str, str]:
+    """userName -> externalId of every account the fake Split holds."""
+    return {u["userName"].lower(): u.get("externalId") for u in split.users.values()}
+
+
+def test_a_rename_and_a_hire_of_the_old_name_in_one_cycle_give_two_accounts(fake_split,
+                                                                           split_ws):
+    split_ws.write_directory([user("u1", "alice@example.org", "Alice", "Old")], [])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    alice_account = next(iter(fake_split.users))
+    split_ws.write_directory([user("u1", "alice.old@example.org", "Alice", "Old"),
+                              user("u9", "alice@example.org", "Alice", "New")], [])
+    fake_split.reset_log()
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.OK, result.message
+    assert fake_split.users[alice_account]["userName"] == "alice.old@example.org"
+    assert accounts(fake_split) == {"alice.old@example.org": "u1", "alice@example.org": "u9"}
+    assert [r.status for r in fake_split.requests if r.method == "POST"] == [201]   # no 409
+
+
+class RenamesFail:
+    """The real target, except that renaming a user is refused (a server-side rule)."""
+
+    def __init__(self, config):
+        self.inner = make_target(config)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def update_user(self, user_id, changed, active=None):
+        if "userName" in changed:
+            raise RejectedError("renames are refused here", 400)
+        return self.inner.update_user(user_id, changed, active)
+
+
+def test_a_create_never_takes_the_account_of_someone_still_in_the_source(fake_split, split_ws):
+    split_ws.write_directory([user("u1", "alice@example.org", "Alice", "Old")], [])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    alice_account = next(iter(fake_split.users))
+    split_ws.write_directory([user("u1", "alice.old@example.org", "Alice", "Old"),
+                              user("u9", "alice@example.org", "Alice", "New")], [])
+    result = split_ws.agent(target_factory=RenamesFail).sync()
+    assert result.outcome is Outcome.PARTIAL
+    errors = {op.source_id: error for op, error in result.report.failed}
+    assert set(errors) == {"u1", "u9"}
+    assert "alice.old@example.org (source id u1)" in errors["u9"]
+    assert "cannot create alice@example.org (source id u9)" in errors["u9"]
+    with State.open(split_ws.state, lock=False) as state:
+        snapshot = state.snapshot()
+    assert snapshot.users["u1"].scim_id == alice_account        # Alice keeps her account
+    assert "u9" not in snapshot.users                            # the hire got nothing
+    assert fake_split.users[alice_account]["name"]["familyName"] == "Old"   # untouched
+    # once the rename goes through, the next cycle creates the hire's own account
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    assert accounts(fake_split) == {"alice.old@example.org": "u1", "alice@example.org": "u9"}
+
+
+def test_an_account_whose_owner_left_the_source_is_handed_to_the_new_record(fake_split,
+                                                                           split_ws):
+    # deleted and re-created in the directory with the same e-mail: a new id, the same person
+    split_ws.write_directory([user("old-id", "dana@example.org", "Dana", "D")], [])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    split_ws.write_directory([user("new-id", "dana@example.org", "Dana", "D")], [])
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.OK, result.message
+    with State.open(split_ws.state, lock=False) as state:
+        snapshot = state.snapshot()
+    assert set(snapshot.users) == {"new-id"} and snapshot.users["new-id"].active
+    assert len(fake_split.users) == 1 and next(iter(fake_split.users.values()))["active"]
+
+
+# -------------------------------------------------------------------------------------------
+# Property: random renames, hires and leavers (with renames sometimes refused by the target)
+# never map two source ids to one account, and never hand one present person's account to
+# another.
+
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.conftest import TOKEN, Workspace  # noqa: E402
+from tests.fakes.split import FakeSplit  # noqa: E402
+
+NAMES = ("ann", "ben", "cy", "dee")
+IDS = tuple(f"p{i}" for i in range(5))
+
+
+@st.composite
+def directories(draw) -> dict[str, str]:
+    """source id -> local part; names may collide across steps (a freed name is reused)."""
+    present = draw(st.sets(st.sampled_from(IDS), max_size=4))
+    names = draw(st.permutations(NAMES))
+    return {sid: names[i] for i, sid in enumerate(sorted(present))}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@given(st.lists(st.tuples(directories(), st.booleans()), min_size=2, max_size=5))
+def test_no_two_source_ids_ever_share_an_account(steps):
+    with FakeSplit(token=TOKEN) as split, tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace(Path(tmp), split.base_url)
+        pushed: set[str] = set()
+        for directory, renames_fail in steps + [(steps[-1][0], False)]:
+            ws.write_directory([user(sid, f"{name}@example.org", name, sid)
+                                for sid, name in directory.items()], [])
+            agent = ws.agent(target_factory=RenamesFail) if renames_fail else ws.agent()
+            result = agent.sync(allow_mass_deactivation=True)
+            assert result.outcome in (Outcome.OK, Outcome.PARTIAL), result.message
+            with State.open(ws.state, lock=False) as state:
+                mapped = {sid: u for sid, u in state.snapshot().users.items()}
+            scim_ids = [u.scim_id for u in mapped.values()]
+            assert len(set(scim_ids)) == len(scim_ids), mapped          # one account, one id
+            still_here = (pushed & set(directory)) - set(mapped)
+            assert not still_here, f"{still_here} lost their account while in the source"
+            pushed = set(mapped)
+        # after a step without injected refusals, everyone present has their own account under
+        # their own name, or a failure that says why (a swap, a name a leaver still holds)
+        failed = {op.source_id: error for op, error in result.report.failed}
+        assert not any("internal error" in e for e in failed.values()), failed
+        for sid, name in directory.items():
+            if sid in failed:
+                continue
+            account = split.users[mapped[sid].scim_id]
+            assert account["userName"] == f"{name}@example.org" and account["active"], sid
