@@ -88,7 +88,8 @@ class SourceContract:
     source_cls: type
 
     def rules(self) -> MappingRules:
-        return MappingRules.for_source(self.source_cls)
+        # the admins team feeds Split's administrators because the config names it
+        return MappingRules.for_source(self.source_cls, admin_group="Split_Administrators")
 
     def read_desired(self, source):
         directory = source.read()

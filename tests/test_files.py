@@ -313,7 +313,8 @@ def test_csv_group_without_members_is_one_row_with_empty_member(tmp_path):
 
 def test_bundled_json_example_loads_and_maps_cleanly():
     directory = source(REPO / "examples" / "directory.json").read()
-    desired = map_directory(directory, MappingRules.for_source(FileSource))
+    desired = map_directory(directory, MappingRules.for_source(FileSource,
+                                                               admin_group="IT Admins"))
     assert len(directory.users) >= 30
     assert not desired.problems
     names = {g.display_name for g in desired.groups.values()}

@@ -140,3 +140,41 @@ def test_no_two_source_ids_ever_share_an_account(steps):
                 continue
             account = split.users[mapped[sid].scim_id]
             assert account["userName"] == f"{name}@example.org" and account["active"], sid
+
+
+# -------------------------------------------------------------------------------------------
+# Held records: an explicit disable wins; any other hold of a pushed account is loud.
+
+
+def test_a_disabled_user_is_deactivated_even_when_a_stale_twin_holds_its_record(fake_split,
+                                                                                split_ws):
+    split_ws.write_directory([user("u1", "alice@example.org")], [])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    split_ws.write_directory([user("u1", "alice@example.org", active=False),
+                              user("u7", "ALICE@example.org")], [])     # both are held
+    result = split_ws.agent().sync()
+    assert [u["active"] for u in fake_split.users.values()] == [False]
+    assert result.outcome is Outcome.OK               # u7 was never pushed: a plan problem
+    assert {p.source_id for p in result.plan.problems} == {"u1", "u7"}
+    assert ("deactivate_user", "u1") in {(op.kind.value, op.source_id)
+                                         for op in result.report.applied}
+
+
+def test_a_pushed_account_held_for_another_reason_is_left_alone_and_reported(fake_split,
+                                                                              split_ws):
+    split_ws.write_directory([user("u1", "alice@example.org", title="Dev")], [])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    split_ws.write_directory([user("u1", "alice@example.org", title="Boss"),
+                              user("u7", "alice@EXAMPLE.org")], [])
+    fake_split.reset_log()
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.PARTIAL and "held" in result.message
+    assert fake_split.writes() == []                   # neither updated nor deactivated
+    with State.open(split_ws.state, lock=False) as state:
+        failures = state.failures()
+    assert [(f["source_id"], f["op"]) for f in failures] == [("u1", "held")]
+    assert "share the name" in failures[0]["error"]
+    split_ws.write_directory([user("u1", "alice@example.org", title="Boss")], [])
+    assert split_ws.agent().sync().outcome is Outcome.OK    # fixed: the hold and its report go
+    with State.open(split_ws.state, lock=False) as state:
+        assert state.failures() == []

@@ -246,6 +246,20 @@ def test_unknown_admin_group_is_reported():
     assert desired.groups["g-it"].display_name == "IT Admins"
 
 
+@pytest.mark.parametrize("admin_group", ["", "g-it"])
+@pytest.mark.parametrize("look_alike", ["Split_Administrators", "SPLIT_administrators"])
+def test_a_group_that_merely_has_the_admin_name_never_makes_admins(admin_group, look_alike):
+    rules = MappingRules.for_source(FileSource, admin_group=admin_group)
+    desired = mapped(person("u1", "a@example.org"), person("u2", "b@example.org"),
+                     team("g-it", "IT Admins", "u1"), team("g-fake", look_alike, "u2"),
+                     rules=rules)
+    assert "g-fake" not in desired.groups
+    problem = next(p for p in desired.problems if p.source_id == "g-fake")
+    assert problem.kind == "group" and "sync.admin_group" in problem.reason
+    admins = [g for g in desired.groups.values() if g.display_name == "Split_Administrators"]
+    assert [g.members for g in admins] == ([{"u1"}] if admin_group else [])
+
+
 # ------------------------------------------------------------------ digests
 
 

@@ -171,6 +171,25 @@ def test_held_user_is_not_deactivated():
     assert p.problems == (problem,)
 
 
+@pytest.mark.parametrize("reason", ["no userName or e-mail in the source record",
+                                    "2 source users share the name 'alice@example.org'"])
+def test_an_explicit_disable_wins_over_a_hold(reason):
+    problem = Problem("user", "u1", "alice@example.org", reason, disabled=True)
+    team = group("g", "Team", "u1", "u2")
+    p = plan(desired(BOB, group("g", "Team", "u2"), problems=(problem,)),
+             snapshot(ALICE, BOB, team))
+    assert ops(p) == [("remove_members", "Team"), ("deactivate_user", "alice@example.org")]
+    off = the_op(p, OpKind.DEACTIVATE_USER)
+    assert off.source_id == "u1" and "disabled in the source" in off.reason and reason in off.reason
+    assert the_op(p, OpKind.REMOVE_MEMBERS).members == ("u1",)
+
+
+def test_a_disabled_held_user_is_deactivated_even_when_leavers_are_not():
+    problem = Problem("user", "u1", "u1", "no userName or e-mail", disabled=True)
+    p = plan(desired(BOB, problems=(problem,)), snapshot(ALICE, BOB), deactivate=False)
+    assert ops(p) == [("deactivate_user", "alice@example.org")]
+
+
 def test_held_user_is_not_removed_from_groups():
     problem = Problem("user", "u1", "u1", "no userName or e-mail in the source record")
     p = plan(desired(BOB, group("g1", "Eng", "u2"), problems=(problem,)),

@@ -426,6 +426,7 @@ class Setup:
         lines = ['[state]', 'path = "state/agent.db"', "", "[source]"]
         lines += [f"{k} = {toml(v)}" for k, v in source.items()]
         lines += ["", "[target]"] + [f"{k} = {toml(v)}" for k, v in target.items()]
+        lines += ["", "[sync]", 'admin_group = "Split_Administrators"']   # the admins team
         self.config.write_text("\n".join(lines) + "\n")
 
     def agent(self):

@@ -364,6 +364,7 @@ def test_a_group_of_many_members_is_sent_in_chunks_of_100(fake_split, split_ws):
 
 def test_admin_group_keeps_a_member(fake_split, split_ws):
     ws = split_ws
+    ws.write_config(extra='[sync]\nadmin_group = "Split_Administrators"\n')
     ws.write_directory(people(2), [group("a", "Split_Administrators", ["0"])])
     ws.agent().sync()
     ws.write_directory(people(2), [group("a", "Split_Administrators", [])])

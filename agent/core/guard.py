@@ -22,7 +22,7 @@ def guard(plan: Plan, desired: DesiredState, snapshot: Snapshot, max_deactivatio
     ``max_deactivations`` is a ``config.Threshold`` (anything with ``limit(managed)``).
     """
     managed = snapshot.active_users
-    if managed and not desired.users:
+    if managed and not desired.users and not desired.held_users:   # held ones were read too
         return GuardStop(f"the source returned no users while {managed} are managed; "
                          "refusing to deactivate everyone")
     count = plan.count(OpKind.DEACTIVATE_USER)

@@ -92,7 +92,8 @@ class _Mapper:
         email = attrs.get("email") or (user_name if "@" in user_name else "")
         if not user_name:
             self.problems.append(Problem("user", record.id, record.id,
-                                         "no userName or e-mail in the source record"))
+                                         "no userName or e-mail in the source record",
+                                         disabled=not record.active))
             return None
         attrs["userName"] = user_name
         if email:
@@ -105,10 +106,22 @@ class _Mapper:
                     attributes=attrs)
 
     def group_name(self, record: GroupRecord) -> str:
+        """The group's name on the target; "" (and a problem) when it has none or when it
+        merely has the administrators group's name: only ``sync.admin_group`` feeds Split's
+        administrators, so a look-alike never makes its members admins."""
         name = first_of(record.attributes, self.rules.group_name)
         wanted = self.rules.admin_group
         if wanted and (record.id == wanted or name.casefold() == wanted.casefold()):
             return self.rules.admin_group_name
+        if name.casefold() == self.rules.admin_group_name.casefold():
+            where = (f"sync.admin_group is {wanted!r}" if wanted else "sync.admin_group is not set")
+            self.problems.append(Problem(
+                "group", record.id, name,
+                f"its name is that of Split's administrators group, but {where}: only "
+                "the group named by sync.admin_group makes people administrators"))
+            return ""
+        if not name:
+            self.problems.append(Problem("group", record.id, record.id, "the group has no name"))
         return name
 
 
@@ -143,9 +156,11 @@ def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: li
     for sids in by_key.values():
         if len(sids) > 1:
             for sid in sids:
-                key = key_of(objects.pop(sid))
+                obj = objects.pop(sid)
+                key = key_of(obj)
                 problems.append(Problem(kind, sid, key,
-                                        f"{len(sids)} source {kind}s share the name {key!r}"))
+                                        f"{len(sids)} source {kind}s share the name {key!r}",
+                                        disabled=getattr(obj, "active", True) is False))
 
 
 def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
@@ -168,7 +183,6 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
     for gid, record in directory.groups.items():
         name = mapper.group_name(record)
         if not name:
-            mapper.problems.append(Problem("group", gid, gid, "the group has no name"))
             continue
         # Only active users are members on the target: a deactivated account keeps no access.
         groups[gid] = Group(source_id=gid, display_name=name, members=frozenset(flat[gid] & active))

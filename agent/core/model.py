@@ -80,6 +80,7 @@ class Problem:
     source_id: str
     key: str
     reason: str
+    disabled: bool = False     # a user the source marks disabled: deactivated all the same
 
 
 @dataclass(frozen=True)

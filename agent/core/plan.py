@@ -174,6 +174,16 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
                           reason="disabled in the source"))
         elif changed:
             ops.append(Op(OpKind.UPDATE_USER, user.key, sid, changed=changed, user=user))
+    # An explicit disable always wins: a pushed account whose record is disabled in the source
+    # is switched off by its stored id even when that record cannot be pushed otherwise (its
+    # e-mail was cleared at offboarding, a stale twin shares its name). Held for any other
+    # reason, it is left alone (and reported).
+    for problem in desired.problems:
+        pushed = snapshot.users.get(problem.source_id) if problem.kind == "user" else None
+        if problem.disabled and pushed is not None and pushed.active:
+            ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, problem.source_id,
+                          reason=f"disabled in the source (not pushed otherwise: "
+                                 f"{problem.reason})"))
     if options.deactivate:
         held = desired.held_users
         for sid, pushed in snapshot.users.items():
@@ -252,7 +262,8 @@ def _order_by_freed_names(ops: list[Op], departed: Mapping[str, PushedUser]) -> 
 def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
     ops = []
     user_key = _user_keys(desired, snapshot)
-    held_users = desired.held_users
+    # held users keep their memberships; a disabled one loses them, as any deactivated account
+    held_users = desired.held_users - {p.source_id for p in desired.problems if p.disabled}
     admin = options.admin_group_name.casefold()
     for sid, group in desired.groups.items():
         pushed = snapshot.groups.get(sid)

@@ -219,18 +219,24 @@ class Agent:
         if report.fatal:
             return SyncResult(Outcome.ERROR, plan=plan, report=report, message=report.fatal,
                               adopted=adopted, hold=report.hold)
+        held = _held_pushed(desired, state)
         if not only and not report.interrupted:
-            state.keep_only_failures((_kind(op), op.source_id, op.kind.value)
-                                     for op, _ in report.failed)
-        if not only and not report.interrupted:
+            for problem in held:
+                state.record_failure(problem.kind, problem.source_id, problem.key, HELD,
+                                     f"not updated: {problem.reason}")
+            state.keep_only_failures([(_kind(op), op.source_id, op.kind.value)
+                                      for op, _ in report.failed]
+                                     + [(p.kind, p.source_id, HELD) for p in held])
             self.reader.save(state, read)
         failed = len(report.failed)
         message = (f"applied {len(report.applied)} of {report.planned} operations"
                    + (f"; {failed} failed" if failed else "")
+                   + (f"; {len(held)} pushed object(s) held until their source record is "
+                      "fixed" if held else "")
                    + ("; interrupted" if report.interrupted else ""))
         log.info("%s", message)
-        return SyncResult(Outcome.PARTIAL if failed else Outcome.OK, plan=plan, report=report,
-                          message=message, adopted=adopted, target_read=fetched)
+        return SyncResult(Outcome.PARTIAL if failed or held else Outcome.OK, plan=plan,
+                          report=report, message=message, adopted=adopted, target_read=fetched)
 
     def _follow_up(self, applier: Applier, state: State, desired: DesiredState,
                    report: ApplyReport, only: list[str]) -> None:
@@ -271,6 +277,19 @@ class Agent:
 
     def source_fingerprint(self) -> str:
         return self.reader.fingerprint()
+
+
+HELD = "held"      # the failure kind of a pushed object whose source record cannot be mapped
+
+
+def _held_pushed(desired: DesiredState, state: State) -> list:
+    """Problems that hold an object already pushed: it is left alone (not deactivated, not
+    updated), so it must be reported loudly: in status, and in the exit status. A disabled
+    user is not among them: it is deactivated all the same (see the planner)."""
+    users, groups = state.scim_ids()
+    return [p for p in desired.problems
+            if (p.kind == "user" and p.source_id in users and not p.disabled)
+            or (p.kind == "group" and p.source_id in groups)]
 
 
 def _kind(op) -> str:
