@@ -40,7 +40,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Threshold:
-    """``max_deactivations``: a count (``25``) or a share of managed users (``"10%"``)."""
+    """A guard threshold: a count (``25``) or a share of what is managed (``"10%"``)."""
 
     value: float
     percent: bool
@@ -120,6 +120,10 @@ class SyncConfig:
                                          "a count or a percentage of managed users",
                                          default=Threshold(10, True))
     groups: bool = _help("push groups and memberships", default=True)
+    max_group_changes: Threshold = _help("more group deletions, or more member removals, than "
+                                         "this stop the cycle (exit 3): a count or a percentage "
+                                         "of managed groups (memberships)",
+                                         default=Threshold(10, True))
     admin_group: str = _help("source group (name or id) whose members become Split "
                              "administrators", default="")
     reconcile_every: dt.timedelta = _help("re-read Split this often to put right changes made "

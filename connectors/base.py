@@ -139,16 +139,20 @@ class Directory:
     """A complete read of the source: every user and group in its scope.
 
     ``cursor`` is where a later :meth:`Source.read_changes` may continue from (None when the
-    source has no change feed).
+    source has no change feed). ``groups_read`` is False when the source said nothing about
+    groups at all (an export without a groups section): that is not an empty directory of
+    groups, and the engine leaves every group as it is.
     """
 
     users: Mapping[str, UserRecord]
     groups: Mapping[str, GroupRecord]
     cursor: str | None = None
+    groups_read: bool = True
 
     @classmethod
-    def of(cls, users=(), groups=(), cursor: str | None = None) -> "Directory":
-        return cls({u.id: u for u in users}, {g.id: g for g in groups}, cursor)
+    def of(cls, users=(), groups=(), cursor: str | None = None,
+           groups_read: bool = True) -> "Directory":
+        return cls({u.id: u for u in users}, {g.id: g for g in groups}, cursor, groups_read)
 
 
 @dataclass(frozen=True)

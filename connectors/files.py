@@ -11,6 +11,10 @@ CSV: ``path`` is a folder holding ``users.csv`` (a header row with the user keys
 optionally, ``groups.csv`` with ``group_id,displayName,member_id`` rows (one row per member;
 a group with no members is one row with an empty ``member_id``).
 
+An export without groups (no ``"groups"`` key, no ``groups.csv``) says nothing about groups:
+the engine then leaves every group as it is. An *empty* groups section says there are none,
+and the safety guard stops a cycle that would delete every managed group because of it.
+
 Any malformed record stops the read with an error naming the file and the record: a file
 that is half-right must not become half a directory.
 """
@@ -94,7 +98,8 @@ def _read_json(path: Path) -> Directory:
     users = [_user(record, f"{path}: users[{i}]") for i, record in enumerate(data["users"])]
     groups = [_group(record, f"{path}: groups[{i}]")
               for i, record in enumerate(data.get("groups", []))]
-    return _directory(users, groups, path)
+    # No "groups" key is not "no groups": the export said nothing about them.
+    return _directory(users, groups, path, groups_read="groups" in data)
 
 
 def _read_csv_folder(folder: Path) -> Directory:
@@ -115,7 +120,7 @@ def _read_csv_folder(folder: Path) -> Directory:
             if row["member_id"].strip():
                 group["members"].append(row["member_id"].strip())
     group_records = [_group(g, f"{groups_file}: group {gid!r}") for gid, g in groups.items()]
-    return _directory(users, group_records, folder)
+    return _directory(users, group_records, folder, groups_read=groups_file.exists())
 
 
 def _csv_rows(path: Path, required: tuple[str, ...]):
@@ -187,11 +192,12 @@ def _active(value: Any, where: str) -> bool:
     raise SourceError(f"{where}: active must be true or false, not {value!r}")
 
 
-def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path) -> Directory:
+def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path,
+               groups_read: bool) -> Directory:
     for kind, records in (("user", users), ("group", groups)):
         seen: set[str] = set()
         for record in records:
             if record.id in seen:
                 raise SourceError(f"{origin}: two {kind}s have the id {record.id!r}")
             seen.add(record.id)
-    return Directory.of(users, groups)
+    return Directory.of(users, groups, groups_read=groups_read)

@@ -308,6 +308,19 @@ def test_csv_group_without_members_is_one_row_with_empty_member(tmp_path):
     assert source(tmp_path).read().groups["g-1"].members == frozenset()
 
 
+def test_a_missing_groups_section_is_not_an_empty_one(tmp_path):
+    users = [{"id": "u-1", "userName": "a@example.org"}]
+    silent = source(write_json(tmp_path / "silent.json", {"users": users})).read()
+    empty = source(write_json(tmp_path / "empty.json", {"users": users, "groups": []})).read()
+    assert silent.groups_read is False and empty.groups_read is True
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    write_csv(folder / "users.csv", ["id", "userName"], [["u-1", "a@example.org"]])
+    assert source(folder).read().groups_read is False
+    write_csv(folder / "groups.csv", ["group_id", "displayName", "member_id"], [])
+    assert source(folder).read().groups_read is True
+
+
 # ------------------------------------------------------------------ the bundled examples
 
 

@@ -178,3 +178,66 @@ def test_a_pushed_account_held_for_another_reason_is_left_alone_and_reported(fak
     assert split_ws.agent().sync().outcome is Outcome.OK    # fixed: the hold and its report go
     with State.open(split_ws.state, lock=False) as state:
         assert state.failures() == []
+
+
+def test_a_group_deleted_in_split_by_hand_is_created_again_when_members_are_added(fake_split,
+                                                                                  split_ws):
+    from tests.conftest import group
+    people = [user(f"u{i}", f"p{i}@example.org") for i in range(3)]
+    split_ws.write_directory(people, [group("g", "Team", ["u0"])])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    fake_split.groups.clear()                                 # someone deleted it in Split
+    split_ws.write_directory(people, [group("g", "Team", ["u0", "u1", "u2"])])
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.OK, result.message
+    [team] = fake_split.groups.values()
+    assert team["displayName"] == "Team" and len(team["members"]) == 3
+
+
+# -------------------------------------------------------------------------------------------
+# The group guard at work: a bad export never deletes every group.
+
+
+def test_an_export_that_lost_its_groups_section_leaves_every_group_alone(fake_split,
+                                                                        split_ws):
+    import json
+    from tests.conftest import group
+    people = [user(f"u{i}", f"p{i}@example.org") for i in range(3)]
+    split_ws.write_directory(people, [group("g", "Team", ["u0", "u1"])])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    split_ws.source.write_text(json.dumps({"users": people}))       # no "groups" key at all
+    fake_split.reset_log()
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.OK and fake_split.writes() == []
+    assert any("said nothing about groups" in p.reason for p in result.plan.problems)
+
+
+def test_an_empty_groups_section_is_stopped_by_the_guard_before_anything_is_sent(fake_split,
+                                                                                split_ws):
+    from tests.conftest import group
+    people = [user(f"u{i}", f"p{i}@example.org") for i in range(3)]
+    split_ws.write_directory(people, [group("g", "Team", ["u0"]), group("h", "Ops", ["u1"])])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    split_ws.write_directory(people, [])
+    fake_split.reset_log()
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.GUARD and "no groups while 2 are managed" in result.message
+    assert fake_split.writes() == [] and len(fake_split.groups) == 2
+    assert split_ws.agent().sync(allow_mass_deactivation=True).outcome is Outcome.OK
+    assert fake_split.groups == {}
+
+
+def test_a_reconcile_that_finds_split_empty_stops_instead_of_creating_everyone_again(
+        fake_split, split_ws):
+    people = [user(f"u{i}", f"p{i}@example.org") for i in range(4)]
+    split_ws.write_directory(people, [])
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    with State.open(split_ws.state, lock=False) as state:
+        before = state.snapshot()
+    fake_split.users.clear()                     # the wrong org, or a listing that broke
+    fake_split.reset_log()
+    result = split_ws.agent().sync(reconcile=True)
+    assert result.outcome is Outcome.GUARD and "gone from Split" in result.message
+    assert fake_split.writes() == []
+    with State.open(split_ws.state, lock=False) as state:
+        assert state.snapshot() == before        # nothing forgotten

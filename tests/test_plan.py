@@ -521,6 +521,58 @@ def test_guard_passes_a_plan_without_deactivations():
     assert guard(plan(want, have), want, have, Threshold(0, False)) is None
 
 
+# ------------------------------------------------------------------ the group guard
+
+TEN = Threshold(10, True)
+PEOPLE = tuple(user(f"p{i}", f"p{i}@example.org") for i in range(10))
+
+
+def teams(n: int, *members_of_each: str) -> list[Group]:
+    return [group(f"g{i}", f"Team {i}", *members_of_each) for i in range(n)]
+
+
+def group_guard(want: DesiredState, have: Snapshot, limit=TEN):
+    return guard(plan(want, have), want, have, Threshold(100, True), limit)
+
+
+def test_group_guard_stops_a_source_that_returns_no_groups():
+    have = snapshot(*PEOPLE, *teams(3, "p0"))
+    stop = group_guard(desired(*PEOPLE), have)
+    assert stop and "no groups while 3 are managed" in stop.reason
+
+
+def test_group_guard_stops_a_source_whose_groups_all_came_back_empty():
+    have = snapshot(*PEOPLE, *teams(3, "p0", "p1"))
+    stop = group_guard(desired(*PEOPLE, *teams(3)), have)
+    assert stop and "no group in the source has a single member" in stop.reason
+
+
+def test_group_guard_counts_deletions_against_the_threshold():
+    have = snapshot(*PEOPLE, *teams(20, "p0"))
+    assert group_guard(desired(*PEOPLE, *teams(18, "p0")), have) is None      # 2 of 20
+    stop = group_guard(desired(*PEOPLE, *teams(17, "p0")), have)              # 3 > 10% of 20
+    assert stop and "3 group deletions" in stop.reason and "max_group_changes" in stop.reason
+    assert group_guard(desired(*PEOPLE, *teams(17, "p0")), have, Threshold(3, False)) is None
+
+
+def test_group_guard_counts_removals_of_people_who_stay_not_of_leavers():
+    everyone = [p.source_id for p in PEOPLE]
+    have = snapshot(*PEOPLE, group("g", "All", *everyone))
+    shrunk = group("g", "All", *everyone[2:])
+    stop = group_guard(desired(*PEOPLE, shrunk), have)            # 2 stay but lose the group
+    assert stop and "2 member removals of people who stay" in stop.reason
+    leavers = desired(*PEOPLE[2:], shrunk)                         # 2 leave: the user guard's
+    assert group_guard(leavers, have) is None
+
+
+def test_a_source_that_said_nothing_about_groups_leaves_them_alone():
+    have = snapshot(*PEOPLE, *teams(3, "p0"))
+    want = DesiredState(users={p.source_id: p for p in PEOPLE}, groups={}, groups_read=False)
+    p = plan(want, have)
+    assert p.is_empty
+    assert guard(p, want, have, TEN, TEN) is None
+
+
 # =====================================================================================
 # Property: after applying each plan to a target, the target is the source's projection and
 # planning again yields nothing.

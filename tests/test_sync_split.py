@@ -365,9 +365,10 @@ def test_a_group_of_many_members_is_sent_in_chunks_of_100(fake_split, split_ws):
 def test_admin_group_keeps_a_member(fake_split, split_ws):
     ws = split_ws
     ws.write_config(extra='[sync]\nadmin_group = "Split_Administrators"\n')
-    ws.write_directory(people(2), [group("a", "Split_Administrators", ["0"])])
+    other = group("b", "Other", ["1"])      # not every group emptied: the group guard passes
+    ws.write_directory(people(2), [group("a", "Split_Administrators", ["0"]), other])
     ws.agent().sync()
-    ws.write_directory(people(2), [group("a", "Split_Administrators", [])])
+    ws.write_directory(people(2), [group("a", "Split_Administrators", []), other])
     result = ws.agent().sync()
     assert result.outcome is Outcome.PARTIAL
     assert "at least one member" in result.report.failed[0][1]

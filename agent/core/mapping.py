@@ -195,4 +195,9 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
     for name in rules.unknown_attributes():
         log.warning("attribute mapping %r is not a SCIM user attribute this agent sends; ignored",
                     name)
-    return DesiredState(users=users, groups=groups, problems=tuple(mapper.problems))
+    if not directory.groups_read:
+        mapper.problems.append(Problem("group", "", "(every group)",
+                                       "the source said nothing about groups (no groups section "
+                                       "in the export); groups are left as they are"))
+    return DesiredState(users=users, groups=groups, problems=tuple(mapper.problems),
+                        groups_read=directory.groups_read)

@@ -94,6 +94,8 @@ class DesiredState:
     users: Mapping[str, User]
     groups: Mapping[str, Group]
     problems: tuple[Problem, ...] = ()
+    groups_read: bool = True       # False: the source said nothing about groups (a file with
+                                   # no groups section); every group is left as it is
 
     @property
     def held_users(self) -> frozenset[str]:

@@ -148,7 +148,7 @@ def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = 
     departed = {u.user_name.casefold(): u for sid, u in snapshot.users.items()
                 if sid not in desired.users and sid not in desired.held_users}
     ops += _order_by_freed_names(_user_ops(desired, snapshot, options), departed)
-    if options.groups:
+    if options.groups and desired.groups_read:
         ops += _group_ops(desired, snapshot, options)
     ops.sort(key=lambda op: (op.phase, op.kind.value, op.key.casefold(), op.source_id))
     return Plan(tuple(ops), tuple(desired.problems))

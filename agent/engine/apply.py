@@ -265,8 +265,15 @@ class Applier:
         scim_id = self._group_id(op)
         by_scim, missing = self._member_ids(op.members)
         if by_scim:
-            self.target.add_members(scim_id, list(by_scim), on_chunk=lambda chunk: self.record(
-                self.state.record_members, op.source_id, [by_scim[c] for c in chunk], ()))
+            try:
+                self.target.add_members(scim_id, list(by_scim), on_chunk=lambda chunk: self.record(
+                    self.state.record_members, op.source_id, [by_scim[c] for c in chunk], ()))
+            except NotFoundError:
+                # Deleted on the target behind our back: forget it; the next plan creates it
+                # again with all its members.
+                log.info("group %s is gone from the target", op.key)
+                self.record(self.state.forget_group, op.source_id)
+                return _Done.GONE
         if missing:
             raise _MembersMissing(missing, op)
         return _Done.APPLIED

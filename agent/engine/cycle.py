@@ -22,7 +22,7 @@ from ..config import Config, ConfigError
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
-from ..core.guard import GuardStop, guard
+from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError, now
 from .apply import Applier, ApplyReport, hold_for
@@ -110,8 +110,7 @@ class Agent:
             log.warning("%s %s not pushed: %s", problem.kind, problem.key, problem.reason)
         snapshot = state.snapshot() if state is not None else Snapshot.empty()
         plan = make_plan(desired, snapshot, self.plan_options)
-        stop = guard(plan, desired, snapshot, self.config.sync.max_deactivations)
-        return PlanResult(plan, desired, snapshot, read, stop)
+        return PlanResult(plan, desired, snapshot, read, self._guard(plan, desired, snapshot))
 
     # -- commands -------------------------------------------------------------------------
 
@@ -185,8 +184,18 @@ class Agent:
                 target.probe()      # a rejected token shows even when nothing is pending
                 reconcile = reconcile or self._reconcile_due(state)
                 if reconcile or (state.is_empty() and desired.users):
-                    fetched = read_target(target, state, desired, groups=self.config.sync.groups,
-                                          refresh=reconcile)
+                    sync = self.config.sync
+                    def plausible(facts, snapshot):
+                        return guard_target_read(facts, snapshot, sync.max_deactivations,
+                                                 sync.max_group_changes)
+                    fetched = read_target(target, state, desired, groups=sync.groups,
+                                          refresh=reconcile,
+                                          guard=None if allow_mass_deactivation else plausible)
+                    if fetched.stopped is not None:
+                        reason = fetched.stopped.reason
+                        log.error("safety guard: %s; nothing recorded or applied", reason)
+                        return SyncResult(Outcome.GUARD, guard=fetched.stopped, message=reason,
+                                          hold=Hold(HoldKind.GUARD, f"safety guard: {reason}"))
                     with state.db.atomic():
                         state.set_meta("last_target_read", now())
             except Interrupted:
@@ -238,6 +247,11 @@ class Agent:
         return SyncResult(Outcome.PARTIAL if failed or held else Outcome.OK, plan=plan,
                           report=report, message=message, adopted=adopted, target_read=fetched)
 
+    def _guard(self, plan: Plan, desired: DesiredState, snapshot: Snapshot) -> GuardStop | None:
+        sync = self.config.sync
+        return guard(plan, desired, snapshot, sync.max_deactivations,
+                     sync.max_group_changes if self.plan_options.groups else None)
+
     def _follow_up(self, applier: Applier, state: State, desired: DesiredState,
                    report: ApplyReport, only: list[str]) -> None:
         """Plan again when applying taught the snapshot something the plan did not foresee
@@ -251,7 +265,7 @@ class Agent:
             plan = plan.only(only) if only else plan
             if not plan.sendable:
                 return
-            stop = guard(plan, desired, snapshot, self.config.sync.max_deactivations)
+            stop = self._guard(plan, desired, snapshot)
             if stop is not None:
                 log.warning("not applying what the target's answers added to the plan: %s; "
                             "the next cycle looks again", stop.reason)

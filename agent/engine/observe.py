@@ -4,13 +4,14 @@ and when a create meets an object that already exists. The records go through th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import Target, TargetGroup, TargetUser
 
 from ..core import adopt
-from ..core.model import DesiredState, Group, User
+from ..core.guard import GuardStop
+from ..core.model import DesiredState, Group, Snapshot, User
 from ..store.state import State
 
 
@@ -19,15 +20,22 @@ class TargetRead:
     adopted: list[str] = field(default_factory=list)      # keys of objects adopted
     drifted: list[str] = field(default_factory=list)      # keys whose target copy differed
     vanished: list[str] = field(default_factory=list)     # keys gone from the target
+    stopped: GuardStop | None = None                      # not recorded: it looked wrong
 
 
 def read_target(target: Target, state: State, desired: DesiredState, *, groups: bool = True,
-                refresh: bool = False) -> TargetRead:
-    """Read the target once (paged) and record what it holds (``adopt.observe``)."""
-    facts = adopt.observe(desired, state.snapshot(), target.users(),
+                refresh: bool = False,
+                guard: Callable[[adopt.Facts, Snapshot], GuardStop | None] | None = None
+                ) -> TargetRead:
+    """Read the target once (paged) and record what it holds (``adopt.observe``), unless
+    ``guard`` finds what it holds implausible (then nothing is recorded)."""
+    snapshot = state.snapshot()
+    facts = adopt.observe(desired, snapshot, target.users(),
                           target.groups() if groups else (), refresh=refresh)
-    state.record_facts(facts)
-    return TargetRead(list(facts.adopted), list(facts.drifted), list(facts.vanished))
+    stopped = guard(facts, snapshot) if guard is not None else None
+    if stopped is None:
+        state.record_facts(facts)
+    return TargetRead(list(facts.adopted), list(facts.drifted), list(facts.vanished), stopped)
 
 
 class Learner:
