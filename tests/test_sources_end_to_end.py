@@ -19,6 +19,7 @@ not really wait).
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import re
@@ -34,7 +35,7 @@ from agent.core.outcome import Outcome
 from agent.app import build_agent
 from agent.cli.main import main
 from agent.config import load
-from agent.store.state import State
+from agent.store.state import Meta, State
 from connectors.entra import EntraSource
 from connectors.ldap import LdapSource
 from connectors.okta import OktaSource
@@ -57,7 +58,7 @@ PUSHED_GROUPS = {
     "Loop A": {EMAIL["zoe"], EMAIL["obrien"]},
     "Loop B": {EMAIL["zoe"], EMAIL["obrien"]},
 }
-LONG_AGO = "2000-01-01T00:00:00+00:00"
+LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
 
@@ -219,7 +220,7 @@ class Ldap(Backend):
         # a cursor this version cannot read (e.g. written by another version); a config
         # edit is caught earlier, by the engine's fingerprint of the [source] settings
         with State.open(setup.state_path, lock=False) as state:
-            state.set_meta("source_cursor", "ldap0;since=yesterday")
+            state.meta.set(Meta.SOURCE_CURSOR, "ldap0;since=yesterday")
 
     def stop(self):
         self.slapd.stop()
@@ -289,7 +290,7 @@ class Okta(Backend):
     def invalidate_cursor(self, setup):
         # a cursor this version cannot read (e.g. written by another version)
         with State.open(setup.state_path, lock=False) as state:
-            state.set_meta("source_cursor", "okta0;since=yesterday")
+            state.meta.set(Meta.SOURCE_CURSOR, "okta0;since=yesterday")
 
     def stop(self):
         self.okta.stop()
@@ -452,7 +453,7 @@ class Setup:
 
     def age_last_full_read(self) -> None:
         with self.state() as state:
-            state.set_meta("last_full_read", LONG_AGO)
+            state.meta.set(Meta.LAST_FULL_READ, LONG_AGO)
 
 
 def pushed_users(split) -> dict[str, bool]:
@@ -586,7 +587,7 @@ def test_a_failure_in_the_middle_of_a_paged_read_writes_nothing(synced):
     synced.backend.retitle("bob", "Lead Designer")        # a complete read would PATCH bob
     synced.age_last_full_read()                           # the next read is a full, paged one
     with synced.state() as state:
-        before = (state.snapshot(), state.source_view(), state.get_meta("last_full_read"))
+        before = (state.snapshot(), state.source_view(), state.meta.last_full_read())
     synced.backend.break_users_page_2(synced.spy)
 
     result = synced.sync()
@@ -597,7 +598,7 @@ def test_a_failure_in_the_middle_of_a_paged_read_writes_nothing(synced):
     assert synced.spy.calls == ["read"]
     assert synced.split.requests == []                    # not even a GET
     with synced.state() as state:
-        assert (state.snapshot(), state.source_view(), state.get_meta("last_full_read")) == before
+        assert (state.snapshot(), state.source_view(), state.meta.last_full_read()) == before
         assert state.runs(1)[0].outcome == "error"
 
     # once the server is back, the next cycle reads in full and converges
@@ -634,7 +635,7 @@ def test_full_read_every_forces_a_full_read_that_deactivates_a_removed_user(setu
 
 def test_an_invalid_cursor_falls_back_to_one_full_read(synced):
     with synced.state() as state:
-        old_cursor = state.get_meta("source_cursor")
+        old_cursor = state.meta.source_cursor()
     synced.backend.retitle("bob", "Lead Designer")
     synced.backend.invalidate_cursor(synced)
 
@@ -644,7 +645,7 @@ def test_an_invalid_cursor_falls_back_to_one_full_read(synced):
     assert synced.backend.listed_everything(synced.read_mark)
     assert writes(synced.split) == [("PATCH", f"user {EMAIL['bob']}")]
     with synced.state() as state:
-        assert state.get_meta("source_cursor") not in (None, old_cursor)
+        assert state.meta.source_cursor() not in (None, old_cursor)
 
     again = synced.sync()                                # and the feed resumes from there
     assert again.outcome is Outcome.OK, again.message

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import stat
 
 import pytest
 
 from agent.core.model import Group, PushedGroup, PushedUser, Snapshot, User, user_digest
-from agent.store.state import SCHEMA_VERSION, State, StateError
+from agent.store.state import SCHEMA_VERSION, Meta, State, StateError
 from connectors.base import Directory, GroupRecord, UserRecord
 
 ALICE = User("u1", "alice@example.org", True,
              {"userName": "alice@example.org", "email": "alice@example.org", "title": "Eng"})
 BOB = User("u2", "bob@example.org", True, {"userName": "bob@example.org"})
 ENG = Group("g1", "Engineering", frozenset({"u1", "u2"}))
+LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_wal_mode_is_on(state):
 
 
 def test_schema_version_is_recorded(state):
-    assert state.get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert state.meta.schema_version() == SCHEMA_VERSION
 
 
 def test_reopening_keeps_the_data(db_path):
@@ -61,12 +63,12 @@ def test_reopening_keeps_the_data(db_path):
         first.record_user(ALICE, "scim-1")
     with State.open(db_path) as second:
         assert set(second.snapshot().users) == {"u1"}
-        assert second.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert second.meta.schema_version() == SCHEMA_VERSION
 
 
 def test_a_newer_schema_is_refused(db_path):
     with State.open(db_path) as first:
-        first.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+        first.meta.set(Meta.SCHEMA_VERSION, SCHEMA_VERSION + 1)
     with pytest.raises(StateError, match="newer scim-agent") as info:
         State.open(db_path)
     assert str(db_path) in str(info.value)
@@ -258,8 +260,8 @@ def test_no_source_view_before_one_is_saved(state):
 def test_full_source_view_round_trips(state):
     state.save_source_view(VIEW, "entra", full_read=True)
     assert state.source_view() == VIEW
-    assert state.get_meta("source_config") == "entra"
-    assert state.get_meta("last_full_read")
+    assert state.meta.source_config() == "entra"
+    assert state.meta.last_full_read()
 
 
 def test_a_full_read_replaces_the_whole_view(state):
@@ -285,11 +287,11 @@ def test_incremental_source_view_round_trips(state):
 
 def test_incremental_save_keeps_the_last_full_read_time(state):
     state.save_source_view(VIEW, "entra", full_read=True)
-    state.set_meta("last_full_read", "2000-01-01T00:00:00+00:00")
+    state.meta.set(Meta.LAST_FULL_READ, LONG_AGO)
     state.save_source_view(Directory.of(cursor="delta-2"), "entra", full_read=False,
                            changed=Directory.of())
-    assert state.get_meta("last_full_read") == "2000-01-01T00:00:00+00:00"
-    assert state.get_meta("source_cursor") == "delta-2"
+    assert state.meta.last_full_read() == LONG_AGO
+    assert state.meta.source_cursor() == "delta-2"
 
 
 def test_clear_source_view(state):
@@ -363,3 +365,95 @@ def test_is_empty_until_something_is_pushed(state):
     assert not state.is_empty()
     state.forget_group(ENG.source_id)
     assert state.is_empty()
+
+
+# ------------------------------------------------------------------ typed meta
+
+
+def test_meta_values_come_back_typed(state):
+    when = dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    state.meta.record_daemon(next_run=when, failures=3, held="safety guard: too many")
+    assert state.meta.next_run() == when and state.meta.next_run().tzinfo is not None
+    assert state.meta.consecutive_failures() == 3
+    assert state.meta.held() == "safety guard: too many"
+    state.meta.record_target_read(when)
+    assert state.meta.last_target_read() == when
+
+
+def test_record_daemon_keeps_a_hold_unless_told(state):
+    state.meta.record_daemon(next_run=None, failures=0, held="token rejected")
+    state.meta.record_daemon(next_run=None, failures=1)
+    assert state.meta.held() == "token rejected"
+    state.meta.clear_hold()
+    assert state.meta.held() is None and state.meta.consecutive_failures() == 1
+
+
+def test_absent_meta_reads_as_none_or_zero(state):
+    assert state.meta.next_run() is None and state.meta.last_full_read() is None
+    assert state.meta.consecutive_failures() == 0 and state.meta.held() is None
+
+
+def test_a_corrupt_meta_value_is_treated_as_absent_and_logged(state, db_path, caplog):
+    for key in ("next_run", "last_full_read", "consecutive_failures"):
+        state.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, "yesterday-ish"])
+    state.db.execute("INSERT OR REPLACE INTO meta VALUES ('last_target_read', "
+                     "'2026-01-01T00:00:00')")                       # no time zone
+    assert state.meta.next_run() is None and state.meta.last_full_read() is None
+    assert state.meta.consecutive_failures() == 0 and state.meta.last_target_read() is None
+    assert "meta next_run holds 'yesterday-ish'" in caplog.text and str(db_path) in caplog.text
+
+
+def test_a_corrupt_schema_version_is_a_clear_error(db_path):
+    with State.open(db_path) as first:
+        first.db.execute("UPDATE meta SET value = 'one' WHERE key = 'schema_version'")
+        first.db.conn.commit()
+    with pytest.raises(StateError, match="schema_version is 'one', not a number") as info:
+        State.open(db_path)
+    assert str(db_path) in str(info.value)
+    with pytest.raises(StateError, match="schema_version"):     # and the lock was let go
+        State.open(db_path)
+
+
+def test_meta_refuses_a_value_of_the_wrong_type(state):
+    with pytest.raises(TypeError, match="consecutive_failures holds int values, not str"):
+        state.meta.set(Meta.CONSECUTIVE_FAILURES, "3")
+    with pytest.raises(TypeError, match="naive"):
+        state.meta.set(Meta.NEXT_RUN, dt.datetime(2026, 1, 1))
+
+
+def test_a_next_run_written_in_local_time_by_an_older_daemon_still_reads(state):
+    state.db.execute("INSERT INTO meta VALUES ('next_run', '2026-03-01T14:30:00+02:00')")
+    assert state.meta.next_run() == dt.datetime(2026, 3, 1, 12, 30, tzinfo=dt.timezone.utc)
+
+
+# ------------------------------------------------------------------ the locks
+
+
+def test_lock_holder_names_the_pid_while_locked(db_path):
+    import os
+
+    from agent.store.locks import lock_holder
+    assert lock_holder(db_path) is None
+    with State.open(db_path):
+        assert lock_holder(db_path) == os.getpid()
+    assert lock_holder(db_path) is None
+
+
+def test_one_daemon_per_snapshot_and_its_lock_is_not_the_snapshot_lock(db_path):
+    import os
+
+    from agent.store.locks import lock_daemon
+    with lock_daemon(db_path):
+        with pytest.raises(StateError, match=rf"another scim-agent daemon is already running "
+                                             rf"for this snapshot \(pid {os.getpid()}\)"):
+            lock_daemon(db_path)
+        State.open(db_path).close()             # a manual sync between cycles still works
+    lock_daemon(db_path).release()
+
+
+def test_a_busy_snapshot_names_the_holder(state, db_path):
+    import os
+
+    from agent.store.state import StateBusy
+    with pytest.raises(StateBusy, match=rf"another scim-agent \(pid {os.getpid()}\) is using"):
+        State.open(db_path)

@@ -7,6 +7,7 @@ Exit statuses (the contract in docs/cli.md): 0 ok; 1 fatal error; 2 changes pend
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -430,10 +431,10 @@ def cmd_status(config: Config, args) -> int:
             report["counts"] = state.counts()
             report["runs"] = [vars(r) for r in state.runs(10)]
             report["failures"] = state.failures()
-            report["held"] = state.get_meta("held") or None
-            report["next_run"] = state.get_meta("next_run") or None
-            report["consecutive_failures"] = int(state.get_meta("consecutive_failures") or 0)
-            report["last_full_read"] = state.get_meta("last_full_read")
+            report["held"] = state.meta.held() or None
+            report["next_run"] = _local(state.meta.next_run())
+            report["consecutive_failures"] = state.meta.consecutive_failures()
+            report["last_full_read"] = _utc(state.meta.last_full_read())
         report["size_bytes"] = path.stat().st_size
     if args.output == "json":
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -468,6 +469,14 @@ def cmd_status(config: Config, args) -> int:
             print(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last {f['last_seen']}: "
                   f"{f['error']}")
     return EXIT_OK
+
+
+def _local(moment: dt.datetime | None) -> str | None:
+    return moment.astimezone().isoformat(timespec="seconds") if moment else None
+
+
+def _utc(moment: dt.datetime | None) -> str | None:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds") if moment else None
 
 
 def _run_line(run: dict) -> str:

@@ -24,7 +24,7 @@ from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
 from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
-from ..store.state import State, StateBusy, StateError, now
+from ..store.state import State, StateBusy, StateError
 from .apply import Applier, ApplyReport, hold_for
 from .checks import Check, run_checks, token_days_left, token_warning  # noqa: F401
 from .observe import Learner, TargetRead, read_target
@@ -154,8 +154,7 @@ class Agent:
             state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
                              len(report.failed) if report else 0, result.message, result.duration)
             if mode == "sync" and result.outcome.succeeded:
-                with state.db.atomic():
-                    state.set_meta("held", None)   # a running daemon resumes (agent/service/daemon.py)
+                state.meta.clear_hold()   # a running daemon resumes (agent/service/daemon.py)
             return result
         finally:
             state.close()
@@ -196,8 +195,7 @@ class Agent:
                         log.error("safety guard: %s; nothing recorded or applied", reason)
                         return SyncResult(Outcome.GUARD, guard=fetched.stopped, message=reason,
                                           hold=Hold(HoldKind.GUARD, f"safety guard: {reason}"))
-                    with state.db.atomic():
-                        state.set_meta("last_target_read", now())
+                    state.meta.record_target_read(self.now())
             except Interrupted:
                 return SyncResult(Outcome.ERROR, message="stopped before anything was applied",
                                   report=ApplyReport(interrupted=True))
@@ -274,10 +272,10 @@ class Agent:
             report.extend(applier.apply(plan))
 
     def _reconcile_due(self, state: State) -> bool:
-        last = state.get_meta("last_target_read")
+        last = state.meta.last_target_read()
         if last is None:
             return not state.is_empty()   # a snapshot from before reconciliation
-        age = self.now() - dt.datetime.fromisoformat(last)
+        age = self.now() - last
         if age >= self.config.sync.reconcile_every:
             log.info("re-reading Split to catch changes made there by hand (last read %s ago)",
                      str(age).split(".")[0])

@@ -77,13 +77,13 @@ class SourceReader:
         if state is None or not self.source_cls.supports_changes:
             return None
         every = self.config.source.settings.full_read_every
-        if state.get_meta("source_config") != self.fingerprint():
+        if state.meta.source_config() != self.fingerprint():
             log.info("the [source] settings changed since the last read; reading in full")
             return None
-        last_full = state.get_meta("last_full_read")
-        if not last_full:
+        last_full = state.meta.last_full_read()
+        if last_full is None:
             return None
-        age = self.now() - dt.datetime.fromisoformat(last_full)
+        age = self.now() - last_full
         if age >= every:
             log.info("a full read is due (last one %s ago)", str(age).split(".")[0])
             return None

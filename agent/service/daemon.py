@@ -37,7 +37,6 @@ It holds the snapshot lock (``<db>.lock``, see ``state.py``) only during a cycle
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
@@ -66,6 +65,8 @@ from ..app import build_agent, make_target
 from ..engine.checks import token_days_left, token_warning
 from ..engine.cycle import SyncResult
 from ..config import Config, ConfigError, ScheduleConfig, format_duration, load, secrets_of
+from ..store.locks import FileLock, lock_daemon
+from ..store.meta import KEEP
 from ..store.state import State, StateError
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ class Daemon:
         self._last_ping = 0.0
         self._stall_logged = False
         self._config_fp = config_fingerprint(config)
-        self._daemon_lock_fd: int | None = None
+        self._daemon_lock: FileLock | None = None
         self._http: _HttpServer | None = None
 
         self.failures = 0
@@ -365,37 +366,19 @@ class Daemon:
             self._release_daemon_lock()
 
     def _take_daemon_lock(self) -> None:
-        path = self.config.state.path
-        lock_path = path.with_name(path.name + ".daemon.lock")
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StateError(f"{lock_path}: cannot create the daemon lock: {exc.strerror}")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StateError(f"{path}: another scim-agent daemon is already running for this "
-                             f"snapshot (pid {holder}); stop it first")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._daemon_lock_fd = fd
+        self._daemon_lock = lock_daemon(self.config.state.path)
 
     def _release_daemon_lock(self) -> None:
-        if self._daemon_lock_fd is not None:
-            fcntl.flock(self._daemon_lock_fd, fcntl.LOCK_UN)
-            os.close(self._daemon_lock_fd)
-            self._daemon_lock_fd = None
+        if self._daemon_lock is not None:
+            self._daemon_lock.release()
+            self._daemon_lock = None
 
     def _open_state(self) -> None:
         """Prove the snapshot is usable before READY=1, and carry on the failure count."""
         with State.open(self.config.state.path, lock=False) as state:
-            self.failures = int(state.get_meta("consecutive_failures") or 0)
-            stale = state.get_meta("held")
-            with state.db.atomic():
-                state.set_meta("held", None)
+            self.failures = state.meta.consecutive_failures()
+            stale = state.meta.held()
+            state.meta.clear_hold()
         if stale:
             log.warning("pushing was held before this start (%s); trying again", stale)
 
@@ -648,7 +631,7 @@ class Daemon:
             with State.open(self.config.state.path, lock=False, create=False) as state:
                 manual = [r for r in state.runs(20) if r.id > hold.after_run and r.mode == "sync"
                           and r.outcome in ("ok", "partial")]
-                cleared = state.get_meta("held") is None
+                cleared = state.meta.held() is None
         except (StateError, OSError, sqlite3.Error) as exc:
             log.warning("cannot read the snapshot to check the hold: %s", exc)
             manual, cleared = [], False
@@ -723,13 +706,10 @@ class Daemon:
         held = self.hold.describe() if self.hold else None
         try:
             with State.open(self.config.state.path, lock=False) as state:
-                with state.db.atomic():
-                    # only on a change: a manual sync may have cleared it a moment ago
-                    if held != self._saved_held:
-                        state.set_meta("held", held)
-                        self._saved_held = held
-                    state.set_meta("next_run", _local(self.next_run) if self.next_run else None)
-                    state.set_meta("consecutive_failures", str(self.failures))
+                # held only on a change: a manual sync may have cleared it a moment ago
+                state.meta.record_daemon(next_run=self.next_run, failures=self.failures,
+                                         held=held if held != self._saved_held else KEEP)
+                self._saved_held = held
                 counts = state.counts()
         except (StateError, OSError, sqlite3.Error) as exc:
             log.warning("cannot record the daemon's status in the snapshot: %s", exc)

@@ -13,13 +13,10 @@ are private (0600/0700). The schema carries a version; :data:`MIGRATIONS` upgrad
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
 import json
 import os
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
@@ -28,20 +25,15 @@ from connectors.base import Directory, GroupRecord, UserRecord
 
 from ..core.adopt import Facts
 from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
+from .errors import OWNERSHIP_HINT, StateBusy, StateError
+from .history import RunHistory, RunRecord, now
+from .locks import FileLock, lock_holder, lock_snapshot
+from .meta import Meta, MetaStore, utc_now
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Meta", "MetaStore", "RunRecord", "State",
+           "StateBusy", "StateError", "lock_holder", "now"]
 
 SCHEMA_VERSION = 1
-
-_OWNERSHIP_HINT = ("files in the state folder belong to another user (a command run as root "
-                   "next to the service?); give them back to the user the agent runs as, e.g. "
-                   "chown -R --reference=<state folder> <state folder>")
-
-
-class StateError(Exception):
-    """The snapshot cannot be opened, is locked by another agent, or is damaged."""
-
-
-class StateBusy(StateError):
-    """Another agent holds the snapshot's lock right now."""
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -64,49 +56,19 @@ def _v1(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _v1}   # version -> function bringing the schema from version-1 to version
 
 
-def lock_holder(path: Path) -> int | None:
-    """The pid written in ``<path>.lock`` by the agent holding it, if any is still held."""
-    lock_path = Path(path).with_name(Path(path).name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.read(fd, 32).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+class State(RunHistory):
+    """An open snapshot. Use :meth:`open`; close it (or use ``with``) when done.
 
+    ``meta`` answers the typed questions (:mod:`agent.store.meta`); the run history and the
+    failing objects come from :class:`~agent.store.history.RunHistory`. ``db`` is the store's
+    own: callers use the methods, never SQL.
+    """
 
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    id: int
-    started: str
-    finished: str | None
-    mode: str
-    outcome: str | None
-    counts: dict
-    failed: int
-    message: str
-    duration: float | None
-
-
-class State:
-    """An open snapshot. Use :meth:`open`; close it (or use ``with``) when done."""
-
-    def __init__(self, db: sqlite_utils.Database, path: Path, lock_fd: int | None):
+    def __init__(self, db: sqlite_utils.Database, path: Path, lock: FileLock | None):
         self.db = db
         self.path = path
-        self._lock_fd = lock_fd
+        self.meta = MetaStore(db, path)
+        self._lock = lock
 
     # -- opening --------------------------------------------------------------------------
 
@@ -121,7 +83,7 @@ class State:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"{path.parent}: cannot create the state folder: {exc.strerror}")
-        lock_fd = cls._lock(path) if lock else None
+        held = lock_snapshot(path) if lock else None
         try:
             if not path.exists():
                 fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
@@ -135,52 +97,27 @@ class State:
                 side = path.with_name(path.name + suffix)
                 if side.exists() and side.stat().st_uid == os.geteuid():
                     os.chmod(side, 0o600)
-            state = cls(db, path, lock_fd)
+            state = cls(db, path, held)
             state._check_integrity()
             state._migrate()
             return state
         except sqlite3.DatabaseError as exc:
-            cls._unlock(lock_fd)
+            _release(held)
             if "readonly" in str(exc) or "unable to open" in str(exc):
-                raise StateError(f"{path}: cannot write the snapshot ({exc}): {_OWNERSHIP_HINT}")
+                raise StateError(f"{path}: cannot write the snapshot ({exc}): {OWNERSHIP_HINT}")
             raise StateError(f"{path}: not a usable snapshot database ({exc}); move it aside "
                              "and run sync to rebuild it from the target")
         except PermissionError as exc:
-            cls._unlock(lock_fd)
-            raise StateError(f"{exc.filename or path}: permission denied: {_OWNERSHIP_HINT}")
+            _release(held)
+            raise StateError(f"{exc.filename or path}: permission denied: {OWNERSHIP_HINT}")
         except BaseException:
-            cls._unlock(lock_fd)
+            _release(held)
             raise
-
-    @staticmethod
-    def _lock(path: Path) -> int:
-        lock_path = path.with_name(path.name + ".lock")
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-        except PermissionError:
-            raise StateError(f"{lock_path}: permission denied: {_OWNERSHIP_HINT}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            holder = lock_holder(path)
-            raise StateBusy(f"{path}: another scim-agent{f' (pid {holder})' if holder else ''} is "
-                             "using this snapshot (the daemon, or a sync still running); try "
-                             "again when it is done")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
-
-    @staticmethod
-    def _unlock(fd: int | None) -> None:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def close(self) -> None:
         self.db.close()
-        self._unlock(self._lock_fd)
-        self._lock_fd = None
+        _release(self._lock)
+        self._lock = None
 
     def __enter__(self) -> "State":
         return self
@@ -197,25 +134,13 @@ class State:
     def _migrate(self) -> None:
         with self.db.atomic():
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            version = int(self.get_meta("schema_version") or 0)
+            version = self.meta.schema_version()
             if version > SCHEMA_VERSION:
                 raise StateError(f"{self.path}: written by a newer scim-agent "
                                  f"(schema {version}, this one knows {SCHEMA_VERSION})")
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[target](self.db)
-                self.set_meta("schema_version", str(target))
-
-    # -- meta -----------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str | None) -> None:
-        if value is None:
-            self.db.execute("DELETE FROM meta WHERE key = ?", [key])
-        else:
-            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+                self.meta.set(Meta.SCHEMA_VERSION, target)
 
     # -- the snapshot ---------------------------------------------------------------------
 
@@ -363,7 +288,7 @@ class State:
     # -- the last complete source view (for change-feed sources) --------------------------
 
     def source_view(self) -> Directory | None:
-        cursor = self.get_meta("source_cursor")
+        cursor = self.meta.source_cursor()
         if cursor is None:
             return None
         users = {
@@ -402,70 +327,19 @@ class State:
                                 [(i,) for i in removed_users])
             self.db.conn.executemany("DELETE FROM source_groups WHERE id = ?",
                                 [(i,) for i in removed_groups])
-            self.set_meta("source_cursor", view.cursor)
-            self.set_meta("source_config", source_config)   # see Agent.source_fingerprint
+            self.meta.set(Meta.SOURCE_CURSOR, view.cursor)
+            self.meta.set(Meta.SOURCE_CONFIG, source_config)   # see Agent.source_fingerprint
             if full_read:
-                self.set_meta("last_full_read", now())
+                self.meta.set(Meta.LAST_FULL_READ, utc_now())
 
     def clear_source_view(self) -> None:
         with self.db.atomic():
             self.db.execute("DELETE FROM source_users")
             self.db.execute("DELETE FROM source_groups")
-            for key in ("source_cursor", "last_full_read"):
-                self.set_meta(key, None)
+            for key in (Meta.SOURCE_CURSOR, Meta.LAST_FULL_READ):
+                self.meta.set(key, None)
 
-    # -- runs and failures ----------------------------------------------------------------
 
-    def start_run(self, mode: str) -> int:
-        with self.db.atomic():
-            cur = self.db.execute("INSERT INTO runs (started, mode, failed, message, counts) "
-                                  "VALUES (?, ?, 0, '', '{}')", [now(), mode])
-            return cur.lastrowid
-
-    def finish_run(self, run_id: int, outcome: str, counts: dict, failed: int, message: str,
-                   duration: float) -> None:
-        with self.db.atomic():
-            self.db.execute("UPDATE runs SET finished = ?, outcome = ?, counts = ?, failed = ?, "
-                            "message = ?, duration = ? WHERE id = ?",
-                            [now(), outcome, json.dumps(counts), failed, message, duration, run_id])
-
-    def runs(self, limit: int = 10) -> list[RunRecord]:
-        rows = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
-                               "message, duration FROM runs ORDER BY id DESC LIMIT ?", [limit])
-        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
-                          r[7] or "", r[8]) for r in rows]
-
-    # Failures are kept per object (its source id) and operation: a rename leaves no stale
-    # entry, and one operation's success does not hide another's failure on the same object.
-
-    def record_failure(self, kind: str, source_id: str, key: str, op: str, error: str) -> None:
-        with self.db.atomic():
-            stamp = now()
-            self.db.execute(
-                "INSERT INTO failures (kind, source_id, key, op, error, count, first_seen, "
-                "last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, source_id, op) DO "
-                "UPDATE SET key = excluded.key, error = excluded.error, count = count + 1, "
-                "last_seen = excluded.last_seen",
-                [kind, source_id, key, op, error, stamp, stamp])
-
-    def clear_failure(self, kind: str, source_id: str, op: str) -> None:
-        with self.db.atomic():
-            self.db.execute("DELETE FROM failures WHERE kind = ? AND source_id = ? AND op = ?",
-                            [kind, source_id, op])
-
-    def keep_only_failures(self, failing: Iterable[tuple[str, str, str]]) -> None:
-        """After a complete cycle: forget failures (kind, source id, op) that did not happen
-        again: fixed, or no longer planned at all (gone from the source, fixed by hand)."""
-        keep = set(failing)
-        with self.db.atomic():
-            rows = self.db.execute("SELECT kind, source_id, op FROM failures").fetchall()
-            self.db.conn.executemany(
-                "DELETE FROM failures WHERE kind = ? AND source_id = ? AND op = ?",
-                [row for row in rows if tuple(row) not in keep])
-
-    def failures(self, limit: int = 50) -> list[dict]:
-        rows = self.db.execute("SELECT kind, source_id, key, op, error, count, first_seen, "
-                               "last_seen FROM failures ORDER BY count DESC, last_seen DESC "
-                               "LIMIT ?", [limit])
-        cols = ("kind", "source_id", "key", "op", "error", "count", "first_seen", "last_seen")
-        return [dict(zip(cols, r)) for r in rows]
+def _release(lock: FileLock | None) -> None:
+    if lock is not None:
+        lock.release()

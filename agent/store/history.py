@@ -1,0 +1,91 @@
+"""The run history and the failing objects, kept in the snapshot beside what was pushed.
+
+``status`` reads both; the daemon reads the runs to see whether a manual sync succeeded while
+it held pushing. Mixed into :class:`agent.store.state.State`, whose ``db`` they use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlite_utils
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    started: str
+    finished: str | None
+    mode: str
+    outcome: str | None
+    counts: dict
+    failed: int
+    message: str
+    duration: float | None
+
+
+class RunHistory:
+    db: sqlite_utils.Database
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def start_run(self, mode: str) -> int:
+        with self.db.atomic():
+            cur = self.db.execute("INSERT INTO runs (started, mode, failed, message, counts) "
+                                  "VALUES (?, ?, 0, '', '{}')", [now(), mode])
+            return cur.lastrowid
+
+    def finish_run(self, run_id: int, outcome: str, counts: dict, failed: int, message: str,
+                   duration: float) -> None:
+        with self.db.atomic():
+            self.db.execute("UPDATE runs SET finished = ?, outcome = ?, counts = ?, failed = ?, "
+                            "message = ?, duration = ? WHERE id = ?",
+                            [now(), outcome, json.dumps(counts), failed, message, duration, run_id])
+
+    def runs(self, limit: int = 10) -> list[RunRecord]:
+        rows = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
+                               "message, duration FROM runs ORDER BY id DESC LIMIT ?", [limit])
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
+                          r[7] or "", r[8]) for r in rows]
+
+    # Failures are kept per object (its source id) and operation: a rename leaves no stale
+    # entry, and one operation's success does not hide another's failure on the same object.
+
+    def record_failure(self, kind: str, source_id: str, key: str, op: str, error: str) -> None:
+        with self.db.atomic():
+            stamp = now()
+            self.db.execute(
+                "INSERT INTO failures (kind, source_id, key, op, error, count, first_seen, "
+                "last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, source_id, op) DO "
+                "UPDATE SET key = excluded.key, error = excluded.error, count = count + 1, "
+                "last_seen = excluded.last_seen",
+                [kind, source_id, key, op, error, stamp, stamp])
+
+    def clear_failure(self, kind: str, source_id: str, op: str) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM failures WHERE kind = ? AND source_id = ? AND op = ?",
+                            [kind, source_id, op])
+
+    def keep_only_failures(self, failing: Iterable[tuple[str, str, str]]) -> None:
+        """After a complete cycle: forget failures (kind, source id, op) that did not happen
+        again: fixed, or no longer planned at all (gone from the source, fixed by hand)."""
+        keep = set(failing)
+        with self.db.atomic():
+            rows = self.db.execute("SELECT kind, source_id, op FROM failures").fetchall()
+            self.db.conn.executemany(
+                "DELETE FROM failures WHERE kind = ? AND source_id = ? AND op = ?",
+                [row for row in rows if tuple(row) not in keep])
+
+    def failures(self, limit: int = 50) -> list[dict]:
+        rows = self.db.execute("SELECT kind, source_id, key, op, error, count, first_seen, "
+                               "last_seen FROM failures ORDER BY count DESC, last_seen DESC "
+                               "LIMIT ?", [limit])
+        cols = ("kind", "source_id", "key", "op", "error", "count", "first_seen", "last_seen")
+        return [dict(zip(cols, r)) for r in rows]

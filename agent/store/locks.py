@@ -1,0 +1,127 @@
+"""The two locks beside a snapshot, and the one way both are taken.
+
+``<db>.lock`` (the snapshot lock) is held by whoever writes the snapshot: a ``sync``, or the
+daemon during a cycle. ``<db>.daemon.lock`` is held by ``scim-agent run`` for its whole life,
+so a second daemon exits at once while a manual ``sync`` between cycles still works.
+
+Both are ``flock(2)`` locks on a private file that holds the holder's pid. The kernel drops a
+flock when its process dies, so a crash never leaves a stale lock behind; the pid is only
+there to name the holder in a message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from .errors import OWNERSHIP_HINT, StateBusy, StateError
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; ``pid`` is its pid when it wrote one."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path}: locked by {f'pid {pid}' if pid else 'another process'}")
+        self.path = path
+        self.pid = pid
+
+
+class FileLock:
+    """An exclusive, non-blocking flock on ``path`` holding our pid. Release it (or use
+    ``with``) when done; the kernel releases it anyway if the process dies."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, path: Path) -> "FileLock":
+        """Take the lock now or raise :class:`LockHeld`; OSError if the file cannot be opened."""
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise LockHeld(path, pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FileLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def holder(path: Path) -> int | None:
+    """Who holds the lock at ``path``: its pid (0 when it wrote none), or None when free."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(fd) or 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The snapshot's two locks
+
+
+def snapshot_lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
+def daemon_lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".daemon.lock")
+
+
+def lock_snapshot(db: Path) -> FileLock:
+    """The snapshot lock, for a writer. :class:`StateBusy` while another agent writes."""
+    path = snapshot_lock_path(db)
+    try:
+        return FileLock.take(path)
+    except PermissionError:
+        raise StateError(f"{path}: permission denied: {OWNERSHIP_HINT}") from None
+    except LockHeld as held:
+        raise StateBusy(f"{db}: another scim-agent{f' (pid {held.pid})' if held.pid else ''} "
+                        "is using this snapshot (the daemon, or a sync still running); try "
+                        "again when it is done") from None
+
+
+def lock_daemon(db: Path) -> FileLock:
+    """The daemon lock, for ``scim-agent run``: one daemon per snapshot."""
+    path = daemon_lock_path(db)
+    try:
+        db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return FileLock.take(path)
+    except LockHeld as held:
+        raise StateError(f"{db}: another scim-agent daemon is already running for this "
+                         f"snapshot (pid {held.pid or 'unknown'}); stop it first") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create the daemon lock: {exc.strerror}") from None
+
+
+def lock_holder(db: Path) -> int | None:
+    """The pid of the agent holding the snapshot lock (0 if unknown), or None when free."""
+    return holder(snapshot_lock_path(Path(db)))
