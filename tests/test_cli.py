@@ -304,7 +304,7 @@ def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog):
     import io
     import logging
 
-    from agent.cli.main import Progress
+    from agent.cli.render import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

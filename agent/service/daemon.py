@@ -46,7 +46,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -76,10 +76,12 @@ HEALTHY_PERIODS = 3          # /healthz: 503 once the last success is older than
 MAX_DOUBLINGS = 30           # 2**30 periods exceeds any max_backoff; keeps the product finite
 
 
-def run_daemon(config: Config, config_file: str | os.PathLike, log_format: str = "text",
-               debug: bool = False) -> int:
-    """The ``run`` command. Start-up problems raise ConfigError/StateError; cli prints them."""
-    return Daemon(config, Path(config_file)).run()
+def run_daemon(config: Config, config_file: str | os.PathLike,
+               on_config: Callable[[Config], None] = lambda config: None) -> int:
+    """The ``run`` command. Start-up problems raise ConfigError/StateError; cli prints them.
+    ``on_config`` is called with every config a reload switches to (the CLI redacts its
+    secrets in the log)."""
+    return Daemon(config, Path(config_file), on_config=on_config).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,8 +312,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 class Daemon:
     def __init__(self, config: Config, config_file: Path,
-                 environ: Mapping[str, str] = os.environ):
+                 environ: Mapping[str, str] = os.environ,
+                 on_config: Callable[[Config], None] = lambda config: None):
         self.config = config
+        self._on_config = on_config
         self.config_file = config_file
         self.schedule = Schedule(config.schedule)
         self.notify = Notifier(environ.get("NOTIFY_SOCKET"))
@@ -672,7 +676,7 @@ class Daemon:
             self.config = new
             self.schedule = Schedule(new.schedule)
             self._config_fp = config_fingerprint(new)
-        _redact_secrets_of(new)
+        self._on_config(new)   # a reloaded config may bring new secrets: keep them out of the log
 
     def reload(self) -> bool:
         """SIGHUP: load the config again. An invalid one leaves the running one in place."""
@@ -768,12 +772,6 @@ class Daemon:
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
-
-
-def _redact_secrets_of(config: Config) -> None:
-    """A reloaded config may bring new secrets: keep them out of every log line too."""
-    from ..cli.main import add_secrets_to_redact, config_secrets
-    add_secrets_to_redact(config_secrets(config))
 
 
 def _now() -> dt.datetime:
