@@ -26,8 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.config import ScheduleConfig
-from agent.service.daemon import Notifier, Schedule, watchdog_interval
+from agent.config import ScheduleConfig, load
+from agent.service.daemon import Daemon as InProcessDaemon
+from agent.service.notify import Notifier, Watchdog, watchdog_interval
+from agent.service.schedule import Schedule
 from tests.fakes.split import FakeSplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +40,19 @@ pytestmark = pytest.mark.timeout(60)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
+
+
+class FakeClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -287,6 +302,55 @@ def test_watchdog_interval_reads_systemd_environment():
     assert watchdog_interval({"WATCHDOG_USEC": "30000000",
                               "WATCHDOG_PID": str(os.getpid())}) == 30.0
     assert watchdog_interval({}) is None
+
+
+def test_watchdog_pings_every_half_interval_and_stops_when_a_cycle_stalls(caplog):
+    clock = FakeClock(50.0)
+    watchdog = Watchdog(1.0, clock)
+    assert watchdog.ping_due()
+    watchdog.pinged()
+    clock.advance(0.4)
+    assert not watchdog.ping_due()
+    clock.advance(0.1)
+    assert watchdog.ping_due()                              # half of WATCHDOG_USEC
+    watchdog.beat()
+    clock.advance(0.9)
+    assert watchdog.cycle_progressing()
+    clock.advance(0.1)                                      # a whole interval without progress
+    assert not watchdog.cycle_progressing() and not watchdog.cycle_progressing()
+    assert caplog.text.count("no progress for 1.0s") == 1   # said once per stall
+    watchdog.beat("any", "arguments")                       # an HTTP answer, a finished op
+    assert watchdog.cycle_progressing()
+    assert not Watchdog(None, clock).ping_due()             # outside systemd's watchdog
+
+
+def test_a_hold_says_what_lifts_it_by_its_kind_not_its_text(tmp_path, fake):
+    from agent.core.outcome import Hold, HoldKind
+    from agent.service.holds import PushHold
+    config = load(Setup(tmp_path, fake).config)
+    since = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    under_systemd = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+
+    def how(kind: HoldKind, reason: str, environ) -> str:
+        return PushHold.start(Hold(kind, reason), since, 0, config, "fp", environ).describe()
+
+    assert "restart the service" in how(HoldKind.TOKEN_REJECTED, "401 from Split", under_systemd)
+    assert "reload the service" in how(HoldKind.TOKEN_REJECTED, "401 from Split", {})
+    # a guard stop whose message happens to say "token" is still lifted by a reload
+    assert "reload the service" in how(HoldKind.GUARD, "safety guard: token users gone",
+                                       under_systemd)
+
+
+def test_the_service_never_imports_the_command_line():
+    import ast
+    for path in (ROOT / "agent" / "service").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                assert "cli" not in module.split("."), f"{path.name} imports {module}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("agent.cli") for a in node.names), path.name
 
 
 def test_schedule_backs_off_doubling_up_to_the_cap_and_slow_cycles_delay_the_next():
@@ -544,8 +608,6 @@ def test_unit_file_verifies_without_a_word(tmp_path):
 
 
 def test_backoff_of_a_daily_schedule_never_overflows():
-    from agent.config import ScheduleConfig
-    from agent.service.daemon import Schedule
     schedule = Schedule(ScheduleConfig(interval=dt.timedelta(days=1),
                                        max_backoff=dt.timedelta(days=3)))
     assert schedule.backoff(1) == dt.timedelta(days=2)
@@ -566,18 +628,17 @@ def test_sigint_stops_cleanly_and_json_logs_are_one_object_per_line(tmp_path, fa
     assert any("stopped" in r["message"] for r in records)
 
 
-def test_a_wall_clock_jump_does_not_stop_the_watchdog_at_once(tmp_path, fake, monkeypatch):
+def test_a_wall_clock_jump_does_not_stop_the_watchdog_at_once(tmp_path, fake):
     """The job looks late after the clock jumps forward; the scheduler is woken and only a
     lateness that lasts a whole watchdog interval (monotonic) stops the pings."""
-    from agent.service import daemon as daemon_module
-    from agent.config import load
-    from connectors import base
-    monkeypatch.setattr(base, "_activity_listeners", [])   # the daemon registers one
     setup = Setup(tmp_path, fake)
-    d = daemon_module.Daemon(load(setup.config), setup.config, environ={"WATCHDOG_USEC": "1000000"})
+    clock = FakeClock(100.0)
+    wall = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+    d = InProcessDaemon(load(setup.config), setup.config, environ={"WATCHDOG_USEC": "1000000"},
+                        clock=clock, wall_clock=lambda: wall)
 
     class Job:
-        next_run_time = daemon_module._now() - dt.timedelta(hours=1)   # "an hour late"
+        next_run_time = wall - dt.timedelta(hours=1)                    # "an hour late"
 
     class Scheduler:
         running = True
@@ -590,10 +651,8 @@ def test_a_wall_clock_jump_does_not_stop_the_watchdog_at_once(tmp_path, fake, mo
             self.woken += 1
 
     d.scheduler = Scheduler()
-    clock = [100.0]
-    monkeypatch.setattr(daemon_module.time, "monotonic", lambda: clock[0])
     assert d.healthy() and d.scheduler.woken == 1          # first sight: wake it, keep pinging
-    clock[0] += 0.5
+    clock.advance(0.5)
     assert d.healthy()
-    clock[0] += 1.0                                        # late for longer than the watchdog
+    clock.advance(1.0)                                     # late for longer than the watchdog
     assert not d.healthy()
