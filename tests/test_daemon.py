@@ -30,6 +30,7 @@ from agent.config import ScheduleConfig, load
 from agent.service.daemon import Daemon as InProcessDaemon
 from agent.service.notify import Notifier, Watchdog, watchdog_interval
 from agent.service.schedule import Schedule
+from agent.cli.main import main as cli_main
 from tests.fakes.split import FakeSplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,15 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def settled(status: dict) -> bool:
+    """``status`` was read between two daemon cycles: its newest run has finished and the
+    daemon's failure count (saved after it) counts exactly the failed runs in a row."""
+    runs = status["runs"]
+    failed_in_a_row = next((i for i, r in enumerate(runs) if r["outcome"] != "error"), len(runs))
+    return bool(runs) and runs[0]["finished"] is not None \
+        and status["consecutive_failures"] == failed_in_a_row
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -375,7 +385,8 @@ def test_schedule_backs_off_doubling_up_to_the_cap_and_slow_cycles_delay_the_nex
 
 def test_ready_watchdog_schedule_changes_health_and_metrics(tmp_path, fake, notify, daemons):
     port = free_port()
-    created = (dt.date.today() - dt.timedelta(days=350)).isoformat()   # 15 days left
+    today = dt.date.today()
+    created = (today - dt.timedelta(days=350)).isoformat()             # 15 days left
     setup = Setup(tmp_path, fake, listen=f"127.0.0.1:{port}", token_created=created)
     write_source(setup.source, range(5))
     daemon = daemons(setup, notify, watchdog_usec=1_000_000)
@@ -396,16 +407,27 @@ def test_ready_watchdog_schedule_changes_health_and_metrics(tmp_path, fake, noti
     assert len(notify.times("WATCHDOG=1")) >= 2
     assert any("next run" in s for s in notify.values("STATUS"))
 
+    # The fake sees the last change a moment before the daemon has recorded its answers,
+    # ended the cycle and updated the metrics: wait for the metrics, never for luck.
+    expected = ('scim_agent_operations_total{kind="create_user",outcome="applied"} 6.0',
+                'scim_agent_objects_managed{kind="users"} 6.0',
+                "scim_agent_consecutive_failures 0.0",
+                "scim_agent_held 0.0")
+
+    def metrics_once_recorded() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return text if all(line in text for line in expected) else None
+
+    metrics = wait_until(metrics_once_recorded, 10,
+                         "the metrics of the cycle that applied the changes")
+    for line in expected:
+        assert line in metrics, line
+    # 15 days left; 14 if midnight passed since the test began
+    days_left = {15, 15 - (dt.date.today() - today).days}
+    assert any(f"scim_agent_token_days_left {days}.0" in metrics for days in days_left)
     health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    assert health.json()["token_days_left"] == 15
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    for line in ('scim_agent_operations_total{kind="create_user",outcome="applied"} 6.0',
-                 'scim_agent_objects_managed{kind="users"} 6.0',
-                 "scim_agent_consecutive_failures 0.0",
-                 "scim_agent_token_days_left 15.0",
-                 "scim_agent_held 0.0"):
-        assert line in metrics, line
+    assert health.json()["token_days_left"] in days_left
     assert "scim_agent_cycle_duration_seconds_count" in metrics
     last_success = [l for l in metrics.splitlines()
                     if l.startswith("scim_agent_last_success_timestamp_seconds ")][0]
@@ -422,7 +444,8 @@ def test_ready_watchdog_schedule_changes_health_and_metrics(tmp_path, fake, noti
     assert setup.status()["next_run"] is None
 
 
-def test_slow_target_never_overlaps_and_locks_refuse_other_agents(tmp_path, fake, daemons):
+def test_slow_target_never_overlaps_and_locks_refuse_other_agents(tmp_path, fake, daemons,
+                                                                 capsys):
     fake.latency = 0.25
     setup = Setup(tmp_path, fake, concurrency=1)
     write_source(setup.source, range(8))
@@ -430,9 +453,11 @@ def test_slow_target_never_overlaps_and_locks_refuse_other_agents(tmp_path, fake
 
     # The first cycle takes ~3 s (each request 0.25 s, one at a time) on a 1 s interval.
     wait_until(lambda: any(r.method == "POST" for r in fake.requests), 15, "the first POST")
-    manual = setup.cli("sync")
-    assert manual.returncode == 1
-    assert re.search(r"another scim-agent \(pid \d+\) is using this snapshot", manual.stderr)
+    # In this process: a CLI subprocess can take longer to start on a loaded machine than the
+    # cycle has left, and would then find the snapshot free.
+    assert cli_main(["--config", str(setup.config), "sync"]) == 1
+    assert re.search(rf"another scim-agent \(pid {daemon.proc.pid}\) is using this snapshot",
+                     capsys.readouterr().err)
     second = setup.cli("run", timeout=15)
     assert second.returncode == 1 and "already running" in second.stderr
 
@@ -522,15 +547,17 @@ def test_backoff_token_hold_and_guard_hold(tmp_path, fake, daemons):
 
     # Failing cycles back off: 2 s after the first failure, then 3 s (the cap).
     setup.source.write_text("{ not json")
-    status = wait_until(lambda: (s := setup.status())["consecutive_failures"] >= 2 and s, 10,
-                        "two failed cycles")
+    metrics = lambda: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text  # noqa: E731
+    # the gauge says 2 from the end of the second failure until the end of the third, 3 s on
+    wait_until(lambda: "scim_agent_consecutive_failures 2.0" in metrics(), 10,
+               "two failed cycles in the metrics")
+    status = wait_until(lambda: (s := setup.status())["consecutive_failures"] >= 2
+                        and settled(s) and s, 10, "two failed cycles in the status")
     last = status["runs"][0]
     assert last["outcome"] == "error" and "reading the source failed" in last["message"]
     gap = (dt.datetime.fromisoformat(status["next_run"])
            - dt.datetime.fromisoformat(last["finished"])).total_seconds()
     assert gap >= 2, f"next run only {gap}s after a second failure"
-    assert "scim_agent_consecutive_failures 2.0" in httpx.get(
-        f"http://127.0.0.1:{port}/metrics", timeout=5).text
     write_source(setup.source, range(5))
     wait_until(lambda: setup.status()["consecutive_failures"] == 0, 10, "recovery")
     assert "user4@example.org" in setup.user_names()
@@ -542,7 +569,9 @@ def test_backoff_token_hold_and_guard_hold(tmp_path, fake, daemons):
     assert "401" in status["held"]
     assert health().status_code == 503 and health().json()["status"] == "held"
     fake.reset_log()
-    time.sleep(2.2)                           # two ticks of the 1 s schedule
+    held_ticks = daemon.log().count("pushing is held: ")
+    wait_until(lambda: daemon.log().count("pushing is held: ") >= held_ticks + 2, 10,
+               "two ticks of the 1 s schedule while held")
     assert fake.requests == [], "requests were sent while pushing was held"
     setup.token.write_text("rotated\n")
     wait_until(lambda: "user5@example.org" in setup.user_names(), 10, "resuming after the fix")
