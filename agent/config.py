@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
-from connectors.base import Secret, SettingError, is_loopback
+from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
 from .secrets import resolve_secret
 
@@ -251,7 +251,6 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
     if not isinstance(attributes, dict):
         raise ctx.error("[source.attributes]", "must be a table of SCIM name = source attribute")
     mapped: dict[str, tuple[str, ...]] = {}
-    from .core.model import USER_ATTRIBUTES
     for scim_name, raw_name in attributes.items():
         if scim_name not in USER_ATTRIBUTES:
             raise ctx.error(f"[source.attributes] {scim_name}",

@@ -8,9 +8,11 @@ import stat
 
 import pytest
 
-from agent.core.model import Group, PushedGroup, PushedUser, Snapshot, User, user_digest
+from agent.core import adopt
+from agent.core.model import (DesiredState, Group, PushedGroup, PushedUser, Snapshot, User,
+                              user_digest)
 from agent.store.state import SCHEMA_VERSION, Meta, State, StateError
-from connectors.base import Directory, GroupRecord, UserRecord
+from connectors.base import Directory, GroupRecord, TargetGroup, TargetUser, UserRecord
 
 ALICE = User("u1", "alice@example.org", True,
              {"userName": "alice@example.org", "email": "alice@example.org", "title": "Eng"})
@@ -35,6 +37,10 @@ def mode(path) -> int:
 
 
 # ------------------------------------------------------------------ the file
+
+
+def desired_of(*users) -> DesiredState:
+    return DesiredState(users={u.source_id: u for u in users}, groups={})
 
 
 def test_open_creates_a_private_file_in_a_private_folder(db_path):
@@ -167,8 +173,9 @@ def test_record_user_active_flips_only_the_flag(state):
     assert pushed.scim_id == "scim-1"
 
 
-def test_record_adopted_user_gets_the_digest_of_what_the_target_holds(state):
-    state.record_adopted_user("u1", "scim-1", "alice@example.org", True, dict(ALICE.attributes))
+def test_recorded_facts_keep_the_digest_of_what_the_target_holds(state):
+    target = TargetUser("scim-1", "alice@example.org", True, dict(ALICE.attributes))
+    state.record_facts(adopt.observe(desired_of(ALICE), Snapshot.empty(), [target]))
     pushed = state.snapshot().users["u1"]
     assert pushed.digest == ALICE.digest
     assert pushed.digest == user_digest(ALICE.attributes, True)
@@ -195,10 +202,11 @@ def test_record_members_twice_is_harmless(state):
     assert state.counts()["memberships"] == 1
 
 
-def test_record_adopted_group_replaces_memberships(state):
+def test_recorded_facts_replace_a_groups_memberships(state):
     state.record_group(ENG, "scim-g1")
     state.record_members("g1", added=["u1"])
-    state.record_adopted_group("g1", "scim-g9", "Engineering", ["u2"])
+    found = TargetGroup("scim-g9", "Engineering", frozenset({"t2"}))
+    state.record_facts(adopt.found_group(ENG, found, {"t2": "u2"}))
     group = state.snapshot().groups["g1"]
     assert (group.scim_id, group.members) == ("scim-g9", {"u2"})
     assert group.digest == ENG.digest

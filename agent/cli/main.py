@@ -21,7 +21,7 @@ from .. import __version__
 from ..config import Config, ConfigError, config_path, load
 from ..core.outcome import Outcome
 from ..app import build_agent
-from ..engine.cycle import Agent, AgentError, PlanResult, SyncResult
+from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..store.state import StateError
 from .logs import redact_secrets_of, setup_logging
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(config, args, path)
         agent = build_agent(config)
         return {"plan": cmd_plan, "sync": cmd_sync, "check": cmd_check}[args.command](agent, args)
-    except (ConfigError, StateError, AgentError, ConnectorError) as exc:
+    except (ConfigError, StateError, ConnectorError) as exc:
         if args.debug:
             log.exception("error")
         print(f"error: {exc}", file=sys.stderr)

@@ -10,9 +10,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from connectors.base import Directory, GroupRecord, UserRecord
+from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
-from .model import USER_ATTRIBUTES, DesiredState, Group, Problem, User
+from .model import DesiredState, Group, Problem, User
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import USER_ATTRIBUTES  # noqa: F401 (the vocabulary, re-exported)
-
 # The flat attribute names are the target port's vocabulary (connectors/base.py). Anything
 # else a source maps is dropped with a warning: a SCIM server in strict mode rejects unknown
 # attributes, and one bad key would fail every user.

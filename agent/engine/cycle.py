@@ -26,17 +26,13 @@ from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError
 from .apply import Applier, ApplyReport, hold_for
-from .checks import Check, run_checks, token_days_left, token_warning  # noqa: F401
+from .checks import Check, run_checks, token_warning
 from .observe import Learner, TargetRead, read_target
 from .reading import ReadResult, SourceReader
 
 log = logging.getLogger(__name__)
 
 MAX_FOLLOW_UPS = 2      # plans made again within one cycle after the target surprised apply
-
-
-class AgentError(Exception):
-    """A fatal error for this cycle, with a message fit for an operator."""
 
 
 @dataclass

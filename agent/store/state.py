@@ -183,15 +183,9 @@ class State(RunHistory):
 
     # One transaction per applied operation: each method below commits on return.
 
-    def record_user(self, user: User, scim_id: str, active: bool | None = None,
-                    replaces: str | None = None) -> None:
-        """Record a pushed user. ``replaces`` names another source id that held the same
-        SCIM account (an account deleted and re-created in the source with the same e-mail):
-        it is forgotten in the same transaction, so it is never deactivated on its way out."""
+    def record_user(self, user: User, scim_id: str, active: bool | None = None) -> None:
+        """Record a pushed user (as confirmed by the target)."""
         with self.db.atomic():
-            if replaces is not None:
-                self.db.execute("DELETE FROM memberships WHERE user_id = ?", [replaces])
-                self.db.execute("DELETE FROM users WHERE source_id = ?", [replaces])
             self._put_user(user, scim_id, user.active if active is None else active)
 
     def _put_user(self, user: User, scim_id: str, active: bool) -> None:
@@ -209,36 +203,12 @@ class State(RunHistory):
             self.db.execute("UPDATE users SET active = ?, digest = '', updated = ? "
                             "WHERE source_id = ?", [int(active), now(), source_id])
 
-    def record_adopted_user(self, source_id: str, scim_id: str, user_name: str, active: bool,
-                            attributes: dict[str, str]) -> None:
-        """A user found on the target (onboarding, lost snapshot): remember what it holds
-        now, so the planner sends only what differs."""
-        from ..core.model import user_digest
-        with self.db.atomic():
-            self.db.execute(
-                "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
-                "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [source_id, scim_id, user_name, int(active),
-                 json.dumps(attributes, sort_keys=True), user_digest(attributes, active), now()])
-
     def record_group(self, group: Group, scim_id: str) -> None:
         with self.db.atomic():
             self.db.execute(
                 "INSERT OR REPLACE INTO groups (source_id, scim_id, display_name, digest, updated) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [group.source_id, scim_id, group.display_name, group.digest, now()])
-
-    def record_adopted_group(self, source_id: str, scim_id: str, display_name: str,
-                             member_ids: Iterable[str]) -> None:
-        from ..core.model import group_digest
-        with self.db.atomic():
-            self.db.execute(
-                "INSERT OR REPLACE INTO groups (source_id, scim_id, display_name, digest, updated) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [source_id, scim_id, display_name, group_digest(display_name), now()])
-            self.db.execute("DELETE FROM memberships WHERE group_id = ?", [source_id])
-            self.db.conn.executemany("INSERT OR IGNORE INTO memberships (group_id, user_id) VALUES (?, ?)",
-                                [(source_id, m) for m in member_ids])
 
     def record_facts(self, facts: "Facts") -> None:
         """What reading the target taught (``agent/core/adopt.py``), in one transaction:
