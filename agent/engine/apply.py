@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from connectors.base import (FatalTargetError, Interrupted, NotFoundError, RejectedError,
-                             Target, TargetError, TargetGroup, TargetUser)
+                             Target, TargetError, TargetGroup, TargetUser, TransientError)
 
 from ..core.outcome import Hold, HoldKind
 from ..core.plan import USER_OPS, Op, Plan
@@ -185,13 +185,26 @@ class Applier:
     def _create_user(self, op: Op) -> _Done:
         user = op.user
         assert user is not None
-        created = self.target.create_user(user.attributes, True, user.source_id)
+        # Write-ahead: should this process die before the answer is recorded, the next cycle
+        # finds the intent and looks the user up before sending anything (no second POST).
+        self.record(self.state.intend_create, "user", user.source_id, user.user_name)
+        try:
+            created = self.target.create_user(user.attributes, True, user.source_id)
+        except TransientError as exc:
+            if not exc.sent:        # it never reached the target: nothing to look for later
+                self.record(self.state.clear_intent, "user", user.source_id)
+            raise
+        except (TargetError, Interrupted):
+            self.record(self.state.clear_intent, "user", user.source_id)
+            raise
         assert isinstance(created.record, TargetUser)
         if created.existed:
             # It was there already (onboarding, a lost snapshot, a lost response): the next
             # plan makes it match, unless it is someone else's.
             with self.record.lock:
                 conflict = self.learner.user(user, created.record, self.user_ids)
+                if conflict:
+                    self.state.clear_intent("user", user.source_id)
             if conflict:
                 raise RejectedError(conflict, 409)
             return _Done.ADOPTED

@@ -174,24 +174,12 @@ class Agent:
             return SyncResult(Outcome.ERROR, message=str(exc))
         target.cancel = stop
         try:
-            fetched = None
             try:
                 target.probe()      # a rejected token shows even when nothing is pending
-                reconcile = reconcile or self._reconcile_due(state)
-                if reconcile or (state.is_empty() and desired.users):
-                    sync = self.config.sync
-                    def plausible(facts, snapshot):
-                        return guard_target_read(facts, snapshot, sync.max_deactivations,
-                                                 sync.max_group_changes)
-                    fetched = read_target(target, state, desired, groups=sync.groups,
-                                          refresh=reconcile,
-                                          guard=None if allow_mass_deactivation else plausible)
-                    if fetched.stopped is not None:
-                        reason = fetched.stopped.reason
-                        log.error("safety guard: %s; nothing recorded or applied", reason)
-                        return SyncResult(Outcome.GUARD, guard=fetched.stopped, message=reason,
-                                          hold=Hold(HoldKind.GUARD, f"safety guard: {reason}"))
-                    state.meta.record_target_read(self.now())
+                fetched = self._read_target(target, state, desired, reconcile,
+                                            allow_mass_deactivation)
+                learner = Learner(state, desired)
+                landed = learner.intents(target, desired)
             except Interrupted:
                 return SyncResult(Outcome.ERROR, message="stopped before anything was applied",
                                   report=ApplyReport(interrupted=True))
@@ -199,7 +187,12 @@ class Agent:
                 return SyncResult(Outcome.ERROR, message=str(exc), hold=hold_for(exc))
             except TargetError as exc:
                 return SyncResult(Outcome.ERROR, message=f"reading the target failed: {exc}")
-            adopted = len(fetched.adopted) if fetched else 0
+            if fetched is not None and fetched.stopped is not None:
+                reason = fetched.stopped.reason
+                log.error("safety guard: %s; nothing recorded or applied", reason)
+                return SyncResult(Outcome.GUARD, guard=fetched.stopped, message=reason,
+                                  hold=Hold(HoldKind.GUARD, f"safety guard: {reason}"))
+            adopted = (len(fetched.adopted) if fetched else 0) + landed
             if fetched is not None:
                 _log_target_read(fetched)
             result = self.compute_plan(state, read, desired)
@@ -212,8 +205,7 @@ class Agent:
                                   hold=Hold(HoldKind.GUARD,
                                             f"safety guard: {result.guard.reason}"))
             log.info("plan: %s", _summary_line(plan))
-            applier = Applier(target, state, Learner(state, desired),
-                              self.config.target.concurrency, stop=stop, progress=progress)
+            applier = Applier(target, state, learner, self.config.target.concurrency, stop=stop, progress=progress)
             report = applier.apply(plan)
             self._follow_up(applier, state, desired, report, only)
         finally:
@@ -240,6 +232,25 @@ class Agent:
         log.info("%s", message)
         return SyncResult(Outcome.PARTIAL if failed or held else Outcome.OK, plan=plan,
                           report=report, message=message, adopted=adopted, target_read=fetched)
+
+    def _read_target(self, target: Target, state: State, desired: DesiredState,
+                     reconcile: bool, allow_mass_deactivation: bool) -> TargetRead | None:
+        """Read all of the target when the snapshot is empty (adoption) or a reconcile is
+        asked for or due (drift); None when neither. A read that looks like the wrong
+        organisation or a broken listing is returned with ``stopped`` and recorded nowhere."""
+        reconcile = reconcile or self._reconcile_due(state)
+        if not (reconcile or (state.is_empty() and desired.users)):
+            return None
+        sync = self.config.sync
+
+        def plausible(facts, snapshot):
+            return guard_target_read(facts, snapshot, sync.max_deactivations,
+                                     sync.max_group_changes)
+        fetched = read_target(target, state, desired, groups=sync.groups, refresh=reconcile,
+                              guard=None if allow_mass_deactivation else plausible)
+        if fetched.stopped is None:
+            state.meta.record_target_read(self.now())
+        return fetched
 
     def _guard(self, plan: Plan, desired: DesiredState, snapshot: Snapshot) -> GuardStop | None:
         sync = self.config.sync

@@ -4,6 +4,7 @@ and when a create meets an object that already exists. The records go through th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ from ..core import adopt
 from ..core.guard import GuardStop
 from ..core.model import DesiredState, Group, Snapshot, User
 from ..store.state import State
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +58,33 @@ class Learner:
         if not facts.conflict:
             self.state.record_facts(facts)
         return facts.conflict
+
+    def intents(self, target: Target, desired: DesiredState) -> int:
+        """Creates a killed run left without an answer: each user is looked up on the target
+        before anything is sent this cycle; one that landed is recorded (and, if it has left
+        the source since, planned for deactivation like any leaver). Returns how many landed."""
+        landed = 0
+        user_ids, _groups = self.state.scim_ids()
+        for intent in self.state.intents():
+            if intent.source_id in user_ids:
+                self.state.clear_intent(intent.kind, intent.source_id)
+                continue
+            record = target.find_user(intent.key)
+            if record is None:
+                log.info("the create of %s did not land; it is planned again", intent.key)
+                self.state.clear_intent(intent.kind, intent.source_id)
+                continue
+            user = desired.users.get(intent.source_id) or User(
+                intent.source_id, record.user_name, record.active, dict(record.attributes))
+            conflict = self.user(user, record, user_ids)
+            if conflict:
+                log.warning("%s", conflict)
+                self.state.clear_intent(intent.kind, intent.source_id)
+            else:
+                landed += 1
+                log.info("the create of %s landed before the last run stopped; adopted",
+                         intent.key)
+        return landed
 
     def group(self, group: Group, record: TargetGroup, user_ids: Mapping[str, str]) -> None:
         source_of = {scim: sid for sid, scim in user_ids.items()}

@@ -27,13 +27,14 @@ from ..core.adopt import Facts
 from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .history import RunHistory, RunRecord, now
+from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot
 from .meta import Meta, MetaStore, utc_now
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Meta", "MetaStore", "RunRecord", "State",
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -53,10 +54,10 @@ def _v1(db: sqlite_utils.Database) -> None:
                           pk=("kind", "source_id", "op"))
 
 
-MIGRATIONS = {1: _v1}   # version -> function bringing the schema from version-1 to version
+MIGRATIONS = {1: _v1, 2: migrate_v2}   # version -> brings the schema from version-1 to it
 
 
-class State(RunHistory):
+class State(RunHistory, CreateIntents):
     """An open snapshot. Use :meth:`open`; close it (or use ``with``) when done.
 
     ``meta`` answers the typed questions (:mod:`agent.store.meta`); the run history and the
@@ -184,9 +185,11 @@ class State(RunHistory):
     # One transaction per applied operation: each method below commits on return.
 
     def record_user(self, user: User, scim_id: str, active: bool | None = None) -> None:
-        """Record a pushed user (as confirmed by the target)."""
+        """Record a pushed user (as confirmed by the target); its create intent, if any, is
+        cleared in the same transaction."""
         with self.db.atomic():
             self._put_user(user, scim_id, user.active if active is None else active)
+            self._clear_intent("user", user.source_id)
 
     def _put_user(self, user: User, scim_id: str, active: bool) -> None:
         attributes = dict(user.attributes)
@@ -221,6 +224,8 @@ class State(RunHistory):
                 self.db.execute("DELETE FROM memberships WHERE group_id = ?", [source_id])
                 self.db.execute("DELETE FROM groups WHERE source_id = ?", [source_id])
             stamp = now()
+            for u in facts.users:
+                self._clear_intent("user", u.source_id)
             self.db.conn.executemany(
                 "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
                 "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",

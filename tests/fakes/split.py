@@ -20,7 +20,8 @@ that are hard to provoke on a real tenant:
 * ``eq`` filters on userName, externalId, emails and displayName, with JSON string escapes;
   1-based paging capped by ``max_page_size``; PATCH in both the Okta and the Entra shapes.
 * Injected trouble: ``fail_next`` (5xx with an optional Retry-After), ``rate_limit`` (429
-  with Split's ``X-RateLimit-*`` headers), ``latency``, and ``hang_after_write_next`` (the
+  with Split's ``X-RateLimit-*`` headers), ``latency`` (before handling), ``answer_latency``
+  (after the write is done, before the answer), and ``hang_after_write_next`` (the
   write is applied but answered late, so the client cannot tell the outcome).
 
 Everything a test may want to assert on is public: the stored ``users`` and ``groups``,
@@ -445,13 +446,15 @@ class FakeSplit:
 
     def __init__(self, token: str = "tok", *, max_page_size: int = 100,
                  patch_returns_body: bool = False, status_as_int: bool = False,
-                 latency: float = 0.0, hang_seconds: float = 5.0,
+                 latency: float = 0.0, answer_latency: float = 0.0, hang_seconds: float = 5.0,
                  admin_group: str = "Split_Administrators"):
         self.token = token
         self.max_page_size = max_page_size
         self.patch_returns_body = patch_returns_body
         self.status_as_int = status_as_int
-        self.latency = latency
+        self.latency = latency                  # before a request is handled
+        self.answer_latency = answer_latency    # after it is carried out, before the answer:
+                                                # a client killed then never hears of it
         self.hang_seconds = hang_seconds
         self.admin_group = admin_group
         self.users: dict[str, dict] = {}
@@ -615,8 +618,8 @@ class FakeSplit:
                 self._stopping.wait(self.latency)
             response = self._respond(method, path, query, headers, body, body_error)
             record.status = response.status
-            if response.delay:
-                self._stopping.wait(response.delay)
+            if response.delay or self.answer_latency:
+                self._stopping.wait(response.delay or self.answer_latency)
             return response
         finally:
             with self._log_lock:
