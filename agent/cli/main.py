@@ -74,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="+", metavar="KEY", default=[],
                    help="limit the sync to these users (userName) or groups (displayName)")
     s.add_argument("--allow-mass-deactivation", action="store_true",
-                   help="let this one run through the safety guard (deactivation threshold, "
-                        "empty source)")
+                   help="let this one run through the safety guards (deactivation and group "
+                        "thresholds, an empty source, a target that looks emptied)")
+    s.add_argument("--rebind-target", action="store_true",
+                   help="the snapshot was made for another [target] url: forget that "
+                        "organisation's ids and adopt what this one holds")
     s.add_argument("--reconcile", action="store_true",
                    help="re-read Split first and put right what was changed there by hand "
                         "(one paged read of all users and groups)")
@@ -124,7 +127,8 @@ def cmd_sync(agent: Agent, args) -> int:
         return cmd_plan(agent, args)
     result: SyncResult = agent.sync(only=args.only,
                                     allow_mass_deactivation=args.allow_mass_deactivation,
-                                    reconcile=args.reconcile, progress=Progress())
+                                    reconcile=args.reconcile, progress=Progress(),
+                                    rebind_target=args.rebind_target)
     if args.output == "json":
         print(json.dumps(sync_json(result, exit_code(result.outcome)), indent=2,
                          ensure_ascii=False))

@@ -27,6 +27,7 @@ class HoldKind(StrEnum):
     TOKEN_REJECTED = "token"     # 401/403: expired or regenerated token
     ENDPOINT = "endpoint"        # the target answers in a way no retry mends (a redirect)
     GUARD = "guard"              # a safety guard stopped the cycle
+    TARGET_CHANGED = "target"    # [target] url names another organisation than the snapshot
 
 
 @dataclass(frozen=True)

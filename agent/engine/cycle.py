@@ -26,6 +26,7 @@ from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError
 from .apply import Applier, ApplyReport, hold_for
+from .binding import TargetChanged, bind, binding_problem
 from .checks import Check, run_checks, token_warning
 from .observe import Learner, TargetRead, read_target
 from .reading import ReadResult, SourceReader
@@ -117,6 +118,9 @@ class Agent:
             return self.compute_plan(None)
         state = State.open(path, lock=False, create=False)
         try:
+            problem = binding_problem(state, self.config.target.url)
+            if problem:
+                raise TargetChanged(problem)
             return self.compute_plan(state)
         finally:
             state.close()
@@ -124,8 +128,10 @@ class Agent:
     def sync(self, *, only: Iterable[str] = (), allow_mass_deactivation: bool = False,
              stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None,
-             mode: str = "sync", reconcile: bool = False) -> SyncResult:
-        """One full cycle. Never raises for expected failures: the result says what happened."""
+             mode: str = "sync", reconcile: bool = False,
+             rebind_target: bool = False) -> SyncResult:
+        """One full cycle. Never raises for expected failures: the result says what happened.
+        ``rebind_target`` lets a snapshot made for another target forget it (binding.py)."""
         started = self.clock()
         warnings = [w for w in [token_warning(self.config)] if w]
         for w in warnings:
@@ -138,8 +144,16 @@ class Agent:
         try:
             run_id = state.start_run(mode)
             try:
-                result = self._sync(state, list(only), allow_mass_deactivation, stop, progress,
-                                    reconcile)
+                problem = "" if rebind_target else binding_problem(state,
+                                                                    self.config.target.url)
+                if problem:
+                    log.error("%s", problem)
+                    result = SyncResult(Outcome.ERROR, message=problem,
+                                        hold=Hold(HoldKind.TARGET_CHANGED, problem))
+                else:
+                    bind(state, self.config.target.url, rebind=rebind_target)
+                    result = self._sync(state, list(only), allow_mass_deactivation, stop,
+                                        progress, reconcile)
             except Exception as exc:        # a bug: still close the run record, then re-raise
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
                                  self.clock() - started)

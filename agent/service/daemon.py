@@ -48,6 +48,7 @@ from ..config import Config, ConfigError, format_duration, load
 from ..core.outcome import Hold, Outcome
 from ..app import build_agent
 from ..engine.checks import token_days_left, token_warning
+from ..engine.binding import check_binding
 from ..engine.cycle import SyncResult
 from ..store.locks import FileLock, lock_daemon
 from ..store.meta import KEEP
@@ -354,6 +355,12 @@ class Daemon:
         if new.state.path != self.config.state.path:
             raise ConfigError(f"{new.path}: [state] path: changed from {self.config.state.path} "
                               f"to {new.state.path}; restart the service to switch snapshots")
+        try:
+            problem = check_binding(new.state.path, new.target.url)
+        except StateError as exc:
+            problem = str(exc)
+        if problem:
+            raise ConfigError(f"{new.path}: [target] url: {problem}")
         return new
 
     def _apply_config(self, new: Config) -> None:

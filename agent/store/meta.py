@@ -32,12 +32,13 @@ class Meta(StrEnum):
     SOURCE_CURSOR = "source_cursor"                 # text: change cursor of the stored view
     SOURCE_CONFIG = "source_config"                 # text: fingerprint of the view's [source]
     LAST_TARGET_READ = "last_target_read"           # time: the last paged read of the target
+    TARGET = "target"                               # text: the target this snapshot is for
 
 
 _TYPE: dict[Meta, type] = {
     Meta.SCHEMA_VERSION: int, Meta.HELD: str, Meta.NEXT_RUN: dt.datetime,
     Meta.CONSECUTIVE_FAILURES: int, Meta.LAST_FULL_READ: dt.datetime, Meta.SOURCE_CURSOR: str,
-    Meta.SOURCE_CONFIG: str, Meta.LAST_TARGET_READ: dt.datetime,
+    Meta.SOURCE_CONFIG: str, Meta.LAST_TARGET_READ: dt.datetime, Meta.TARGET: str,
 }
 
 MetaValue = int | str | dt.datetime
@@ -109,6 +110,13 @@ class MetaStore:
 
     def record_target_read(self, when: dt.datetime | None = None) -> None:
         self.set(Meta.LAST_TARGET_READ, when or utc_now())
+
+    def target(self) -> str | None:
+        """The target (its normalised base URL) whose ids this snapshot holds."""
+        return self._get(Meta.TARGET)
+
+    def bind_target(self, target: str) -> None:
+        self.set(Meta.TARGET, target)
 
     # -- the schema -----------------------------------------------------------------------
 

@@ -307,6 +307,16 @@ class State(RunHistory, CreateIntents):
             if full_read:
                 self.meta.set(Meta.LAST_FULL_READ, utc_now())
 
+    def forget_target(self, target: str) -> None:
+        """Bind the snapshot to another target: every id the old one assigned is forgotten
+        (users, groups, memberships, failures, create intents) in one transaction; the source
+        view and the run history stay."""
+        with self.db.atomic():
+            for table in ("memberships", "users", "groups", "failures", "intents"):
+                self.db.execute(f"DELETE FROM {table}")
+            self.meta.set(Meta.LAST_TARGET_READ, None)
+            self.meta.bind_target(target)
+
     def clear_source_view(self) -> None:
         with self.db.atomic():
             self.db.execute("DELETE FROM source_users")
