@@ -12,7 +12,6 @@ import threading
 from agent.core.outcome import Outcome
 from agent.app import make_target
 from agent.store.state import State
-from connectors.http import RateLimiter
 from tests.conftest import FakeTime, group, user
 
 

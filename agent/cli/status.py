@@ -85,25 +85,3 @@ def _run_line(run: dict) -> str:
     parts = [f"applied {applied}" if applied else "", f"{run['failed']} failed" if run["failed"]
              else "", run["message"] if run["outcome"] != "partial" else ""]
     return head + "; ".join(p for p in parts if p)
-
-
-def _local(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone().isoformat(timespec="seconds") if moment else None
-
-
-def _utc(moment: dt.datetime | None) -> str | None:
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds") if moment else None
-
-
-def _run_line(run: dict) -> str:
-    """``<started> <mode> <outcome> <duration>  <what was applied, or why it stopped>``."""
-    duration = f"{run['duration']:.1f}s" if run["duration"] is not None else "-"
-    head = f"{run['started']}  {run['mode']:<5} {run['outcome'] or 'running':<8} {duration:>7}  "
-    if run["outcome"] is None:
-        return head + "in progress"
-    applied = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
-    if run["outcome"] == "ok":
-        return head + (applied or "no changes")
-    parts = [f"applied {applied}" if applied else "", f"{run['failed']} failed" if run["failed"]
-             else "", run["message"] if run["outcome"] != "partial" else ""]
-    return head + "; ".join(p for p in parts if p)
