@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,9 +128,12 @@ def test_sync_exit_statuses(capsys, split_ws, fake_split):
     split_ws.write_directory([user("1", "ann@example.org"), user("2", "ben@example.org")],
                              [group("g", "A very long group name for Split", ["1"])])
     code, out, _ = run(capsys, split_ws, "sync")
-    assert code == 4 and "25 characters" in out
+    assert code == 5 and "25 characters" in out            # applied, with a refusal
+    assert "refused and not sent" in out and "retried" not in out
     code, out, _ = run(capsys, split_ws, "sync", "--output", "json")
-    assert code == 4 and json.loads(out)["failed"][0]["op"] == "update_group"   # a refused rename
+    report = json.loads(out)
+    assert code == 5 and report["refused"][0]["op"] == "update_group"   # a refused rename
+    assert report["failed"] == [] and report["outcome"] == "refused"
 
 
 def test_a_config_error_is_one_line_naming_file_and_key(capsys, split_ws):
@@ -168,11 +172,12 @@ def test_status_reports_runs_and_failures(capsys, split_ws):
     code, out, _ = run(capsys, split_ws, "status")
     assert code == 0
     assert "Managed: 2 users (1 active), 1 groups" in out
-    assert "Failing objects:" in out and "Another very long group name" in out
+    assert "Another very long group name" in out and "refused" in out
     code, out, _ = run(capsys, split_ws, "status", "--output", "json")
     data = json.loads(out)
-    assert data["runs"][0]["outcome"] == "partial" and data["runs"][1]["outcome"] == "ok"
-    assert data["failures"][0]["op"] == "update_group"
+    assert data["runs"][0]["outcome"] == "refused" and data["runs"][1]["outcome"] == "ok"
+    assert data["failures"][0]["op"] == "refused"
+    assert "update_group refused" in data["failures"][0]["error"]
 
 
 def test_check_reports_source_and_target(capsys, split_ws, fake_split):
@@ -322,3 +327,64 @@ def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog):
             plain(done, 100)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("applied ")]
     assert len(lines) == 11 and lines[-1] == "applied 100 of 100 operations"
+
+
+# ------------------------------------------------------------------ interrupted runs
+
+
+def _sync_process(ws, *extra):
+    import subprocess
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "agent", "--config", str(ws.config), "sync",
+                             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_writes(split, count: int, proc, timeout: float = 60) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while len(split.writes()) < count:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sync made no progress"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def slow_split_ws(tmp_path):
+    from tests.conftest import TOKEN, Workspace
+    from tests.fakes.split import FakeSplit
+    with FakeSplit(token=TOKEN, latency=0.05) as split:
+        ws = Workspace(tmp_path, split.base_url)
+        ws.write_directory([user(str(i), f"p{i:03d}@example.org") for i in range(60)], [])
+        yield split, ws
+
+
+def test_ctrl_c_stops_a_sync_cleanly_and_says_what_was_applied(slow_split_ws, capsys):
+    split, ws = slow_split_ws
+    proc = _sync_process(ws)
+    _wait_for_writes(split, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "nothing new is sent" in err
+    created = out.count("+ create user")
+    assert 5 <= created < 60 and f"Applied: users {created} created" in out
+    assert "Interrupted:" in out
+    code, status, _ = run(capsys, ws, "status", "--output", "json")
+    last = json.loads(status)["runs"][0]
+    assert last["outcome"] == "interrupted" and last["counts"]["create_user"] == created
+    split.reset_log()
+    assert run(capsys, ws, "sync")[0] == 0                 # carries on: the rest, once each
+    assert [r.status for r in split.requests if r.method == "POST"] == [201] * (60 - created)
+
+
+def test_a_run_whose_process_died_is_never_shown_in_progress(slow_split_ws, capsys):
+    split, ws = slow_split_ws
+    proc = _sync_process(ws)
+    _wait_for_writes(split, 3, proc)
+    proc.kill()
+    proc.communicate(timeout=30)
+    code, out, _ = run(capsys, ws, "status")
+    assert code == 0 and "in progress" not in out and "interrupted" in out
+    code, status, _ = run(capsys, ws, "status", "--output", "json")
+    assert json.loads(status)["runs"][0]["state"] == "its process is gone"

@@ -242,13 +242,14 @@ def test_group_names_split_refuses_are_reported_and_not_sent(fake_split, split_w
     long_name = "Customer Success Managers EMEA"          # 30 characters
     ws.write_directory(people(2), [group("g1", long_name, ["0"]), group("g2", "Short", ["1"])])
     result = ws.agent().sync()
-    assert result.outcome is Outcome.PARTIAL
-    assert [(op.kind.value, op.key) for op, _ in result.report.failed] == [("create_group", long_name)]
-    assert "25 characters" in result.report.failed[0][1]
+    assert result.outcome is Outcome.REFUSED and result.report.failed == []
+    assert [(op.kind.value, op.key) for op in result.report.refused] == [("create_group", long_name)]
+    assert "25 characters" in result.report.refused[0].refused
     assert [g["displayName"] for g in fake_split.groups.values()] == ["Short"]
     assert not [r for r in fake_split.requests if r.body and long_name in str(r.body)]
     with State.open(ws.state, lock=False) as state:
         assert state.failures()[0]["key"] == long_name
+        assert state.failures()[0]["op"] == "refused"
 
 
 def test_a_rejected_user_fails_alone(fake_split, split_ws):
@@ -369,8 +370,8 @@ def test_admin_group_keeps_a_member(fake_split, split_ws):
     ws.agent().sync()
     ws.write_directory(people(2), [group("a", "Split_Administrators", []), other])
     result = ws.agent().sync()
-    assert result.outcome is Outcome.PARTIAL
-    assert "at least one member" in result.report.failed[0][1]
+    assert result.outcome is Outcome.REFUSED
+    assert "at least one member" in result.report.refused[0].refused
     admins = next(g for g in fake_split.groups.values() if g["displayName"] == "Split_Administrators")
     assert len(admins["members"]) == 1
 

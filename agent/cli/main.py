@@ -9,10 +9,13 @@ What is printed comes from ``render`` and ``status``; logging and redaction from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from connectors.base import ConnectorError
@@ -25,12 +28,14 @@ from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..store.state import StateError
 from .logs import redact_secrets_of, setup_logging
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
-from .status import print_status, status_report
+from .status import RUNS_READ, print_status, status_report
 
 log = logging.getLogger("agent")
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS = 0, 1, 2, 3, 4
-_EXIT_OF = {Outcome.OK: EXIT_OK, Outcome.PARTIAL: EXIT_FAILED_OPS, Outcome.GUARD: EXIT_GUARD,
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130      # the shell's convention for a run stopped by SIGINT
+_EXIT_OF = {Outcome.OK: EXIT_OK, Outcome.REFUSED: EXIT_REFUSED, Outcome.PARTIAL: EXIT_FAILED_OPS,
+            Outcome.GUARD: EXIT_GUARD, Outcome.INTERRUPTED: EXIT_INTERRUPTED,
             Outcome.ERROR: EXIT_ERROR}
 
 
@@ -125,16 +130,41 @@ def cmd_sync(agent: Agent, args) -> int:
     if args.dry_run:
         args.detailed_exitcode = False
         return cmd_plan(agent, args)
-    result: SyncResult = agent.sync(only=args.only,
-                                    allow_mass_deactivation=args.allow_mass_deactivation,
-                                    reconcile=args.reconcile, progress=Progress(),
-                                    rebind_target=args.rebind_target)
+    with stop_on_interrupt() as stop:
+        result: SyncResult = agent.sync(only=args.only,
+                                        allow_mass_deactivation=args.allow_mass_deactivation,
+                                        reconcile=args.reconcile, progress=Progress(),
+                                        rebind_target=args.rebind_target, stop=stop)
     if args.output == "json":
         print(json.dumps(sync_json(result, exit_code(result.outcome)), indent=2,
                          ensure_ascii=False))
     else:
         print_sync(result)
     return exit_code(result.outcome)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt():
+    """Ctrl-C during a sync asks it to stop as the daemon's SIGTERM does: the requests in
+    flight finish and are recorded, nothing new is sent, and the run ends as interrupted with
+    what it applied. A second Ctrl-C quits at once (the snapshot stays consistent)."""
+    stop = threading.Event()
+
+    def interrupted(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("stopping: the requests in flight finish, nothing new is sent "
+              "(Ctrl-C again to quit at once)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_check(agent: Agent, args) -> int:
@@ -153,11 +183,10 @@ def cmd_check(agent: Agent, args) -> int:
 
 
 def cmd_status(config: Config, args) -> int:
-    report = status_report(config)
     if args.output == "json":
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json.dumps(status_report(config), indent=2, ensure_ascii=False))
     else:
-        print_status(report)
+        print_status(status_report(config, runs=RUNS_READ))
     return EXIT_OK
 
 
@@ -193,8 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted at once: what was confirmed is recorded; run 'scim-agent status' to "
+              "see it, and sync again to carry on", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`| head`): not an error worth a message
         devnull = os.open(os.devnull, os.O_WRONLY)

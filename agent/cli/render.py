@@ -41,20 +41,30 @@ def _q(value: str | None) -> str:
     return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def _op_lines(op: Op, style: "Style", failed: str = "") -> list[str]:
+    """One change as ``plan`` shows it, and ``sync`` shows it again once it was sent."""
+    sign, colour, label = _SIGN[op.kind]
+    head = f"{style(sign, colour)} {label} {style(op.key, '1')}"
+    if op.reason:
+        head += f"  ({op.reason})"
+    if op.refused:
+        head = f"{style('!', '31;1')} {label} {op.key}: refused, not sent: {op.refused}"
+    elif failed:
+        head = f"{style('!', '31;1')} {label} {op.key}: failed: {failed}"
+    return [head, *_details(op)]
+
+
+def _problem_lines(plan: Plan, style: "Style") -> list[str]:
+    return [f"{style('!', '33;1')} {p.kind} {p.key}: not pushed: {p.reason}"
+            for p in plan.problems]
+
+
 def render_plan(plan: Plan, stream=None, guard_reason: str = "") -> str:
     style = Style(stream or sys.stdout)
     lines: list[str] = []
     for op in plan.ops:
-        sign, colour, label = _SIGN[op.kind]
-        head = f"{style(sign, colour)} {label} {style(op.key, '1')}"
-        if op.reason:
-            head += f"  ({op.reason})"
-        if op.refused:
-            head = f"{style('!', '31;1')} {label} {op.key}: refused, not sent: {op.refused}"
-        lines.append(head)
-        lines.extend(_details(op))
-    for problem in plan.problems:
-        lines.append(f"{style('!', '33;1')} {problem.kind} {problem.key}: not pushed: {problem.reason}")
+        lines.extend(_op_lines(op, style))
+    lines.extend(_problem_lines(plan, style))
     if lines:
         lines.append("")
     lines.append(summary_line(plan))
@@ -137,13 +147,19 @@ def sync_json(result: SyncResult, exit_status: int) -> dict:
     if result.target_read is not None:
         out["target_read"] = {"adopted": result.target_read.adopted,
                               "drifted": result.target_read.drifted,
-                              "vanished": result.target_read.vanished}
+                              "vanished": result.target_read.vanished,
+                              "drift": [{"kind": d.kind, "key": d.key,
+                                         "changed": {k: list(v) for k, v in d.changed.items()}}
+                                        for d in result.target_read.drift]}
     if result.report is not None:
         out["applied"] = result.report.counts()
         out["applied_changes"] = [{"op": op.kind.value, "key": op.key}
                                   for op in result.report.applied]
         out["failed"] = [{"op": op.kind.value, "key": op.key, "error": error}
                          for op, error in result.report.failed]
+        out["refused"] = [{"op": op.kind.value, "key": op.key, "reason": op.refused}
+                          for op in result.report.refused]
+        out["outcome"] = result.outcome.value
     if result.guard:
         out["guard"] = result.guard.reason
     if result.warnings:
@@ -153,9 +169,58 @@ def sync_json(result: SyncResult, exit_status: int) -> dict:
 
 APPLIED_SHOWN = 200
 
+_DONE = {"create_user": "created", "update_user": "updated", "reactivate_user": "reactivated",
+         "deactivate_user": "deactivated", "create_group": "created",
+         "update_group": "renamed", "delete_group": "deleted"}
+
+
+def applied_line(counts: dict[str, int]) -> str:
+    """The plan's summary, in the past tense and the same units (member references)."""
+    c = {kind: counts.get(kind, 0) for kind in _DONE} | {
+        "add_members": counts.get("add_members", 0),
+        "remove_members": counts.get("remove_members", 0)}
+    return (f"Applied: users {c['create_user']} created, {c['update_user']} updated, "
+            f"{c['reactivate_user']} reactivated, {c['deactivate_user']} deactivated; "
+            f"groups {c['create_group']} created, {c['update_group']} renamed, "
+            f"{c['delete_group']} deleted; members +{c['add_members']} -{c['remove_members']}.")
+
+
+def _in_plan_order(ops: list[Op]) -> list[Op]:
+    return sorted(ops, key=lambda op: (op.phase, op.kind.value, op.key.casefold(), op.source_id))
+
+
+def _drift_lines(result: SyncResult) -> list[str]:
+    read = result.target_read
+    if read is None:
+        return []
+    lines = [f"= adopted from Split: {key}" for key in read.adopted[:20]]
+    if len(read.adopted) > 20:
+        lines.append(f"= ... and {len(read.adopted) - 20} more adopted from Split")
+    for drift in read.drift:
+        lines.append(f"= changed in Split by hand, put right below: {drift.kind} {drift.key}")
+        for name, (pushed, found) in drift.changed.items():
+            if name == "members":
+                removed, added = pushed, found
+                if removed:
+                    lines.append(f"      members removed in Split: {', '.join(removed)}")
+                if added:
+                    lines.append(f"      members added in Split: {', '.join(added)}")
+            else:
+                lines.append(f"      {name}: {_q(_text(pushed))} pushed, {_q(_text(found))} "
+                             "in Split")
+    lines += [f"= gone from Split, created again: {key}" for key in read.vanished]
+    return lines
+
+
+def _text(value) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
 
 def print_sync(result: SyncResult) -> None:
-    """What happened, object by object, then one line of counts; errors once, on stderr."""
+    """Each change as ``plan`` showed it, in the plan's order, then the same summary in the
+    past tense; refusals and failures told apart; errors once, on stderr."""
     style = Style(sys.stdout)
     if result.guard and result.plan is not None:
         print(render_plan(result.plan, sys.stdout))
@@ -167,32 +232,45 @@ def print_sync(result: SyncResult) -> None:
         print(style(f"error: {result.message}", "31;1"), file=sys.stderr)
         return
     report = result.report
-    read = result.target_read
-    if read is not None:
-        for label, keys in (("adopted from Split", read.adopted),
-                            ("changed in Split by hand, put right", read.drifted),
-                            ("gone from Split, created again", read.vanished)):
-            for key in keys[:20]:
-                print(f"= {label}: {key}")
-            if len(keys) > 20:
-                print(f"= ... and {len(keys) - 20} more {label}")
-    for op in report.applied[:APPLIED_SHOWN]:
-        sign, colour, label = _SIGN[op.kind]
-        members = f" ({len(op.members)} members)" if op.members else ""
-        print(f"{style(sign, colour)} {label} {op.key}{members}")
-    if len(report.applied) > APPLIED_SHOWN:
-        print(f"  ... and {len(report.applied) - APPLIED_SHOWN} more (--output json lists all)")
-    for op, error in report.failed:
-        if report.fatal and error == report.fatal:
-            continue                                   # said once, below
-        print(f"{style('!', '31;1')} {_SIGN[op.kind][2]} {op.key}: {error}")
-    if report.applied or not report.failed:
-        print(f"Applied {len(report.applied)} change(s)" if report.applied
-              else "Nothing to apply: the target already matches the source.")
-    failed = [f for f in report.failed if f[1] != report.fatal]
+    lines = _drift_lines(result)
+    applied = _in_plan_order(report.applied)
+    for op in applied[:APPLIED_SHOWN]:
+        lines.extend(_op_lines(op, style))
+    if len(applied) > APPLIED_SHOWN:
+        lines.append(f"  ... and {len(applied) - APPLIED_SHOWN} more (--output json lists all)")
+    for op in _in_plan_order(report.refused):
+        lines.extend(_op_lines(op, style)[:1])
+    failed = [(op, error) for op, error in report.failed if error != report.fatal]
+    for op, error in sorted(failed, key=lambda f: (f[0].phase, f[0].kind.value, f[0].key)):
+        lines.append(_op_lines(op, style, failed=error)[0])
+    if result.plan is not None:
+        lines.extend(_problem_lines(result.plan, style))
+    for line in lines:
+        print(line)
+    if lines:
+        print()
+    if not report.applied and not failed and not report.refused and not report.fatal:
+        if result.target_read is not None:
+            print("No changes: the source, the snapshot and Split agree (Split was read this "
+                  "cycle).")
+        else:
+            print("No changes: everything the source holds was pushed, as far as the snapshot "
+                  "knows (Split itself was not read this cycle; sync --reconcile compares with "
+                  "it).")
+    else:
+        print(applied_line(report.counts()))
+    notes = []
     if failed:
-        print(style(f"{len(failed)} change(s) failed; they are retried next cycle "
-                    "('scim-agent status' lists them).", "33"))
+        notes.append(style(f"{len(failed)} change(s) failed; they are retried next cycle "
+                           "('scim-agent status' lists them).", "33"))
+    if report.refused:
+        notes.append(style(f"{len(report.refused)} change(s) refused and not sent: no retry "
+                           "mends them; fix the source or the config (exit 5).", "33"))
+    if report.interrupted:
+        notes.append(style("Interrupted: what is listed above was applied and recorded; "
+                           "nothing more was sent. The next sync carries on.", "33"))
+    for note in notes:
+        print(note)
     if report.fatal:
         print(style(f"error: {report.fatal}", "31;1"), file=sys.stderr)
         print("Stopped: nothing further was sent.", file=sys.stderr)

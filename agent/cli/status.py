@@ -7,11 +7,16 @@ import datetime as dt
 
 from ..config import Config
 from ..engine.checks import token_days_left, token_warning
-from ..store.state import State
+from ..store.state import State, lock_holder
+
+RUNS_SHOWN = 10            # lines of run history, after quiet runs are folded together
+RUNS_READ = 500            # how far back status looks to fill them
+ATTENTION = ("refused", "held")   # failure kinds no retry mends
 
 
-def status_report(config: Config) -> dict:
-    """Everything ``status`` shows, as the JSON it prints with ``--output json``."""
+def status_report(config: Config, runs: int = RUNS_SHOWN) -> dict:
+    """Everything ``status`` shows, as the JSON it prints with ``--output json`` (the last
+    ``runs`` runs; the text view reads further back to fold quiet runs together)."""
     path = config.state.path
     report: dict = {"state": str(path), "size_bytes": None, "counts": {}, "runs": [],
                     "failures": [], "held": None, "next_run": None, "consecutive_failures": 0,
@@ -22,7 +27,8 @@ def status_report(config: Config) -> dict:
     else:
         with State.open(path, lock=False, create=False) as state:
             report["counts"] = state.counts()
-            report["runs"] = [vars(r) for r in state.runs(10)]
+            holder = lock_holder(path)
+            report["runs"] = [_run_view(vars(r), holder) for r in state.runs(runs)]
             report["failures"] = state.failures()
             report["held"] = state.meta.held() or None
             report["next_run"] = _local(state.meta.next_run())
@@ -54,15 +60,21 @@ def print_status(report: dict) -> None:
         print(f"Consecutive failed cycles: {report['consecutive_failures']}")
     runs = report.get("runs") or []
     if runs:
-        print("\nLast runs:")
-        for r in runs:
-            print("  " + _run_line(r))
+        print("\nLast runs (local time):")
+        for line in _run_lines(runs)[:RUNS_SHOWN]:
+            print("  " + line)
     failures = report.get("failures") or []
-    if failures:
-        print("\nFailing objects:")
-        for f in failures:
-            print(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last {f['last_seen']}: "
-                  f"{f['error']}")
+    attention = [f for f in failures if f["op"] in ATTENTION]
+    failing = [f for f in failures if f["op"] not in ATTENTION]
+    if attention:
+        print("\nNeeds attention (refused or held: no retry mends these):")
+        for f in attention:
+            print(f"  {f['kind']} {f['key']}: {f['error']} (since {_at(f['first_seen'])})")
+    if failing:
+        print("\nFailing objects (retried every cycle):")
+        for f in failing:
+            print(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last "
+                  f"{_at(f['last_seen'])}: {f['error']}")
 
 
 def _local(moment: dt.datetime | None) -> str | None:
@@ -73,12 +85,56 @@ def _utc(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds") if moment else None
 
 
+def _run_view(run: dict, holder: int | None) -> dict:
+    """A run as status reports it: an open run whose process no longer holds the snapshot is
+    not "in progress", it was interrupted."""
+    if run["outcome"] is None and run["finished"] is None:
+        if run.get("pid") is not None and holder == run["pid"]:
+            run["state"] = "in progress"
+        else:
+            run["outcome"], run["state"] = "interrupted", "its process is gone"
+    return run
+
+
+def _at(stamp: str | None) -> str:
+    """A stored UTC time in the local zone, with its offset."""
+    if not stamp:
+        return "-"
+    try:
+        return dt.datetime.fromisoformat(stamp).astimezone().isoformat(timespec="seconds")
+    except ValueError:
+        return stamp
+
+
+def _quiet(run: dict) -> bool:
+    return run["outcome"] == "ok" and not run["counts"]
+
+
+def _run_lines(runs: list[dict]) -> list[str]:
+    """Newest first; consecutive runs that changed nothing fold into one line."""
+    lines: list[str] = []
+    i = 0
+    while i < len(runs):
+        j = i
+        while j < len(runs) and _quiet(runs[j]):
+            j += 1
+        if j - i >= 2:
+            lines.append(f"{_at(runs[j - 1]['started'])} .. {_at(runs[i]['started'])}  "
+                         f"{j - i} runs, no changes")
+            i = j
+            continue
+        lines.append(_run_line(runs[i]))
+        i += 1
+    return lines
+
+
 def _run_line(run: dict) -> str:
     """``<started> <mode> <outcome> <duration>  <what was applied, or why it stopped>``."""
     duration = f"{run['duration']:.1f}s" if run["duration"] is not None else "-"
-    head = f"{run['started']}  {run['mode']:<5} {run['outcome'] or 'running':<8} {duration:>7}  "
-    if run["outcome"] is None:
-        return head + "in progress"
+    head = (f"{_at(run['started'])}  {run['mode']:<5} {run['outcome'] or 'running':<11} "
+            f"{duration:>7}  ")
+    if run.get("state") == "in progress":
+        return head + f"in progress (pid {run['pid']})"
     applied = ", ".join(f"{n} {k}" for k, n in run["counts"].items())
     if run["outcome"] == "ok":
         return head + (applied or "no changes")

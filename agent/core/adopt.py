@@ -22,6 +22,17 @@ from .model import (DesiredState, Group, PushedGroup, PushedUser, Snapshot, User
 
 
 @dataclass(frozen=True)
+class Drift:
+    """What a reconcile found changed in the target by hand, attribute by attribute:
+    ``changed`` maps an attribute (``active``, ``displayName``, ``members``...) to (what the
+    snapshot says was pushed, what the target holds now)."""
+
+    kind: str          # "user" | "group"
+    key: str
+    changed: Mapping[str, tuple]
+
+
+@dataclass(frozen=True)
 class Facts:
     """Snapshot rows as the target holds them, rows to forget, and what to tell the operator."""
 
@@ -33,6 +44,7 @@ class Facts:
     drifted: tuple[str, ...] = ()             # keys whose target copy differed from the snapshot
     vanished: tuple[str, ...] = ()            # keys gone from the target
     conflict: str = ""                        # not adopted: taking it would merge two people
+    drift: tuple[Drift, ...] = ()             # the drifted objects' changes, for people
 
     def __bool__(self) -> bool:
         return bool(self.users or self.groups or self.forget_users or self.forget_groups)
@@ -72,6 +84,7 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
     rows_g: list[PushedGroup] = []
     adopted: list[str] = []
     drifted: list[str] = []
+    drift: list[Drift] = []
     vanished: list[str] = []
     forget_u: list[str] = []
     forget_g: list[str] = []
@@ -94,6 +107,8 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
                               wanted.attributes if wanted else ())
             if current != dict(known.attributes) or record.active != known.active:
                 drifted.append(known.user_name)
+                drift.append(Drift("user", known.user_name, _user_changes(known, current,
+                                                                          record.active)))
                 rows_u.append(_pushed_user(known.source_id, record, known.user_name, current))
             continue
         user = wanted_users.pop(record.user_name.casefold(), None)
@@ -124,6 +139,8 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
             if refresh and (row.display_name != known_group.display_name
                             or row.members != known_group.members):
                 drifted.append(known_group.display_name)
+                drift.append(Drift("group", known_group.display_name,
+                                   _group_changes(known_group, row, snapshot)))
                 rows_g.append(row)
             continue
         group = wanted_groups.pop(record.display_name.casefold(), None)
@@ -138,7 +155,38 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
                 vanished.append(pushed_group.display_name)
 
     return Facts(tuple(rows_u), tuple(rows_g), tuple(forget_u), tuple(forget_g),
-                 tuple(adopted), tuple(drifted), tuple(vanished))
+                 tuple(adopted), tuple(drifted), tuple(vanished), drift=tuple(drift))
+
+
+def _user_changes(known: PushedUser, current: Mapping[str, str], active: bool) -> dict:
+    changes: dict[str, tuple] = {k: (known.attributes.get(k), current.get(k))
+                                 for k in sorted(set(known.attributes) | set(current))
+                                 if known.attributes.get(k) != current.get(k)}
+    if active != known.active:
+        changes["active"] = (known.active, active)
+    return changes
+
+
+def _group_changes(known: PushedGroup, found: PushedGroup, snapshot: Snapshot) -> dict:
+    def names(sids) -> list[str]:
+        return sorted(snapshot.users[s].user_name if s in snapshot.users else s for s in sids)
+    changes: dict[str, tuple] = {}
+    if found.display_name != known.display_name:
+        changes["displayName"] = (known.display_name, found.display_name)
+    if found.members != known.members:
+        changes["members"] = (names(known.members - found.members),     # removed in Split
+                              names(found.members - known.members))     # added in Split
+    return changes
+
+
+def refreshed(snapshot: Snapshot, facts: Facts) -> Snapshot:
+    """The snapshot as it would be once ``facts`` were recorded (for ``plan --refresh``,
+    which reads the target but writes nothing)."""
+    users = {sid: u for sid, u in snapshot.users.items() if sid not in facts.forget_users}
+    groups = {sid: g for sid, g in snapshot.groups.items() if sid not in facts.forget_groups}
+    users.update({u.source_id: u for u in facts.users})
+    groups.update({g.source_id: g for g in facts.groups})
+    return Snapshot(users, groups)
 
 
 def found_user(user: User, record: TargetUser, owner: str | None,

@@ -13,14 +13,19 @@ from enum import StrEnum
 
 class Outcome(StrEnum):
     OK = "ok"                  # every planned change was applied (or there was none)
-    PARTIAL = "partial"        # the cycle ran to its end, some operations failed
+    REFUSED = "refused"        # everything that can be applied was; some changes are refused
+                               # or held (a rule of the target, a source record to fix): a
+                               # person must act, no retry helps
+    PARTIAL = "partial"        # the cycle ran to its end, some operations failed (retried)
     GUARD = "guard"            # a safety guard stopped the cycle before anything was sent
+    INTERRUPTED = "interrupted"  # a stop was asked for (SIGTERM, Ctrl-C): what was applied
+                                 # is recorded, nothing new was sent
     ERROR = "error"            # a fatal error stopped the cycle (source unreadable, token...)
 
     @property
     def succeeded(self) -> bool:
         """The cycle ran to its end: the daemon counts it as a success."""
-        return self in (Outcome.OK, Outcome.PARTIAL)
+        return self in (Outcome.OK, Outcome.REFUSED, Outcome.PARTIAL)
 
 
 class HoldKind(StrEnum):

@@ -45,6 +45,7 @@ class _Done(enum.Enum):
 class ApplyReport:
     applied: list[Op] = field(default_factory=list)
     failed: list[tuple[Op, str]] = field(default_factory=list)
+    refused: list[Op] = field(default_factory=list)       # planned as refused: never sent
     adopted: int = 0
     learned: int = 0                   # facts recorded that the plan did not foresee
     planned: int = 0                   # operations in the plans applied
@@ -62,6 +63,7 @@ class ApplyReport:
         """Fold in the report of a follow-up pass of the same cycle."""
         self.applied += later.applied
         self.failed += later.failed
+        self.refused += [op for op in later.refused if op not in self.refused]
         self.adopted += later.adopted
         self.learned = later.learned
         self.planned += later.planned
@@ -135,6 +137,11 @@ class Applier:
         try:
             done = future.result()
         except (_NotSent, Interrupted):
+            return
+        except _Refused:
+            report.refused.append(op)
+            self.record(self.state.record_failure, kind, op.source_id, op.key, REFUSED,
+                        f"{op.kind.value} refused, not sent: {op.refused}")
             return
         except FatalTargetError as exc:
             if report.fatal:
@@ -337,8 +344,11 @@ class _NotSent(Exception):
     """Skipped: an earlier operation stopped the run before this one was sent."""
 
 
-class _Refused(TargetError):
-    """Not sent: the target is known to refuse it."""
+class _Refused(Exception):
+    """Not sent: the target is known to refuse it (planned as refused)."""
+
+
+REFUSED = "refused"     # the failure kind that lists a refused change in status
 
 
 class _MembersMissing(TargetError):

@@ -25,7 +25,7 @@ from ..core.outcome import Hold, HoldKind, Outcome
 from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError
-from .apply import Applier, ApplyReport, hold_for
+from .apply import REFUSED, Applier, ApplyReport, hold_for
 from .binding import TargetChanged, bind, binding_problem
 from .checks import Check, run_checks, token_warning
 from .observe import Learner, TargetRead, read_target
@@ -158,6 +158,11 @@ class Agent:
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
                                  self.clock() - started)
                 raise
+            except BaseException:           # a second Ctrl-C: close the record as interrupted
+                state.finish_run(run_id, Outcome.INTERRUPTED.value, {}, 0,
+                                 "interrupted at once; what was confirmed is in the snapshot",
+                                 self.clock() - started)
+                raise
             result.duration = self.clock() - started
             result.warnings = warnings + result.warnings
             report = result.report
@@ -195,8 +200,8 @@ class Agent:
                 learner = Learner(state, desired)
                 landed = learner.intents(target, desired)
             except Interrupted:
-                return SyncResult(Outcome.ERROR, message="stopped before anything was applied",
-                                  report=ApplyReport(interrupted=True))
+                return SyncResult(Outcome.INTERRUPTED, report=ApplyReport(interrupted=True),
+                                  message="interrupted before anything was applied")
             except FatalTargetError as exc:
                 return SyncResult(Outcome.ERROR, message=str(exc), hold=hold_for(exc))
             except TargetError as exc:
@@ -235,17 +240,13 @@ class Agent:
                                      f"not updated: {problem.reason}")
             state.keep_only_failures([(_kind(op), op.source_id, op.kind.value)
                                       for op, _ in report.failed]
+                                     + [(_kind(op), op.source_id, REFUSED) for op in report.refused]
                                      + [(p.kind, p.source_id, HELD) for p in held])
             self.reader.save(state, read)
-        failed = len(report.failed)
-        message = (f"applied {len(report.applied)} of {report.planned} operations"
-                   + (f"; {failed} failed" if failed else "")
-                   + (f"; {len(held)} pushed object(s) held until their source record is "
-                      "fixed" if held else "")
-                   + ("; interrupted" if report.interrupted else ""))
+        outcome, message = _outcome(report, held)
         log.info("%s", message)
-        return SyncResult(Outcome.PARTIAL if failed or held else Outcome.OK, plan=plan,
-                          report=report, message=message, adopted=adopted, target_read=fetched)
+        return SyncResult(outcome, plan=plan, report=report, message=message, adopted=adopted,
+                          target_read=fetched)
 
     def _read_target(self, target: Target, state: State, desired: DesiredState,
                      reconcile: bool, allow_mass_deactivation: bool) -> TargetRead | None:
@@ -323,6 +324,21 @@ def _held_pushed(desired: DesiredState, state: State) -> list:
     return [p for p in desired.problems
             if (p.kind == "user" and p.source_id in users and not p.disabled)
             or (p.kind == "group" and p.source_id in groups)]
+
+
+def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
+    """What the cycle ended as, in one value and one sentence."""
+    failed, refused = len(report.failed), len(report.refused) + len(held)
+    message = (f"applied {len(report.applied)} of {report.planned} operations"
+               + (f"; {failed} failed (retried next cycle)" if failed else "")
+               + (f"; {len(report.refused)} refused (not sent)" if report.refused else "")
+               + (f"; {len(held)} pushed object(s) held until their source record is fixed"
+                  if held else ""))
+    if report.interrupted:
+        return Outcome.INTERRUPTED, f"interrupted: {message}; nothing more was sent"
+    if failed:
+        return Outcome.PARTIAL, message
+    return (Outcome.REFUSED if refused else Outcome.OK), message
 
 
 def _kind(op) -> str:

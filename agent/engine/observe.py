@@ -24,6 +24,7 @@ class TargetRead:
     drifted: list[str] = field(default_factory=list)      # keys whose target copy differed
     vanished: list[str] = field(default_factory=list)     # keys gone from the target
     stopped: GuardStop | None = None                      # not recorded: it looked wrong
+    drift: list[adopt.Drift] = field(default_factory=list)  # what changed there, in detail
 
 
 def read_target(target: Target, state: State, desired: DesiredState, *, groups: bool = True,
@@ -38,7 +39,8 @@ def read_target(target: Target, state: State, desired: DesiredState, *, groups: 
     stopped = guard(facts, snapshot) if guard is not None else None
     if stopped is None:
         state.record_facts(facts)
-    return TargetRead(list(facts.adopted), list(facts.drifted), list(facts.vanished), stopped)
+    return TargetRead(list(facts.adopted), list(facts.drifted), list(facts.vanished), stopped,
+                      list(facts.drift))
 
 
 class Learner:

@@ -286,7 +286,7 @@ class Daemon:
         return self._record(result)
 
     def _record(self, result: SyncResult) -> str:
-        if result.report is not None and result.report.interrupted:
+        if result.outcome is Outcome.INTERRUPTED:
             self.metrics.record_cycle(result, "interrupted")
             log.info("cycle interrupted by the stop request: %s", result.message)
             return ""

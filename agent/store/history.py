@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,14 @@ class RunRecord:
     failed: int
     message: str
     duration: float | None
+    pid: int | None = None
+
+
+def migrate_v3(db: sqlite_utils.Database) -> None:
+    db["runs"].add_column("pid", int)
+
+
+STALE = "the process stopped before the run ended (killed, or the machine went down)"
 
 
 class RunHistory:
@@ -37,9 +46,13 @@ class RunHistory:
     # -- runs -----------------------------------------------------------------------------
 
     def start_run(self, mode: str) -> int:
+        """A new run, under the snapshot's exclusive lock: any run still open now belongs to
+        a process that is gone, and is closed as interrupted."""
         with self.db.atomic():
-            cur = self.db.execute("INSERT INTO runs (started, mode, failed, message, counts) "
-                                  "VALUES (?, ?, 0, '', '{}')", [now(), mode])
+            self.db.execute("UPDATE runs SET outcome = 'interrupted', message = ? "
+                            "WHERE finished IS NULL AND outcome IS NULL", [STALE])
+            cur = self.db.execute("INSERT INTO runs (started, mode, failed, message, counts, pid) "
+                                  "VALUES (?, ?, 0, '', '{}', ?)", [now(), mode, os.getpid()])
             return cur.lastrowid
 
     def finish_run(self, run_id: int, outcome: str, counts: dict, failed: int, message: str,
@@ -51,9 +64,10 @@ class RunHistory:
 
     def runs(self, limit: int = 10) -> list[RunRecord]:
         rows = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
-                               "message, duration FROM runs ORDER BY id DESC LIMIT ?", [limit])
+                               "message, duration, pid FROM runs ORDER BY id DESC LIMIT ?",
+                               [limit])
         return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
-                          r[7] or "", r[8]) for r in rows]
+                          r[7] or "", r[8], r[9]) for r in rows]
 
     # Failures are kept per object (its source id) and operation: a rename leaves no stale
     # entry, and one operation's success does not hide another's failure on the same object.

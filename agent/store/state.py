@@ -26,7 +26,7 @@ from connectors.base import Directory, GroupRecord, UserRecord
 from ..core.adopt import Facts
 from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
-from .history import RunHistory, RunRecord, now
+from .history import RunHistory, RunRecord, migrate_v3, now
 from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot
 from .meta import Meta, MetaStore, utc_now
@@ -34,7 +34,7 @@ from .meta import Meta, MetaStore, utc_now
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -54,7 +54,7 @@ def _v1(db: sqlite_utils.Database) -> None:
                           pk=("kind", "source_id", "op"))
 
 
-MIGRATIONS = {1: _v1, 2: migrate_v2}   # version -> brings the schema from version-1 to it
+MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3}   # version -> brings the schema from version-1 to it
 
 
 class State(RunHistory, CreateIntents):
