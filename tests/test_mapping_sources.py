@@ -419,3 +419,37 @@ def test_a_user_who_leaves_the_scope_is_deactivated(setup):
     assert users["ben.ode@acme.example"]["active"] is False
     assert users["ann.lee@acme.example"]["active"] is True
     assert split_groups(setup.split)["Engineering"] == {"ann.lee@acme.example"}
+
+
+def test_plan_explain_answers_for_users_and_groups_on_every_source(setup, capsys):
+    from agent.cli.main import main
+
+    def explained(key):
+        assert main(["--config", str(setup.config), "plan", "--explain", key,
+                     "--output", "json"]) == 0
+        [found] = json.loads(capsys.readouterr().out)["objects"]
+        return found
+
+    guest = explained("gus@partner.example")
+    assert guest["scope"]["in_scope"] is False and guest["scope"]["rule"] == 2
+    assert guest["plan"] == []
+    contractor = explained("cody@acme.example")
+    assert contractor["scope"]["rule"] == 3
+    service = explained("svc-backup@acme.example")
+    assert service["scope"]["rule"] == 4
+    robot = explained("robot@acme.example")
+    assert robot["scope"]["rule"] == 5
+    nia = explained("nia@acme.example")
+    assert nia["scope"]["reason"] == ("out of scope: matches no include rule for users "
+                                      "(scope rule 1)")
+    ben = explained("ben.ode@acme.example")
+    attributes = {a["name"]: a for a in ben["attributes"]}
+    assert attributes["title"]["value"] == "Staff"
+    assert attributes["manager"]["note"].startswith("refers to ann.lee@acme.example")
+    assert [p["op"] for p in ben["plan"]] == ["create_user", "add_members"]
+
+    long_name = explained("Department of Research and Development")
+    assert long_name["key"] == "Research and Development"
+    assert long_name["members"] == ["ann.lee@acme.example"]
+    temporary = explained("tmp-migration-2024")
+    assert temporary["scope"]["rule"] == 6 and temporary["plan"] == []

@@ -338,6 +338,12 @@ class Expression:
             return self.alternatives[0].written
         return "[" + ", ".join(t.written for t in self.alternatives) + "]"
 
+    @property
+    def config_value(self) -> object:
+        """The expression as TOML gives it (a string, a constant table or a list)."""
+        values = [_config_value(t) for t in self.alternatives]
+        return values[0] if len(values) == 1 else values
+
     def evaluate(self, attributes: Mapping[str, object]) -> str:
         """The first non-empty alternative, trimmed; "" when none. Raises BadValue."""
         for term in self.alternatives:
@@ -360,6 +366,14 @@ class Expression:
     def attributes(self) -> frozenset[str]:
         """Every source attribute name it reads."""
         return frozenset().union(*(t.attributes() for t in self.alternatives))
+
+
+def _config_value(term: Term) -> object:
+    if isinstance(term, Constant):
+        return {"constant": term.text}
+    if isinstance(term, Template):
+        return term.written_text
+    return term.name
 
 
 def _term(value: object) -> Term:
