@@ -11,7 +11,7 @@ import pytest
 from agent import config as config_module
 from agent.config import ConfigError, Threshold, load, parse_duration
 from agent.core.expressions import Expression
-from connectors.base import Secret
+from connectors.base import USER_ATTRIBUTES, Secret
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-token-value-9f8e7d"
@@ -60,6 +60,42 @@ def test_example_config_loads_without_target_secrets():
     assert config.target.token is not None and not config.target.token.resolved
     assert config.sync.max_deactivations == Threshold(10, True)
     assert config.schedule.interval == dt.timedelta(minutes=5)
+
+
+def test_example_config_shows_every_kind_of_expression_and_scope_rule():
+    from agent.core.expressions import FILTER_NAMES
+    from agent.core.scope import OPERATORS
+
+    text = (REPO / "config.example.toml").read_text()
+    lines = [line.lstrip("# ") for line in text.splitlines()]
+    written = "\n".join(lines)
+    for name in FILTER_NAMES:
+        assert f"| {name}" in written, name
+    for operator in OPERATORS:
+        assert any(line.startswith(f"{operator} = ") for line in lines), operator
+    for shown in ("[source.attributes]", "[source.group_attributes]", "[[source.scope]]",
+                  "= { constant = ", '= ["', "manager = ", 'objects = "groups"'):
+        assert shown in written, shown
+    # and the commented-out examples are valid as they are written
+    import tomllib
+
+    from agent.core.scope import Scope
+    mapping = text[text.index("[source.attributes]"):text.index("[target]")]
+    parsed = 0
+    for line in mapping.splitlines():
+        try:
+            table = tomllib.loads(line.removeprefix("# "))
+        except tomllib.TOMLDecodeError:
+            continue
+        for key, value in table.items():
+            if key in USER_ATTRIBUTES:
+                Expression.parse(value)
+                parsed += 1
+    assert parsed >= 10
+    block = mapping[mapping.index("# [[source.scope]]"):]
+    rules = tomllib.loads("\n".join(line.removeprefix("# ").removeprefix("#")
+                                    for line in block.splitlines()))["source"]["scope"]
+    assert len(Scope.parse(rules).rules) == 5
 
 
 def test_example_config_resolves_the_token_from_the_environment(monkeypatch):
