@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 from connectors import SOURCES, source_class
 from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
+from .core.expressions import Expression, ExpressionError
+from .core.mapping import GROUP_ATTRIBUTES
+from .core.scope import Scope, ScopeError
 from .secrets import resolve_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
@@ -152,7 +155,9 @@ class MetricsConfig:
 class SourceConfig:
     type: str
     settings: Any                      # the source class's own Settings instance
-    attributes: dict[str, tuple[str, ...]]
+    attributes: dict[str, Expression]  # [source.attributes]: SCIM user attribute -> expression
+    group_attributes: dict[str, Expression] = field(default_factory=dict)
+    scope: Scope = Scope()             # [[source.scope]]
 
     @property
     def source_class(self) -> type:
@@ -247,19 +252,15 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
         raise ctx.error("[source] type", f"is required ({' | '.join(SOURCES)})")
     if type_name not in SOURCES:
         raise ctx.error("[source] type", f"{type_name!r} is not one of {', '.join(SOURCES)}")
-    attributes = table.pop("attributes", {})
-    if not isinstance(attributes, dict):
-        raise ctx.error("[source.attributes]", "must be a table of SCIM name = source attribute")
-    mapped: dict[str, tuple[str, ...]] = {}
-    for scim_name, raw_name in attributes.items():
-        if scim_name not in USER_ATTRIBUTES:
-            raise ctx.error(f"[source.attributes] {scim_name}",
-                            f"not a SCIM user attribute this agent sends "
-                            f"({', '.join(sorted(USER_ATTRIBUTES))})")
-        try:
-            mapped[scim_name] = _coerce_str_tuple(raw_name)
-        except ValueError as exc:
-            raise ctx.error(f"[source.attributes] {scim_name}", str(exc))
+    mapped = _expressions(table.pop("attributes", {}), "source.attributes", USER_ATTRIBUTES,
+                          "SCIM user attribute this agent sends", ctx)
+    group_mapped = _expressions(table.pop("group_attributes", {}), "source.group_attributes",
+                                GROUP_ATTRIBUTES, "group attribute this agent sends", ctx)
+    try:
+        scope = Scope.parse(table.pop("scope", []))
+    except ScopeError as exc:
+        where = "[[source.scope]]" + (f" #{exc.number}" if exc.number else "")
+        raise ctx.error(f"{where} {exc.key}" if exc.key else where, exc.message)
     settings = _build(source_class(type_name).Settings, table, "source", ctx)
     validate = getattr(settings, "validate", None)
     if validate is not None:
@@ -267,7 +268,26 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
             validate()
         except SettingError as exc:
             raise ctx.error(f"[source] {exc.key}" if exc.key else "[source]", exc.message)
-    return SourceConfig(type=type_name, settings=settings, attributes=mapped)
+    return SourceConfig(type=type_name, settings=settings, attributes=mapped,
+                        group_attributes=group_mapped, scope=scope)
+
+
+def _expressions(table: Any, section: str, known: frozenset[str], what: str,
+                 ctx: _Context) -> dict[str, Expression]:
+    """``[source.attributes]`` or ``[source.group_attributes]``: SCIM name -> expression,
+    each parsed now, so a mistake is named with its key and position before anything runs."""
+    if not isinstance(table, dict):
+        raise ctx.error(f"[{section}]", "must be a table of SCIM name = expression")
+    out: dict[str, Expression] = {}
+    for scim_name, value in table.items():
+        if scim_name not in known:
+            raise ctx.error(f"[{section}] {scim_name}",
+                            f"not a {what} ({', '.join(sorted(known))})")
+        try:
+            out[scim_name] = Expression.parse(value)
+        except ExpressionError as exc:
+            raise ctx.error(f"[{section}] {scim_name}", str(exc))
+    return out
 
 
 def _build(cls: type, table: Any, section: str, ctx: _Context):

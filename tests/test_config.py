@@ -10,7 +10,8 @@ import pytest
 
 from agent import config as config_module
 from agent.config import ConfigError, Threshold, load, parse_duration
-from connectors.base import Secret
+from agent.core.expressions import Expression
+from connectors.base import USER_ATTRIBUTES, Secret
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-token-value-9f8e7d"
@@ -59,6 +60,42 @@ def test_example_config_loads_without_target_secrets():
     assert config.target.token is not None and not config.target.token.resolved
     assert config.sync.max_deactivations == Threshold(10, True)
     assert config.schedule.interval == dt.timedelta(minutes=5)
+
+
+def test_example_config_shows_every_kind_of_expression_and_scope_rule():
+    from agent.core.expressions import FILTER_NAMES
+    from agent.core.scope import OPERATORS
+
+    text = (REPO / "config.example.toml").read_text()
+    lines = [line.lstrip("# ") for line in text.splitlines()]
+    written = "\n".join(lines)
+    for name in FILTER_NAMES:
+        assert f"| {name}" in written, name
+    for operator in OPERATORS:
+        assert any(line.startswith(f"{operator} = ") for line in lines), operator
+    for shown in ("[source.attributes]", "[source.group_attributes]", "[[source.scope]]",
+                  "= { constant = ", '= ["', "manager = ", 'objects = "groups"'):
+        assert shown in written, shown
+    # and the commented-out examples are valid as they are written
+    import tomllib
+
+    from agent.core.scope import Scope
+    mapping = text[text.index("[source.attributes]"):text.index("[target]")]
+    parsed = 0
+    for line in mapping.splitlines():
+        try:
+            table = tomllib.loads(line.removeprefix("# "))
+        except tomllib.TOMLDecodeError:
+            continue
+        for key, value in table.items():
+            if key in USER_ATTRIBUTES:
+                Expression.parse(value)
+                parsed += 1
+    assert parsed >= 10
+    block = mapping[mapping.index("# [[source.scope]]"):]
+    rules = tomllib.loads("\n".join(line.removeprefix("# ").removeprefix("#")
+                                    for line in block.splitlines()))["source"]["scope"]
+    assert len(Scope.parse(rules).rules) == 5
 
 
 def test_example_config_resolves_the_token_from_the_environment(monkeypatch):
@@ -125,6 +162,62 @@ def test_unknown_scim_attribute_in_source_attributes(tmp_path):
     source = 'type = "file"\npath = "d.json"\n[source.attributes]\nshoeSize = "shoe"'
     message = load_error(tmp_path, config_text(source=source))
     assert "[source.attributes] shoeSize" in message
+
+
+def test_mapping_expressions_are_parsed_at_load(tmp_path):
+    source = ('type = "file"\npath = "d.json"\n[source.attributes]\n'
+              'userName = "{mail | lower}"\ndisplayName = ["displayName", "{givenName} {sn}"]\n'
+              'organization = { constant = "Acme" }\ntitle = "jobTitle"\n'
+              '[source.group_attributes]\ndisplayName = "{displayName | truncate(24)}"\n'
+              '[[source.scope]]\naction = "exclude"\nattribute = "userType"\nequals = "Guest"\n'
+              '[[source.scope]]\naction = "include"\nobjects = "groups"\n'
+              'attribute = "displayName"\nregex = "^(Eng|Ops)"\n')
+    config = load(write(tmp_path, config_text(source=source)), resolve_target_secrets=False)
+    attributes = config.source.attributes
+    assert attributes["userName"] == Expression.parse("{mail | lower}")
+    assert attributes["organization"].evaluate({}) == "Acme"
+    assert attributes["displayName"].evaluate({"givenName": "A", "sn": "B"}) == "A B"
+    assert config.source.group_attributes["displayName"].evaluate(
+        {"displayName": "x" * 30}) == "x" * 24
+    assert [r.describe() for r in config.source.scope.rules] == [
+        'scope rule 1 (exclude users where userType equals "Guest")',
+        'scope rule 2 (include groups where displayName matches "^(Eng|Ops)")']
+
+
+@pytest.mark.parametrize("line, words", [
+    ('displayName = "{givenName | lowr} {sn}"',
+     "[source.attributes] displayName: '{givenName | lowr} {sn}' at position 14: unknown "
+     "filter 'lowr'"),
+    ('displayName = ["cn", "{sn"]',
+     "[source.attributes] displayName: item 2 '{sn' at position 1: unterminated placeholder"),
+    ('title = { value = "x" }', "[source.attributes] title: '{\"value\": \"x\"}': a table "
+                                "here must be { constant = \"...\" }"),
+    ('title = 3', "[source.attributes] title: '3': expected an attribute name"),
+])
+def test_a_bad_expression_names_the_key_the_expression_and_the_position(tmp_path, line, words):
+    source = f'type = "file"\npath = "d.json"\n[source.attributes]\n{line}'
+    message = load_error(tmp_path, config_text(source=source))
+    assert words in message, message
+
+
+def test_group_attributes_take_display_name_only(tmp_path):
+    source = 'type = "file"\npath = "d.json"\n[source.group_attributes]\nname = "cn"'
+    message = load_error(tmp_path, config_text(source=source))
+    assert "[source.group_attributes] name: not a group attribute" in message
+
+
+@pytest.mark.parametrize("rule, words", [
+    ('action = "exclude"\nattribute = "userType"', "[[source.scope]] #2: needs exactly one of"),
+    ('action = "exclude"\nattribute = "uid"\nregex = "(svc"',
+     "[[source.scope]] #2 regex: \"(svc\": not a regular expression: missing )"),
+    ('action = "skip"\nattribute = "uid"\npresent = true', "[[source.scope]] #2 action: must be"),
+    ('action = "exclude"\nattribute = "uid"\nequal = "x"', "[[source.scope]] #2 equal: unknown key"),
+])
+def test_a_bad_scope_rule_names_its_number_and_key(tmp_path, rule, words):
+    source = ('type = "file"\npath = "d.json"\n[[source.scope]]\naction = "include"\n'
+              f'attribute = "department"\npresent = true\n[[source.scope]]\n{rule}')
+    message = load_error(tmp_path, config_text(source=source))
+    assert words in message, message
 
 
 def test_unknown_source_type(tmp_path):

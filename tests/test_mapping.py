@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from agent.core.expressions import Expression
 from agent.core.mapping import MappingRules, lookup, map_directory
 from agent.core.model import User
+from agent.core.scope import Scope
 from connectors.base import Directory, GroupRecord, UserRecord
 from connectors.files import FileSource
 
@@ -74,8 +76,8 @@ def test_override_list_takes_the_first_non_empty_attribute():
 
 def test_override_keeps_the_other_defaults():
     rules = MappingRules.for_source(FileSource, {"title": "jobTitle"})
-    assert rules.user_attributes["email"] == ("email",)
-    assert rules.user_attributes["title"] == ("jobTitle",)
+    assert rules.user_attributes["email"] == Expression.parse("email")
+    assert rules.user_attributes["title"] == Expression.parse("jobTitle")
 
 
 def test_user_name_falls_back_to_email():
@@ -289,3 +291,163 @@ def test_digest_is_pinned():
     user = User("u1", "a@example.org", True,
                 {"userName": "a@example.org", "email": "a@example.org"})
     assert user.digest == "cb7a4dbb90caf33198b3d2a2e3516d85"
+
+
+# ------------------------------------------------------------------ expressions in the mapping
+
+
+def test_expressions_of_every_kind_shape_the_user():
+    rules = MappingRules.for_source(FileSource, {
+        "userName": "{email | lower}",
+        "displayName": ["{nick}", "{givenName} {familyName}"],
+        "organization": {"constant": "Acme"},
+        "title": "jobTitle",
+        "department": ["ou", "department"],
+    })
+    user = mapped(person("u1", "Ann.Lee@EXAMPLE.org", givenName="Ann", familyName="Lee",
+                         jobTitle="Lead", department="R&D"), rules=rules).users["u1"]
+    assert user.user_name == "ann.lee@example.org"
+    assert user.attributes["displayName"] == "Ann Lee"
+    assert user.attributes["organization"] == "Acme"
+    assert user.attributes["title"] == "Lead"
+    assert user.attributes["department"] == "R&D"
+
+
+def test_a_group_display_name_expression_meets_the_25_character_limit():
+    rules = MappingRules.for_source(FileSource, group_attributes={
+        "displayName": "{displayName | replace('Department of ', '') | truncate(24) | trim}"})
+    desired = mapped(person("u1", "a@example.org"),
+                     team("g1", "Department of Research and Development", "u1"),
+                     team("g2", "Ops", "u1"), rules=rules)
+    assert desired.groups["g1"].display_name == "Research and Development"
+    assert desired.groups["g2"].display_name == "Ops"
+
+
+def test_the_admin_group_is_still_found_by_its_source_name_under_a_name_expression():
+    rules = MappingRules.for_source(FileSource, group_attributes={"displayName": "{displayName | upper}"},
+                                    admin_group="IT Admins")
+    desired = mapped(person("u1", "a@example.org"), team("g-it", "IT Admins", "u1"),
+                     team("g-eng", "Engineering", "u1"), rules=rules)
+    assert desired.groups["g-it"].display_name == "Split_Administrators"
+    assert desired.groups["g-eng"].display_name == "ENGINEERING"
+
+
+def test_raw_attributes_name_everything_the_mapping_and_the_scope_read():
+    rules = MappingRules.for_source(
+        FileSource, {"displayName": "{nick} {sn | upper}", "organization": {"constant": "x"}},
+        group_attributes={"displayName": "{cn}"},
+        scope=Scope.parse([{"action": "exclude", "attribute": "userType", "equals": "Guest"},
+                           {"action": "exclude", "objects": "groups", "attribute": "description",
+                            "present": True}]))
+    names = rules.raw_attributes()
+    assert {"nick", "sn", "cn", "userType", "description", "email", "displayName"} <= set(names)
+    assert "organization" not in names and names == sorted(names)
+
+
+# ------------------------------------------------------------------ bad data
+
+
+@pytest.mark.parametrize("bad", ["Jos\ud800", "x" * 20_000, 10 ** 5000, b"\xff"],
+                         ids=["surrogate", "huge-text", "huge-int", "binary"])
+def test_bad_data_makes_one_problem_for_that_user_only(bad):
+    desired = mapped(person("u1", "a@example.org", title=bad, department=bad),
+                     person("u2", "b@example.org", title="ok"), team("g1", "Eng", "u1", "u2"))
+    assert set(desired.users) == {"u2"}
+    problems = [p for p in desired.problems if p.source_id == "u1"]
+    assert len(problems) == 1
+    assert problems[0].key == "a@example.org"
+    assert "bad data in the source record (title: title is" in problems[0].reason
+    assert "department: department is" in problems[0].reason
+    assert desired.groups["g1"].members == {"u2"}
+
+
+def test_a_disabled_user_with_bad_data_is_still_marked_disabled():
+    desired = mapped(person("u1", "a@example.org", active=False, title="\udcff"))
+    assert desired.problems[0].disabled is True
+
+
+def test_bad_data_in_a_group_name_is_a_problem_for_that_group():
+    desired = mapped(person("u1", "a@example.org"), team("g1", "Eng\ud800", "u1"),
+                     team("g2", "Ops", "u1"))
+    assert set(desired.groups) == {"g2"}
+    assert problem_ids(desired, "group") == {"g1"}
+
+
+# ------------------------------------------------------------------ scope
+
+
+def scoped(*entries) -> MappingRules:
+    return MappingRules.for_source(FileSource, scope=Scope.parse(list(entries)))
+
+
+def test_users_out_of_scope_are_not_desired_nor_members():
+    rules = scoped({"action": "exclude", "attribute": "userType", "equals": "Guest"},
+                   {"action": "exclude", "attribute": "userName", "regex": "^svc-"})
+    desired = mapped(person("u1", "a@example.org"),
+                     person("u2", "guest@partner.example", userType="Guest"),
+                     person("u3", "svc-backup@example.org"),
+                     team("g1", "Eng", "u1", "u2", "u3"), rules=rules)
+    assert set(desired.users) == {"u1"}
+    assert desired.groups["g1"].members == {"u1"}
+    assert not desired.problems                  # out of scope is not a problem: it is gone
+
+
+def test_out_of_scope_users_are_not_checked_for_bad_data():
+    rules = scoped({"action": "include", "attribute": "department", "equals": "Sales"})
+    desired = mapped(person("u1", "a@example.org", department="Sales"),
+                     person("u2", "b@example.org", title="\ud800"), rules=rules)
+    assert set(desired.users) == {"u1"} and not desired.problems
+
+
+def test_groups_can_be_scoped_by_name_pattern_and_nesting_still_counts():
+    rules = scoped({"action": "exclude", "objects": "groups", "attribute": "displayName",
+                    "regex": "^tmp-"})
+    desired = mapped(person("u1", "a@example.org"), person("u2", "b@example.org"),
+                     team("g-all", "All", "u1", "g-tmp"), team("g-tmp", "tmp-migration", "u2"),
+                     rules=rules)
+    assert set(desired.groups) == {"g-all"}
+    assert members_of(desired, "All") == {"a@example.org", "b@example.org"}
+
+
+def test_an_admin_group_out_of_scope_is_reported():
+    rules = MappingRules.for_source(FileSource, admin_group="IT Admins", scope=Scope.parse([
+        {"action": "include", "objects": "groups", "attribute": "displayName", "equals": "Eng"}]))
+    desired = mapped(person("u1", "a@example.org"), team("g-it", "IT Admins", "u1"),
+                     team("g-eng", "Eng", "u1"), rules=rules)
+    assert set(desired.groups) == {"g-eng"}
+    assert [p.reason for p in desired.problems] == [
+        "sync.admin_group names no group in the source or its scope"]
+
+
+# ------------------------------------------------------------------ manager
+
+
+def test_manager_references_resolve_to_the_managers_source_id():
+    records = [person("u-boss", "Boss@example.org"),
+               UserRecord("u-dn", {"userName": "dn@example.org",
+                                   "dn": "uid=dn, OU=People,dc=example,dc=org"}),
+               person("u1", "a@example.org", manager="u-boss"),                 # a source id
+               person("u2", "b@example.org", manager="boss@EXAMPLE.org"),       # a userName
+               person("u3", "c@example.org", manager="UID=dn,ou=people,DC=example,DC=org"),
+               person("u4", "d@example.org", manager="nobody@example.org"),     # unknown
+               person("u5", "e@example.org", manager="u5")]                     # oneself
+    desired = mapped(*records)
+    managers = {sid: u.attributes.get("manager") for sid, u in desired.users.items()}
+    assert managers == {"u-boss": None, "u-dn": None, "u1": "u-boss", "u2": "u-boss",
+                        "u3": "u-dn", "u4": None, "u5": None}
+    assert not desired.problems
+
+
+def test_a_manager_out_of_scope_is_left_unset():
+    rules = MappingRules.for_source(FileSource, scope=Scope.parse([
+        {"action": "exclude", "attribute": "userType", "equals": "Contractor"}]))
+    desired = mapped(person("u-boss", "boss@example.org", userType="Contractor"),
+                     person("u1", "a@example.org", manager="u-boss"), rules=rules)
+    assert "manager" not in desired.users["u1"].attributes
+
+
+def test_manager_from_an_expression():
+    rules = MappingRules.for_source(FileSource, {"manager": "{managerMail | lower}"})
+    desired = mapped(person("u-boss", "boss@example.org"),
+                     person("u1", "a@example.org", managerMail="BOSS@example.org"), rules=rules)
+    assert desired.users["u1"].attributes["manager"] == "u-boss"

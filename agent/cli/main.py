@@ -26,6 +26,7 @@ from ..core.outcome import Outcome
 from ..app import build_agent
 from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..store.state import StateError
+from .explain import cmd_explain
 from .logs import redact_secrets_of, setup_logging
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
 from .status import RUNS_READ, print_status, status_report
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     _output_option(p)
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 2 when changes are pending, 0 when there are none")
+    p.add_argument("--explain", metavar="KEY",
+                   help="explain one user or group (userName, e-mail, group name, source id "
+                        "or DN): its source record, scope, attributes and planned changes")
 
     s = commands.add_parser("sync", help="run one sync cycle now",
                             description="Read, plan, check the safety guards and apply the "
@@ -115,6 +119,8 @@ def _output_option(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(agent: Agent, args) -> int:
+    if getattr(args, "explain", None):
+        return cmd_explain(agent, args)
     result: PlanResult = agent.plan()
     reason = result.guard.reason if result.guard else ""
     if args.output == "json":

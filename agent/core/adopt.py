@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from connectors.base import TargetGroup, TargetUser
 
+from . import references
 from .model import (DesiredState, Group, PushedGroup, PushedUser, Snapshot, User, group_digest,
                     user_digest)
 
@@ -93,6 +94,7 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
     wanted_users = {u.user_name.casefold(): u for u in desired.users.values()
                     if u.source_id not in snapshot.users}
     source_of = {u.scim_id: sid for sid, u in snapshot.users.items()}
+    adopted_rows: list[int] = []
     seen: set[str] = set()
     for record in users:
         if not record.id:
@@ -103,8 +105,9 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
             if not refresh:
                 continue
             wanted = desired.users.get(known.source_id)
-            current = managed(record.attributes, known.attributes,
-                              wanted.attributes if wanted else ())
+            current = references.from_target(
+                managed(record.attributes, known.attributes, wanted.attributes if wanted else ()),
+                source_of)
             if current != dict(known.attributes) or record.active != known.active:
                 drifted.append(known.user_name)
                 drift.append(Drift("user", known.user_name, _user_changes(known, current,
@@ -116,8 +119,15 @@ def observe(desired: DesiredState, snapshot: Snapshot, users: Iterable[TargetUse
             continue
         rows_u.append(_pushed_user(user.source_id, record, user.user_name,
                                    managed(record.attributes, user.attributes)))
+        adopted_rows.append(len(rows_u) - 1)
         source_of[record.id] = user.source_id
         adopted.append(user.user_name)
+    # references (manager) as source ids, now that every adopted user's SCIM id is known
+    for i in adopted_rows:
+        row = rows_u[i]
+        attrs = references.from_target(row.attributes, source_of)
+        rows_u[i] = PushedUser(row.source_id, row.scim_id, row.user_name, row.active, attrs,
+                               user_digest(attrs, row.active))
     if refresh:
         for pushed in snapshot.users.values():
             if pushed.scim_id not in seen:

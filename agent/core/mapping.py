@@ -1,78 +1,118 @@
-"""Source records -> desired state: attribute mapping, identity, nested-group flattening.
+"""Source records -> desired state: scope, attribute expressions, identity, nested groups.
 
 Pure: no I/O. Every source goes through the same rules, so an LDAP group and an Okta group
-flatten the same way and a missing e-mail is handled the same way everywhere.
+flatten the same way, a scope rule means the same on a file and on Entra, and a missing
+e-mail is handled the same way everywhere.
+
+Order: scope rules (``scope.py``) pick the records first, on their raw attributes; each user
+in scope is then mapped attribute by attribute (``expressions.py``); bad data in a record
+makes that record a *problem* (reported once, held, never a crash); names shared by two
+records make both problems; last, ``manager`` references are resolved to the manager's
+source id (see :func:`resolve_managers`), and groups are flattened to their active members.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
+from .expressions import BadValue, Expression, first_of, lookup  # noqa: F401 (re-exported)
 from .model import DesiredState, Group, Problem, User
+from .scope import Objects, Scope
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADMIN_GROUP_NAME = "Split_Administrators"
+GROUP_ATTRIBUTES = frozenset({"displayName"})      # what [source.group_attributes] may set
+
+
+def as_expression(value: object) -> Expression:
+    """An Expression as is; a name, a list or a tuple of names parsed like the config."""
+    return value if isinstance(value, Expression) else Expression.parse(value)
 
 
 @dataclass(frozen=True)
 class MappingRules:
-    """How raw records become SCIM values.
+    """How raw records become SCIM values, and which records are in scope.
 
-    ``user_attributes``: flat SCIM name -> raw attribute names tried in order (the first
-    non-empty value wins). ``userName`` falls back to ``email`` and the other way round, so
-    one of them is enough. ``admin_group`` names a source group (by id or name) whose members
-    become Split's administrators, pushed as ``admin_group_name``.
+    ``user_attributes``: flat SCIM name -> expression. ``userName`` falls back to ``email``
+    and the other way round, so one of them is enough; ``displayName`` falls back to the
+    given and family names. ``group_name`` is the expression of a group's ``displayName``
+    on the target; ``source_group_name`` the source's own name attributes (what
+    ``admin_group`` may name). ``admin_group`` names a source group (by id or name) whose
+    members become Split's administrators, pushed as ``admin_group_name``. Plain names and
+    lists are accepted wherever an expression is, and parsed as the config would.
     """
 
-    user_attributes: Mapping[str, tuple[str, ...]]
-    group_name: tuple[str, ...] = ("displayName",)
+    user_attributes: Mapping[str, Expression]
+    group_name: Expression = Expression.parse("displayName")
     admin_group: str = ""
     admin_group_name: str = DEFAULT_ADMIN_GROUP_NAME
+    scope: Scope = Scope()
+    source_group_name: Expression | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "user_attributes",
+                           {k: as_expression(v) for k, v in dict(self.user_attributes).items()})
+        object.__setattr__(self, "group_name", as_expression(self.group_name))
+        if self.source_group_name is None:
+            object.__setattr__(self, "source_group_name", self.group_name)
+        if not isinstance(self.scope, Scope):
+            object.__setattr__(self, "scope", Scope(tuple(self.scope)))
 
     @classmethod
-    def for_source(cls, source_cls: type, overrides: Mapping[str, str | Iterable[str]] = (),
-                   **kwargs) -> "MappingRules":
-        mapping = dict(source_cls.default_mapping)
-        for scim_name, raw in dict(overrides).items():
-            mapping[scim_name] = (raw,) if isinstance(raw, str) else tuple(raw)
-        return cls(user_attributes=mapping, group_name=tuple(source_cls.group_name_attributes),
-                   **kwargs)
+    def for_source(cls, source_cls: type, overrides: Mapping[str, object] = (),
+                   group_attributes: Mapping[str, object] = (), **kwargs) -> "MappingRules":
+        """The source's defaults, with ``[source.attributes]`` (``overrides``) and
+        ``[source.group_attributes]`` on top."""
+        mapping: dict[str, Expression] = {k: Expression.parse(tuple(v))
+                                          for k, v in source_cls.default_mapping.items()}
+        for scim_name, expression in dict(overrides).items():
+            mapping[scim_name] = as_expression(expression)
+        own_name = Expression.parse(tuple(source_cls.group_name_attributes))
+        group_name = dict(group_attributes).get("displayName", own_name)
+        return cls(user_attributes=mapping, group_name=as_expression(group_name),
+                   source_group_name=own_name, **kwargs)
+
+    def raw_attributes(self) -> list[str]:
+        """Every raw attribute name the mapping and the scope rules read, sorted: what a
+        source that fetches named attributes must fetch."""
+        names = set(self.scope.attributes()) | self.group_name.attributes()
+        for expression in self.user_attributes.values():
+            names |= expression.attributes()
+        assert self.source_group_name is not None
+        names |= self.source_group_name.attributes()
+        return sorted(names)
 
     def unknown_attributes(self) -> list[str]:
         return sorted(set(self.user_attributes) - USER_ATTRIBUTES)
 
 
-def lookup(attributes: Mapping[str, object], name: str) -> str:
-    """The first non-empty value of ``name`` as a string; dotted names reach into nested
-    dicts (``profile.email``) when no flat key of that name exists."""
-    value = attributes.get(name)
-    if type(value) is str:          # the common case, kept cheap: it runs per user per key
-        return value.strip()
-    if value is None and "." in name:
-        node: object = attributes
-        for part in name.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        value = node
-    if isinstance(value, (list, tuple)):
-        value = next((v for v in value if v not in (None, "")), None)
-    if value is None or isinstance(value, Mapping):
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).strip()
-
-
-def first_of(attributes: Mapping[str, object], names: Iterable[str]) -> str:
-    for name in names:
-        value = lookup(attributes, name)
-        if value:
-            return value
-    return ""
+def complete(attributes: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The fallbacks every source shares, and a note for each one used: userName from the
+    e-mail and the other way round, displayName from the given and family names."""
+    attrs = dict(attributes)
+    notes: dict[str, str] = {}
+    user_name = attrs.get("userName") or attrs.get("email", "")
+    if user_name and not attrs.get("userName"):
+        notes["userName"] = "empty: the e-mail is used"
+    email = attrs.get("email") or (user_name if "@" in user_name else "")
+    if email and not attrs.get("email"):
+        notes["email"] = "empty: userName is used (it is an e-mail address)"
+    if user_name:
+        attrs["userName"] = user_name
+    if email:
+        attrs["email"] = email
+    if "displayName" not in attrs:
+        full = " ".join(v for v in (attrs.get("name.givenName"), attrs.get("name.familyName"))
+                        if v)
+        if full:
+            attrs["displayName"] = full
+            notes["displayName"] = "empty: given name and family name are used"
+    return attrs, notes
 
 
 @dataclass
@@ -82,36 +122,45 @@ class _Mapper:
 
     def user(self, record: UserRecord) -> User | None:
         attrs: dict[str, str] = {}
-        for scim_name, raw_names in self.rules.user_attributes.items():
+        bad: list[str] = []
+        for scim_name, expression in self.rules.user_attributes.items():
             if scim_name not in USER_ATTRIBUTES:
                 continue
-            value = first_of(record.attributes, raw_names)
+            try:
+                value = expression.evaluate(record.attributes)
+            except BadValue as exc:
+                bad.append(f"{scim_name}: {exc}")
+                continue
             if value:
                 attrs[scim_name] = value
-        user_name = attrs.get("userName") or attrs.get("email", "")
-        email = attrs.get("email") or (user_name if "@" in user_name else "")
+        attrs, _notes = complete(attrs)
+        user_name = attrs.get("userName", "")
+        if bad:
+            self.problems.append(Problem("user", record.id, user_name or record.id,
+                                         f"bad data in the source record ({'; '.join(bad)})",
+                                         disabled=not record.active))
+            return None
         if not user_name:
             self.problems.append(Problem("user", record.id, record.id,
                                          "no userName or e-mail in the source record",
                                          disabled=not record.active))
             return None
-        attrs["userName"] = user_name
-        if email:
-            attrs["email"] = email
-        if "displayName" not in attrs:
-            full = " ".join(v for v in (attrs.get("name.givenName"), attrs.get("name.familyName")) if v)
-            if full:
-                attrs["displayName"] = full
         return User(source_id=record.id, user_name=user_name, active=record.active,
                     attributes=attrs)
 
     def group_name(self, record: GroupRecord) -> str:
-        """The group's name on the target; "" (and a problem) when it has none or when it
-        merely has the administrators group's name: only ``sync.admin_group`` feeds Split's
-        administrators, so a look-alike never makes its members admins."""
-        name = first_of(record.attributes, self.rules.group_name)
+        """The group's name on the target; "" (and a problem) when it has none, when its
+        data is bad, or when it merely has the administrators group's name: only
+        ``sync.admin_group`` feeds Split's administrators, so a look-alike never makes its
+        members admins."""
+        try:
+            name = self.rules.group_name.evaluate(record.attributes)
+        except BadValue as exc:
+            self.problems.append(Problem("group", record.id, record.id,
+                                         f"bad data in the source record (displayName: {exc})"))
+            return ""
         wanted = self.rules.admin_group
-        if wanted and (record.id == wanted or name.casefold() == wanted.casefold()):
+        if wanted and is_admin_group(record, name, self.rules):
             return self.rules.admin_group_name
         if name.casefold() == self.rules.admin_group_name.casefold():
             where = (f"sync.admin_group is {wanted!r}" if wanted else "sync.admin_group is not set")
@@ -123,6 +172,17 @@ class _Mapper:
         if not name:
             self.problems.append(Problem("group", record.id, record.id, "the group has no name"))
         return name
+
+
+def is_admin_group(record: GroupRecord, name: str, rules: MappingRules) -> bool:
+    """``sync.admin_group`` names this group: by id, by its name on the target, or by the
+    source's own name for it (before a displayName expression reshaped it)."""
+    wanted = rules.admin_group.casefold()
+    if not wanted:
+        return False
+    assert rules.source_group_name is not None
+    own = rules.source_group_name.trace(record.attributes).value
+    return record.id == rules.admin_group or wanted in (name.casefold(), own.casefold())
 
 
 def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str]) -> dict[str, set[str]]:
@@ -163,24 +223,138 @@ def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: li
                                         disabled=getattr(obj, "active", True) is False))
 
 
+# ---------------------------------------------------------------------------------------------
+# manager: a reference to another user, resolved to that user's source id
+
+
+def normalise_dn(dn: str) -> str:
+    """A DN compared by value: attribute types lower-cased, values case-folded, spaces
+    around separators dropped. Escaped commas are kept; hex escapes are not decoded (the
+    source's own spelling of a DN is consistent within one directory)."""
+    rdns, current, i = [], [], 0
+    while i < len(dn):
+        c = dn[i]
+        if c == "\\" and i + 1 < len(dn):
+            current.append(dn[i:i + 2])
+            i += 2
+            continue
+        if c in ",;":
+            rdns.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+        i += 1
+    rdns.append("".join(current))
+    out = []
+    for rdn in rdns:
+        kind, _sep, value = rdn.partition("=")
+        out.append(f"{kind.strip().lower()}={value.strip().casefold()}")
+    return ",".join(out)
+
+
+class ManagerIndex:
+    """Finds the user a ``manager`` value refers to: a source id, a DN (LDAP records carry
+    their ``dn``), or a userName / e-mail (case-insensitive), among the users in scope."""
+
+    def __init__(self, records: Mapping[str, UserRecord], users: Mapping[str, User]):
+        self.records = records
+        self.users = users
+        self._dns: dict[str, str] | None = None
+        self._names: dict[str, str] | None = None
+
+    def resolve(self, reference: str) -> str | None:
+        if reference in self.records:
+            return reference
+        if "=" in reference:
+            if self._dns is None:
+                self._dns = {}
+                for sid, record in self.records.items():
+                    dn = record.attributes.get("dn")
+                    if isinstance(dn, str) and dn:
+                        self._dns[normalise_dn(dn)] = sid
+            found = self._dns.get(normalise_dn(reference))
+            if found is not None:
+                return found
+        if self._names is None:
+            self._names = {}
+            for sid, user in self.users.items():
+                for key in (user.attributes.get("email", ""), user.user_name):
+                    if key:
+                        self._names.setdefault(key.casefold(), sid)
+        return self._names.get(reference.casefold())
+
+
+def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord]) -> int:
+    """Replace each ``manager`` value by the source id of the user it names, in place; a
+    reference to nobody in scope (or to oneself) is dropped. Returns how many were dropped.
+
+    Why a source id: the core speaks source ids everywhere (group members too); only the
+    snapshot knows which SCIM id Split gave the manager, and the engine turns the source id
+    into that target id as it sends (``agent/core/references.py``)."""
+    index = ManagerIndex(records, users)
+    dropped = 0
+    for sid, user in list(users.items()):
+        reference = user.attributes.get("manager")
+        if reference is None:
+            continue
+        manager = index.resolve(reference)
+        if manager == reference and manager != sid:
+            continue
+        attributes = dict(user.attributes)
+        if manager is None or manager == sid:
+            del attributes["manager"]
+            dropped += 1
+        else:
+            attributes["manager"] = manager
+        users[sid] = User(sid, user.user_name, user.active, attributes)
+    return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def in_scope(directory: Directory, scope: Scope) -> tuple[dict[str, UserRecord],
+                                                          dict[str, GroupRecord]]:
+    """The user and group records the scope rules admit."""
+    users = dict(directory.users)
+    groups = dict(directory.groups)
+    if scope.has_rules(Objects.USERS):
+        users = {k: r for k, r in users.items() if scope.admits(Objects.USERS, r.attributes)}
+    if scope.has_rules(Objects.GROUPS):
+        groups = {k: r for k, r in groups.items() if scope.admits(Objects.GROUPS, r.attributes)}
+    return users, groups
+
+
 def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
     mapper = _Mapper(rules)
+    records, group_records = in_scope(directory, rules.scope)
+    left_users = len(directory.users) - len(records)
+    left_groups = len(directory.groups) - len(group_records)
+    if left_users or left_groups:
+        log.info("scope rules leave out %d of %d users and %d of %d groups", left_users,
+                 len(directory.users), left_groups, len(directory.groups))
     users: dict[str, User] = {}
-    for record in directory.users.values():
+    for record in records.values():
         user = mapper.user(record)
         if user is not None:
             users[record.id] = user
     _drop_duplicates(users, lambda u: u.user_name, "user", mapper.problems)
+    dropped = resolve_managers(users, records)
+    if dropped:
+        log.info("%d manager reference(s) name no user in scope; manager is left unset for "
+                 "them", dropped)
 
     active = {sid for sid, u in users.items() if u.active}
-    flat = flatten_members(directory.groups, set(directory.users))
+    # Nesting runs through every group read, in scope or not: leaving a group out of what
+    # is pushed does not take its members out of the groups it is nested in.
+    flat = flatten_members(directory.groups, set(records))
     strangers = sum(1 for g in directory.groups.values() for m in g.members
                     if m not in directory.users and m not in directory.groups)
     if strangers:
         log.info("%d group member reference(s) name no user or group read from the source "
                  "(outside its scope, or deleted); they are ignored", strangers)
     groups: dict[str, Group] = {}
-    for gid, record in directory.groups.items():
+    for gid, record in group_records.items():
         name = mapper.group_name(record)
         if not name:
             continue
@@ -191,7 +365,8 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
     if rules.admin_group and not any(g.display_name == rules.admin_group_name
                                      for g in groups.values()):
         mapper.problems.append(Problem("group", "", rules.admin_group,
-                                       "sync.admin_group names no group in the source"))
+                                       "sync.admin_group names no group in the source or "
+                                       "its scope"))
     for name in rules.unknown_attributes():
         log.warning("attribute mapping %r is not a SCIM user attribute this agent sends; ignored",
                     name)

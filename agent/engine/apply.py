@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from connectors.base import (FatalTargetError, Interrupted, NotFoundError, RejectedError,
                              Target, TargetError, TargetGroup, TargetUser, TransientError)
 
+from ..core import references
 from ..core.outcome import Hold, HoldKind
 from ..core.plan import USER_OPS, Op, Plan
 from ..store.state import State
@@ -39,6 +40,8 @@ class _Done(enum.Enum):
     APPLIED = "applied"        # the change is on the target and recorded
     ADOPTED = "adopted"        # the target already held it; recorded as it is there
     GONE = "gone"              # the target no longer holds the object; forgotten
+    DEFERRED = "deferred"      # applied, but a reference (manager) waits for its user to
+                               # exist on the target: recorded without it, planned again
 
 
 @dataclass
@@ -168,6 +171,8 @@ class Applier:
             log.info("%s %s: gone from the target; planned again", op.kind.value, op.key)
             return
         report.applied.append(op)
+        if done is _Done.DEFERRED:
+            report.learned += 1
         if done is _Done.ADOPTED:
             report.adopted += 1
             report.learned += 1
@@ -195,8 +200,9 @@ class Applier:
         # Write-ahead: should this process die before the answer is recorded, the next cycle
         # finds the intent and looks the user up before sending anything (no second POST).
         self.record(self.state.intend_create, "user", user.source_id, user.user_name)
+        attributes, deferred = references.to_target(user.attributes, self.user_ids)
         try:
-            created = self.target.create_user(user.attributes, True, user.source_id)
+            created = self.target.create_user(attributes, True, user.source_id)
         except TransientError as exc:
             if not exc.sent:        # it never reached the target: nothing to look for later
                 self.record(self.state.clear_intent, "user", user.source_id)
@@ -215,8 +221,9 @@ class Applier:
             if conflict:
                 raise RejectedError(conflict, 409)
             return _Done.ADOPTED
-        self.record(self.state.record_user, user, created.record.id)
-        return _Done.APPLIED
+        self.record(self.state.record_user, references.as_recorded(user, deferred),
+                    created.record.id)
+        return _Done.DEFERRED if deferred else _Done.APPLIED
 
     def _update_user(self, op: Op) -> _Done:
         return self._patch_user(op, active=None)
@@ -245,16 +252,18 @@ class Applier:
         try:
             if scim_id is None:
                 raise NotFoundError("not in the snapshot")
-            self.target.update_user(scim_id, {k: new for k, (_old, new) in op.changed.items()},
-                                    active=active)
+            changed, deferred = references.to_target(
+                {k: new for k, (_old, new) in op.changed.items()}, self.user_ids)
+            self.target.update_user(scim_id, changed, active=active)
         except NotFoundError:
             # Deleted on the target behind our back: forget it; the next plan creates it again
             # (an inactive account is not created).
             log.info("user %s is gone from the target", op.key)
             self.record(self.state.forget_user, op.source_id)
             return _Done.GONE
-        self.record(self.state.record_user, user, scim_id)
-        return _Done.APPLIED
+        held = {k: old for k, (old, _new) in op.changed.items()}
+        self.record(self.state.record_user, references.as_recorded(user, deferred, held), scim_id)
+        return _Done.DEFERRED if deferred else _Done.APPLIED
 
     def _create_group(self, op: Op) -> _Done:
         group = op.group

@@ -10,6 +10,7 @@ from pathlib import Path
 from connectors.base import Source, Target
 
 from ..config import Config
+from ..core.coverage import configured_names, unseen_attributes
 from ..store.state import State, StateError, lock_holder
 
 TOKEN_LIFETIME = dt.timedelta(days=365)
@@ -45,13 +46,20 @@ def run_checks(config: Config, make_source: Callable[[], Source],
     """Read-only checks of the config, the source, the target, the token and the snapshot."""
     results: list[Check] = [("config", True, str(config.path))]
     what = f"source ({config.source.type})"
+    names = configured_names(config.source.attributes, config.source.group_attributes,
+                             config.source.scope)
     try:
         source = make_source()
         try:
             counts = source.check()
+            results.append((what, True, ", ".join(f"{k}: {v}" for k, v in counts.items())))
+            if names:
+                try:
+                    results.append(mapping_check(source.read(), names))
+                except Exception as exc:
+                    results.append(("mapping", False, f"reading the source: {_one_line(exc)}"))
         finally:
             source.close()
-        results.append((what, True, ", ".join(f"{k}: {v}" for k, v in counts.items())))
     except Exception as exc:  # any failure is a failed check, said in one line
         results.append((what, False, _one_line(exc)))
     try:
@@ -70,6 +78,20 @@ def run_checks(config: Config, make_source: Callable[[], Source],
         results.append(("token", True, f"{token_days_left(config)} days left"))
     results.append(("state",) + state_check(config.state.path))
     return results
+
+
+def mapping_check(directory, names) -> Check:
+    """The attribute names the config reads that no record carries: a typo, or an attribute
+    the source does not return. A warning, not a failure: an attribute may simply be set on
+    no one yet."""
+    unseen = unseen_attributes(directory, names)
+    if not unseen:
+        count = len({n for n, _w, _k in names})
+        return ("mapping", True, f"every attribute the config reads is on some record "
+                                 f"({count} name{'s' * (count != 1)})")
+    return ("mapping", True, "warning: " + "; ".join(u.describe() for u in unseen)
+            + " (a typo, or an attribute the source does not return; if it is just set on "
+              "no one yet, ignore this)")
 
 
 def state_check(path: Path) -> tuple[bool, str]:

@@ -77,6 +77,8 @@ class Agent:
         self.now = now
         self.source_cls = config.source.source_class
         self.rules = MappingRules.for_source(self.source_cls, config.source.attributes,
+                                             config.source.group_attributes,
+                                             scope=config.source.scope,
                                              admin_group=config.sync.admin_group,
                                              admin_group_name=config.target.admin_group_name)
         self.plan_options = PlanOptions(deactivate=config.sync.deactivate,
@@ -87,11 +89,9 @@ class Agent:
     # -- pieces ---------------------------------------------------------------------------
 
     def make_source(self) -> Source:
-        """The configured source, told every raw attribute name the mapping reads (overrides
-        included), so a source that fetches named attributes fetches those too."""
-        attributes = sorted({name for names in self.rules.user_attributes.values()
-                             for name in names})
-        return self._make_source(self.config, attributes)
+        """The configured source, told every raw attribute name the mapping and the scope
+        rules read, so a source that fetches named attributes fetches those too."""
+        return self._make_source(self.config, self.rules.raw_attributes())
 
     def open_state(self, *, lock: bool = True) -> State:
         return State.open(self.config.state.path, lock=lock)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from connectors.base import Target, TargetGroup, TargetUser
 
-from ..core import adopt
+from ..core import adopt, references
 from ..core.guard import GuardStop
 from ..core.model import DesiredState, Group, Snapshot, User
 from ..store.state import State
@@ -56,6 +56,8 @@ class Learner:
         """Record ``record`` for ``user``; returns a conflict sentence instead when it would
         take the account of someone still in the source."""
         owner = next((sid for sid, scim in user_ids.items() if scim == record.id), None)
+        source_ids = {scim: sid for sid, scim in user_ids.items()}
+        record = replace(record, attributes=references.from_target(record.attributes, source_ids))
         facts = adopt.found_user(user, record, owner, self.present)
         if not facts.conflict:
             self.state.record_facts(facts)

@@ -91,10 +91,11 @@ class SourceReader:
         return view if view is not None and view.cursor else None
 
     def fingerprint(self) -> str:
-        """Changes whenever the source's config does (type, settings, mapping), so a view read
-        under an old filter or base is never extended by change reads under a new one."""
+        """Changes whenever the source's config does (type, settings, the attributes read),
+        so a view read under an old filter or base, or without an attribute a new mapping or
+        scope rule reads, is never extended by change reads under the new one. Expressions and
+        scope rules themselves apply to the stored view: changing them needs no re-read."""
         source = self.config.source
         settings = sorted((f.name, repr(getattr(source.settings, f.name)))
                           for f in dataclasses.fields(source.settings))   # a Secret shows its origin
-        return digest_of([source.type, settings,
-                          sorted((k, list(v)) for k, v in self.rules.user_attributes.items())])
+        return digest_of([source.type, settings, self.rules.raw_attributes()])

@@ -65,8 +65,8 @@ class LdapSource:
                  on_page: Callable[[str, int], None] | None = None,
                  on_search: Callable[[str, str], None] | None = None):
         """``settings`` have passed :meth:`Settings.validate` (the config loader runs it;
-        it is not run again here). ``attributes``: extra raw attribute names to read (the
-        engine passes the names used in ``[source.attributes]``). The rest are seams for
+        it is not run again here). ``attributes``: extra raw attribute names to read, for
+        users and groups (the engine passes every name its expressions and scope rules use). The rest are seams for
         tests and benchmarks: ``connection_factory`` gives an unopened ldap3 Connection for
         a URL (e.g. MOCK_SYNC); ``on_search(what, filter)`` is called as each paged search
         starts and ``on_page(what, entries so far)`` after each of its pages. The two hooks
@@ -85,11 +85,15 @@ class LdapSource:
         self.group_base = settings.group_base or settings.user_base
         self.in_chain = (settings.in_chain if settings.in_chain is not None
                          else settings.flavor == "ad") and bool(settings.scope_group)
+        attributes = list(attributes)
         wanted = [n for names in self.default_mapping.values() for n in names]
-        wanted += list(self.group_name_attributes) + list(attributes)
+        wanted += list(self.group_name_attributes) + attributes
         self.user_attributes = _unique([self.id_attribute, flavor.change_attribute, *wanted])
+        # the engine's names serve group expressions and group scope rules too; a name a
+        # group entry does not have costs nothing
         self.group_attributes = _unique([self.id_attribute, flavor.change_attribute,
-                                         *self.group_name_attributes, *MEMBER_ATTRIBUTES])
+                                         *self.group_name_attributes, *attributes,
+                                         *MEMBER_ATTRIBUTES])
         self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
 
     # -----------------------------------------------------------------------------------
