@@ -96,6 +96,8 @@ def _help(text: str, **kwargs) -> Any:
 @dataclass(frozen=True)
 class StateConfig:
     path: Path = _help("the SQLite snapshot file (created 0600 in a 0700 folder)")
+    history_days: int = _help("days of per-object history kept for 'scim-agent history'",
+                              default=90)
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,8 @@ def _threshold(value: Any) -> Threshold:
 
 
 def _check_values(config: Config, ctx: _Context) -> None:
+    if not 1 <= config.state.history_days <= 3650:
+        raise ctx.error("[state] history_days", "must be between 1 and 3650")
     t = config.target
     if not re.match(r"^https?://[^\s/]+", t.url):
         raise ctx.error("[target] url", "expected an http(s) URL such as https://host/scim/v2")

@@ -16,7 +16,7 @@ from agent.cli.main import build_parser, main
 from tests.conftest import TOKEN, Workspace, group, user
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("plan", "sync", "run", "status", "check")
+COMMANDS = ("plan", "sync", "run", "status", "history", "check")
 
 
 def run(capsys, ws: Workspace, *args) -> tuple[int, str, str]:
@@ -388,3 +388,36 @@ def test_a_run_whose_process_died_is_never_shown_in_progress(slow_split_ws, caps
     assert code == 0 and "in progress" not in out and "interrupted" in out
     code, status, _ = run(capsys, ws, "status", "--output", "json")
     assert json.loads(status)["runs"][0]["state"] == "its process is gone"
+
+
+def test_history_lists_every_change_of_one_user_across_a_rename(capsys, split_ws):
+    small_directory(split_ws)
+    assert run(capsys, split_ws, "sync")[0] == 0
+    split_ws.write_directory([user("1", "ann.archer@example.org", "Ann", "Archer",
+                                   title="Lead"), user("2", "ben@example.org", "Ben", "Baker")],
+                             [group("g", "Team", ["1", "2"])])
+    assert run(capsys, split_ws, "sync")[0] == 0
+    code, out, _ = run(capsys, split_ws, "history", "ann@example.org")    # the old name
+    assert code == 0 and "source id 1" in out
+    lines = [line for line in out.splitlines() if " run " in line]
+    assert "update_user ann.archer@example.org: applied" in lines[0]
+    assert "create_user ann@example.org: applied" in lines[-1]
+    assert 'title: "Engineer" -> "Lead"' in out
+    code, out, _ = run(capsys, split_ws, "history", "TEAM", "--output", "json")
+    changes = json.loads(out)["changes"]
+    assert [c["op"] for c in changes][-2:] == ["add_members", "create_group"]
+    assert changes[-2]["detail"]["members"] == ["ann@example.org", "ben@example.org"]
+    code, out, _ = run(capsys, split_ws, "history", "nobody@example.org")
+    assert code == 0 and "no user or group of that name" in out
+
+
+def test_history_is_pruned_after_history_days(split_ws, capsys):
+    small_directory(split_ws)
+    assert run(capsys, split_ws, "sync")[0] == 0
+    from agent.store.state import State
+    with State.open(split_ws.state) as state:
+        state.db.execute("UPDATE changes SET at = '2000-01-01T00:00:00+00:00'")
+        state.db.conn.commit()
+    assert run(capsys, split_ws, "sync")[0] == 0
+    code, out, _ = run(capsys, split_ws, "history", "ann@example.org", "--output", "json")
+    assert json.loads(out)["changes"] == []

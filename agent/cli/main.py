@@ -29,6 +29,7 @@ from ..store.state import StateError
 from .explain import cmd_explain
 from .logs import redact_secrets_of, setup_logging
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
+from .history import history_report, print_history
 from .status import RUNS_READ, print_status, status_report
 
 log = logging.getLogger("agent")
@@ -101,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Read the snapshot and report the last runs, the "
                                          "objects that keep failing and the token's age.")
     _output_option(st)
+
+    h = commands.add_parser("history", help="every change sent for one user or group",
+                            description="List the changes sent for one user (userName) or "
+                                        "group (name), or a source id, newest first: when, by "
+                                        "which run, and what became of each. Reads only the "
+                                        "snapshot; [state] history_days says how far back.")
+    h.add_argument("key", metavar="KEY", help="a userName, a group name or a source id "
+                                              "(case-insensitive; past names too)")
+    h.add_argument("--limit", type=int, default=200, help="at most this many changes "
+                                                          "(default 200)")
+    _output_option(h)
 
     commands.add_parser("check", help="test the config and the connections, read-only",
                         description="Validate the config, then connect to the source and the "
@@ -196,6 +208,15 @@ def cmd_status(config: Config, args) -> int:
     return EXIT_OK
 
 
+def cmd_history(config: Config, args) -> int:
+    report = history_report(config, args.key, args.limit)
+    if args.output == "json":
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print_history(report)
+    return EXIT_OK
+
+
 def cmd_run(config: Config, args, config_file) -> int:
     from ..service.daemon import run_daemon
     # the daemon keeps every reloaded config's secrets out of the log through this callback
@@ -205,19 +226,22 @@ def cmd_run(config: Config, args, config_file) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command in ("plan", "status", "check") or getattr(args, "dry_run", False)
+    quiet = args.command in ("plan", "status", "check", "history") or getattr(args, "dry_run",
+                                                                               False)
     level = logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO)
     setup_logging(level, args.log_format)
     path = config_path(args.config)
     try:
         needs_token = args.command in ("sync", "run", "check") and not getattr(args, "dry_run", False)
         config = load(path, resolve_target_secrets=needs_token,
-                      resolve_source_secrets=args.command != "status")
+                      resolve_source_secrets=args.command not in ("status", "history"))
         redact_secrets_of(config)
         if needs_token and config.target.token is None:
             raise ConfigError(f"{config.path}: [target] token: is required for {args.command}")
         if args.command == "status":
             return cmd_status(config, args)
+        if args.command == "history":
+            return cmd_history(config, args)
         if args.command == "run":
             return cmd_run(config, args, path)
         agent = build_agent(config)

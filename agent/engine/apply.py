@@ -90,7 +90,8 @@ class _Recorder:
 class Applier:
     def __init__(self, target: Target, state: State, learner: Learner, concurrency: int = 4,
                  stop: threading.Event | None = None,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None,
+                 run_id: int | None = None):
         self.target = target
         self.state = state
         self.learner = learner
@@ -99,6 +100,21 @@ class Applier:
         self.stop = stop or threading.Event()
         self.progress = progress or (lambda done, total: None)
         self._fatal = threading.Event()
+        self.run_id = run_id
+
+    def _log(self, op: Op, outcome: str, **detail) -> None:
+        """One line of the object's history (``scim-agent history``)."""
+        kind = "user" if op.kind in USER_OPS else "group"
+        if op.changed:
+            detail["changed"] = {k: [old, new] for k, (old, new) in op.changed.items()}
+        elif op.member_keys:
+            detail["members"] = list(op.member_keys)
+        elif op.attributes:
+            detail["attributes"] = dict(op.attributes)
+        if op.reason:
+            detail["reason"] = op.reason
+        self.record(self.state.log_change, self.run_id, kind, op.source_id, op.key,
+                    op.kind.value, outcome, detail)
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport(planned=len(plan.ops))
@@ -145,6 +161,7 @@ class Applier:
             report.refused.append(op)
             self.record(self.state.record_failure, kind, op.source_id, op.key, REFUSED,
                         f"{op.kind.value} refused, not sent: {op.refused}")
+            self._log(op, "refused", refused=op.refused)
             return
         except FatalTargetError as exc:
             if report.fatal:
@@ -153,19 +170,23 @@ class Applier:
             report.hold = hold_for(exc)
             report.failed.append((op, str(exc)))
             log.error("stopping: %s", exc)
+            self._log(op, "failed", error=str(exc))
             return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
             self.record(self.state.record_failure, kind, op.source_id, op.key, op.kind.value,
                         str(exc))
             log.warning("%s %s failed: %s", op.kind.value, op.key, exc)
+            self._log(op, "failed", error=str(exc))
             return
         except Exception as exc:  # a bug: report it with its traceback, keep the run going
             log.exception("%s %s failed unexpectedly", op.kind.value, op.key)
             report.failed.append((op, f"internal error: {type(exc).__name__}: {exc}"))
             self.record(self.state.record_failure, kind, op.source_id, op.key, op.kind.value,
                         f"internal error: {type(exc).__name__}")
+            self._log(op, "failed", error=f"internal error: {type(exc).__name__}")
             return
+        self._log(op, done.value)
         if done is _Done.GONE:
             report.learned += 1
             log.info("%s %s: gone from the target; planned again", op.kind.value, op.key)

@@ -85,6 +85,7 @@ class Agent:
                                         groups=config.sync.groups,
                                         admin_group_name=config.target.admin_group_name)
         self.reader = SourceReader(config, self.rules, self.make_source, now)
+        self._run_id: int | None = None
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class Agent:
             return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings,
                               busy=isinstance(exc, StateBusy))
         try:
-            run_id = state.start_run(mode)
+            run_id = self._run_id = state.start_run(mode)
             try:
                 problem = "" if rebind_target else binding_problem(state,
                                                                     self.config.target.url)
@@ -170,6 +171,7 @@ class Agent:
                              len(report.failed) if report else 0, result.message, result.duration)
             if mode == "sync" and result.outcome.succeeded:
                 state.meta.clear_hold()   # a running daemon resumes (agent/service/daemon.py)
+            state.prune_changes(dt.timedelta(days=self.config.state.history_days))
             return result
         finally:
             state.close()
@@ -224,7 +226,8 @@ class Agent:
                                   hold=Hold(HoldKind.GUARD,
                                             f"safety guard: {result.guard.reason}"))
             log.info("plan: %s", _summary_line(plan))
-            applier = Applier(target, state, learner, self.config.target.concurrency, stop=stop, progress=progress)
+            applier = Applier(target, state, learner, self.config.target.concurrency, stop=stop,
+                              progress=progress, run_id=self._run_id)
             report = applier.apply(plan)
             self._follow_up(applier, state, desired, report, only)
         finally:

@@ -26,15 +26,16 @@ from connectors.base import Directory, GroupRecord, UserRecord
 from ..core.adopt import Facts
 from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
+from .changes import Change, ChangeLog, migrate_v4
 from .history import RunHistory, RunRecord, migrate_v3, now
 from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot
 from .meta import Meta, MetaStore, utc_now
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Intent", "Meta", "MetaStore", "RunRecord", "State",
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -54,10 +55,10 @@ def _v1(db: sqlite_utils.Database) -> None:
                           pk=("kind", "source_id", "op"))
 
 
-MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3}   # version -> brings the schema from version-1 to it
+MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4}   # version -> brings the schema from version-1 to it
 
 
-class State(RunHistory, CreateIntents):
+class State(RunHistory, CreateIntents, ChangeLog):
     """An open snapshot. Use :meth:`open`; close it (or use ``with``) when done.
 
     ``meta`` answers the typed questions (:mod:`agent.store.meta`); the run history and the
