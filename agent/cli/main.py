@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from connectors.base import ConnectorError
 
@@ -25,6 +26,7 @@ from ..config import Config, ConfigError, config_path, load
 from ..core.outcome import Outcome
 from ..app import build_agent
 from ..engine.cycle import Agent, PlanResult, SyncResult
+from ..engine.saved import PlanFileError, read_plan, write_plan
 from ..store.state import StateError
 from .explain import cmd_explain
 from .logs import redact_secrets_of, setup_logging
@@ -38,7 +40,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS, EXIT_REFUSED = 0
 EXIT_INTERRUPTED = 130      # the shell's convention for a run stopped by SIGINT
 _EXIT_OF = {Outcome.OK: EXIT_OK, Outcome.REFUSED: EXIT_REFUSED, Outcome.PARTIAL: EXIT_FAILED_OPS,
             Outcome.GUARD: EXIT_GUARD, Outcome.INTERRUPTED: EXIT_INTERRUPTED,
-            Outcome.ERROR: EXIT_ERROR}
+            Outcome.DECLINED: EXIT_OK, Outcome.ERROR: EXIT_ERROR}
 
 
 def exit_code(outcome: Outcome) -> int:
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     _output_option(p)
     p.add_argument("--detailed-exitcode", action="store_true",
                    help="exit 2 when changes are pending, 0 when there are none")
+    p.add_argument("--refresh", action="store_true",
+                   help="read Split too (read-only, paged) and plan from what it holds: shows "
+                        "drift made there by hand, and what a first sync adopts (needs the token)")
+    p.add_argument("--out", metavar="FILE", type=Path,
+                   help="also save the plan, with what it was computed from, for "
+                        "'sync --plan FILE' (written 0600)")
     p.add_argument("--explain", metavar="KEY",
                    help="explain one user or group (userName, e-mail, group name, source id "
                         "or DN): its source record, scope, attributes and planned changes")
@@ -80,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = commands.add_parser("sync", help="run one sync cycle now",
                             description="Read, plan, check the safety guards and apply the "
                                         "changes to the SCIM target.")
-    s.add_argument("--dry-run", action="store_true", help="only show the plan (same as plan)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="only show the plan (same as plan; with --reconcile, plan --refresh)")
+    s.add_argument("--plan", metavar="FILE", type=Path, dest="plan_file",
+                   help="apply exactly the plan 'plan --out FILE' saved, or nothing if the "
+                        "source, the snapshot or Split moved since")
+    s.add_argument("--yes", "-y", action="store_true",
+                   help="apply without asking (on a terminal, sync shows the plan and asks "
+                        "first; without a terminal it never asks)")
     s.add_argument("--only", nargs="+", metavar="KEY", default=[],
                    help="limit the sync to these users (userName) or groups (displayName)")
     s.add_argument("--allow-mass-deactivation", action="store_true",
@@ -133,32 +148,72 @@ def _output_option(parser: argparse.ArgumentParser) -> None:
 def cmd_plan(agent: Agent, args) -> int:
     if getattr(args, "explain", None):
         return cmd_explain(agent, args)
-    result: PlanResult = agent.plan()
+    result: PlanResult = agent.plan(refresh=_refresh(args))
     reason = result.guard.reason if result.guard else ""
+    out_file = getattr(args, "out", None)
+    if out_file is not None:
+        write_plan(out_file, result.plan.to_dict(), result.basis)
+        print(f"Saved the plan to {out_file}; apply exactly it with: scim-agent sync --plan "
+              f"{out_file}", file=sys.stderr)
     if args.output == "json":
-        print(plan_json(result.plan, reason))
+        print(plan_json(result.plan, reason, result.target_read))
     else:
-        print(render_plan(result.plan, sys.stdout, reason))
+        print(render_plan(result.plan, sys.stdout, reason, result.target_read))
     if getattr(args, "detailed_exitcode", False) and result.plan.sendable:
         return EXIT_CHANGES
     return EXIT_OK
+
+
+def _refresh(args) -> bool:
+    """``plan --refresh``, and ``sync --reconcile --dry-run`` which is the same thing."""
+    return bool(getattr(args, "refresh", False) or
+                (getattr(args, "dry_run", False) and getattr(args, "reconcile", False)))
 
 
 def cmd_sync(agent: Agent, args) -> int:
     if args.dry_run:
         args.detailed_exitcode = False
         return cmd_plan(agent, args)
+    saved = read_plan(args.plan_file) if args.plan_file is not None else None
+    if saved is not None and (args.only or args.reconcile):
+        raise PlanFileError("--plan applies exactly the saved plan: it cannot be combined "
+                            "with --only or --reconcile")
+    ask = None if args.yes or saved is not None or args.output == "json" else _prompt(agent)
     with stop_on_interrupt() as stop:
         result: SyncResult = agent.sync(only=args.only,
                                         allow_mass_deactivation=args.allow_mass_deactivation,
                                         reconcile=args.reconcile, progress=Progress(),
-                                        rebind_target=args.rebind_target, stop=stop)
+                                        rebind_target=args.rebind_target, stop=stop,
+                                        saved=saved, confirm=ask)
     if args.output == "json":
         print(json.dumps(sync_json(result, exit_code(result.outcome)), indent=2,
                          ensure_ascii=False))
     else:
         print_sync(result)
     return exit_code(result.outcome)
+
+
+def _prompt(agent: Agent):
+    """On a terminal, show the plan and ask before anything is sent; None otherwise (cron,
+    the daemon, a pipe: they never ask)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+
+    def confirm(plan) -> bool:
+        print(render_plan(plan, sys.stdout))
+        # the question on stdout, where the plan is (input() would put it on stderr)
+        print(f"\nApply these {len(plan.sendable)} change(s) to {agent.config.target.url}? "
+              "Type yes to apply: ", end="", flush=True)
+        try:
+            answer = input()
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing was applied.")
+            return False
+        print()
+        return True
+    return confirm
 
 
 @contextlib.contextmanager
@@ -232,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(level, args.log_format)
     path = config_path(args.config)
     try:
-        needs_token = args.command in ("sync", "run", "check") and not getattr(args, "dry_run", False)
+        needs_token = (args.command in ("sync", "run", "check")
+                       and not getattr(args, "dry_run", False)) or _refresh(args)
         config = load(path, resolve_target_secrets=needs_token,
                       resolve_source_secrets=args.command not in ("status", "history"))
         redact_secrets_of(config)
@@ -246,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(config, args, path)
         agent = build_agent(config)
         return {"plan": cmd_plan, "sync": cmd_sync, "check": cmd_check}[args.command](agent, args)
-    except (ConfigError, StateError, ConnectorError) as exc:
+    except (ConfigError, StateError, ConnectorError, PlanFileError) as exc:
         if args.debug:
             log.exception("error")
         print(f"error: {exc}", file=sys.stderr)

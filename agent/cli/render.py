@@ -9,8 +9,10 @@ import os
 import sys
 import time
 
+from ..core.outcome import Outcome
 from ..core.plan import Op, OpKind, Plan
 from ..engine.cycle import SyncResult
+from ..engine.observe import TargetRead
 
 log = logging.getLogger("agent")
 
@@ -41,12 +43,14 @@ def _q(value: str | None) -> str:
     return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
 
 
-def _op_lines(op: Op, style: "Style", failed: str = "") -> list[str]:
+def _op_lines(op: Op, style: "Style", failed: str = "", drift: bool = False) -> list[str]:
     """One change as ``plan`` shows it, and ``sync`` shows it again once it was sent."""
     sign, colour, label = _SIGN[op.kind]
     head = f"{style(sign, colour)} {label} {style(op.key, '1')}"
     if op.reason:
         head += f"  ({op.reason})"
+    if drift:
+        head += "  [drift: puts right a change made in Split]"
     if op.refused:
         head = f"{style('!', '31;1')} {label} {op.key}: refused, not sent: {op.refused}"
     elif failed:
@@ -59,15 +63,19 @@ def _problem_lines(plan: Plan, style: "Style") -> list[str]:
             for p in plan.problems]
 
 
-def render_plan(plan: Plan, stream=None, guard_reason: str = "") -> str:
+def render_plan(plan: Plan, stream=None, guard_reason: str = "",
+                target_read: TargetRead | None = None) -> str:
+    """The plan for people. With ``target_read`` (``plan --refresh``), what reading Split
+    found comes first, and the changes that put drift right are marked."""
     style = Style(stream or sys.stdout)
-    lines: list[str] = []
+    lines: list[str] = drift_lines(target_read, "below") if target_read is not None else []
+    drifted = {k.casefold() for k in target_read.drifted} if target_read is not None else set()
     for op in plan.ops:
-        lines.extend(_op_lines(op, style))
+        lines.extend(_op_lines(op, style, drift=op.key.casefold() in drifted))
     lines.extend(_problem_lines(plan, style))
     if lines:
         lines.append("")
-    lines.append(summary_line(plan))
+    lines.append(summary_line(plan, refreshed=target_read is not None))
     if guard_reason:
         lines.append(style(f"Safety guard: {guard_reason}. A sync would stop here (exit 3) "
                            "unless run with --allow-mass-deactivation.", "31;1"))
@@ -86,7 +94,7 @@ def _details(op: Op) -> list[str]:
     return []
 
 
-def summary_line(plan: Plan) -> str:
+def summary_line(plan: Plan, refreshed: bool = False) -> str:
     s = plan.summary()
     notes = []
     if plan.refused:
@@ -94,10 +102,12 @@ def summary_line(plan: Plan) -> str:
     if plan.problems:
         notes.append(f"{len(plan.problems)} source object(s) not pushed")
     tail = f" {'; '.join(notes).capitalize()}." if notes else ""
+    if not plan.sendable and refreshed:
+        return "No changes: the source, the snapshot and Split agree (Split was read)." + tail
     if not plan.sendable:
         # plan compares with the snapshot of what was pushed, not with Split itself
         return ("No changes: everything the source holds was pushed, as far as the snapshot "
-                "knows (sync --reconcile re-reads Split)." + tail)
+                "knows (plan --refresh and sync --reconcile read Split itself)." + tail)
     return (f"Plan: users {s['create_user']} to create, {s['update_user']} to update, "
             f"{s['reactivate_user']} to reactivate, {s['deactivate_user']} to deactivate; "
             f"groups {s['create_group']} to create, {s['update_group']} to rename, "
@@ -105,8 +115,17 @@ def summary_line(plan: Plan) -> str:
             + tail)
 
 
-def plan_json(plan: Plan, guard_reason: str = "") -> str:
+def target_read_json(read: TargetRead) -> dict:
+    return {"adopted": read.adopted, "drifted": read.drifted, "vanished": read.vanished,
+            "drift": [{"kind": d.kind, "key": d.key,
+                       "changed": {k: list(v) for k, v in d.changed.items()}}
+                      for d in read.drift]}
+
+
+def plan_json(plan: Plan, guard_reason: str = "", target_read: TargetRead | None = None) -> str:
     out = plan.to_dict()
+    if target_read is not None:
+        out["target_read"] = target_read_json(target_read)
     if guard_reason:
         out["guard"] = guard_reason
     return json.dumps(out, indent=2, ensure_ascii=False)
@@ -145,12 +164,7 @@ def sync_json(result: SyncResult, exit_status: int) -> dict:
     if result.plan is not None:
         out["plan"] = result.plan.to_dict()
     if result.target_read is not None:
-        out["target_read"] = {"adopted": result.target_read.adopted,
-                              "drifted": result.target_read.drifted,
-                              "vanished": result.target_read.vanished,
-                              "drift": [{"kind": d.kind, "key": d.key,
-                                         "changed": {k: list(v) for k, v in d.changed.items()}}
-                                        for d in result.target_read.drift]}
+        out["target_read"] = target_read_json(result.target_read)
     if result.report is not None:
         out["applied"] = result.report.counts()
         out["applied_changes"] = [{"op": op.kind.value, "key": op.key}
@@ -189,15 +203,13 @@ def _in_plan_order(ops: list[Op]) -> list[Op]:
     return sorted(ops, key=lambda op: (op.phase, op.kind.value, op.key.casefold(), op.source_id))
 
 
-def _drift_lines(result: SyncResult) -> list[str]:
-    read = result.target_read
-    if read is None:
-        return []
+def drift_lines(read: TargetRead, when: str = "below") -> list[str]:
+    """What reading Split found: adoptions, drift attribute by attribute, objects gone."""
     lines = [f"= adopted from Split: {key}" for key in read.adopted[:20]]
     if len(read.adopted) > 20:
         lines.append(f"= ... and {len(read.adopted) - 20} more adopted from Split")
     for drift in read.drift:
-        lines.append(f"= changed in Split by hand, put right below: {drift.kind} {drift.key}")
+        lines.append(f"= changed in Split by hand, put right {when}: {drift.kind} {drift.key}")
         for name, (pushed, found) in drift.changed.items():
             if name == "members":
                 removed, added = pushed, found
@@ -228,11 +240,13 @@ def print_sync(result: SyncResult) -> None:
                     "Check the source; if this is intended, run once with "
                     "--allow-mass-deactivation.", "31;1"))
         return
+    if result.outcome is Outcome.DECLINED:
+        return                                         # the prompt said so already
     if result.report is None:
         print(style(f"error: {result.message}", "31;1"), file=sys.stderr)
         return
     report = result.report
-    lines = _drift_lines(result)
+    lines = drift_lines(result.target_read) if result.target_read is not None else []
     applied = _in_plan_order(report.applied)
     for op in applied[:APPLIED_SHOWN]:
         lines.extend(_op_lines(op, style))

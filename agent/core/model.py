@@ -95,6 +95,15 @@ class DesiredState:
     groups_read: bool = True       # False: the source said nothing about groups (a file with
                                    # no groups section); every group is left as it is
 
+    def digest(self) -> str:
+        """The desired state in one value: a saved plan records it, and applying the plan
+        later refuses a source that has changed since."""
+        return digest_of([sorted((sid, u.digest) for sid, u in self.users.items()),
+                          sorted((sid, g.digest, sorted(g.members))
+                                 for sid, g in self.groups.items()),
+                          sorted((p.kind, p.source_id, p.reason) for p in self.problems),
+                          self.groups_read])
+
     @property
     def held_users(self) -> frozenset[str]:
         return frozenset(p.source_id for p in self.problems if p.kind == "user")

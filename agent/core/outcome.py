@@ -20,6 +20,7 @@ class Outcome(StrEnum):
     GUARD = "guard"            # a safety guard stopped the cycle before anything was sent
     INTERRUPTED = "interrupted"  # a stop was asked for (SIGTERM, Ctrl-C): what was applied
                                  # is recorded, nothing new was sent
+    DECLINED = "declined"      # the operator was shown the plan and said no: nothing sent
     ERROR = "error"            # a fatal error stopped the cycle (source unreadable, token...)
 
     @property

@@ -22,11 +22,13 @@ from ..config import Config, ConfigError
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
+from ..core import adopt
 from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError
 from .apply import REFUSED, Applier, ApplyReport, hold_for
-from .binding import TargetChanged, bind, binding_problem
+from .binding import TargetChanged, bind, binding_problem, target_identity
+from .saved import Basis, SavedPlan, differences
 from .checks import Check, run_checks, token_warning
 from .observe import Learner, TargetRead, read_target
 from .reading import ReadResult, SourceReader
@@ -43,6 +45,21 @@ class PlanResult:
     snapshot: Snapshot
     read: ReadResult
     guard: GuardStop | None
+    target_read: TargetRead | None = None    # plan --refresh: what reading Split found
+    basis: Basis | None = None               # what it was computed from (plan --out)
+
+
+@dataclass(frozen=True)
+class SyncAsk:
+    """What one sync was asked to do (the command's options)."""
+
+    only: tuple[str, ...] = ()
+    allow_mass_deactivation: bool = False
+    stop: threading.Event | None = None
+    progress: Callable[[int, int], None] | None = None
+    reconcile: bool = False
+    saved: SavedPlan | None = None            # sync --plan FILE: exactly this plan, or nothing
+    confirm: Callable[[Plan], bool] | None = None   # asked before anything is sent
 
 
 @dataclass
@@ -112,27 +129,65 @@ class Agent:
 
     # -- commands -------------------------------------------------------------------------
 
-    def plan(self) -> PlanResult:
-        """Read, map and plan; write nothing and send nothing."""
+    def plan(self, *, refresh: bool = False) -> PlanResult:
+        """Read, map and plan; write nothing and send nothing. ``refresh`` also reads the
+        target (read-only, paged, as a reconcile does) and plans from what it holds, so drift
+        made there by hand, and what a first sync would adopt, show before anything is sent."""
         path = self.config.state.path
-        if not path.exists():
-            return self.compute_plan(None)
-        state = State.open(path, lock=False, create=False)
+        state = State.open(path, lock=False, create=False) if path.exists() else None
         try:
-            problem = binding_problem(state, self.config.target.url)
-            if problem:
-                raise TargetChanged(problem)
-            return self.compute_plan(state)
+            if state is not None:
+                problem = binding_problem(state, self.config.target.url)
+                if problem:
+                    raise TargetChanged(problem)
+            if refresh:
+                read = self.read_source(state)
+                desired = map_directory(read.view, self.rules)
+                result = self._refreshed_plan(state, read, desired)
+            else:
+                result = self.compute_plan(state)
+            result.basis = Basis(result.desired.digest(), state.digest() if state else "",
+                                 target_identity(self.config.target.url), refresh)
+            return result
         finally:
-            state.close()
+            if state is not None:
+                state.close()
+
+    def _refreshed_plan(self, state: State | None, read: ReadResult,
+                        desired: DesiredState) -> PlanResult:
+        snapshot = state.snapshot() if state is not None else Snapshot.empty()
+        target = self._target_factory(self.config)
+        try:
+            target.probe()
+            facts = adopt.observe(desired, snapshot, target.users(),
+                                  target.groups() if self.config.sync.groups else (),
+                                  refresh=not snapshot.is_empty)
+        finally:
+            target.close()
+        sync = self.config.sync
+        stop = guard_target_read(facts, snapshot, sync.max_deactivations, sync.max_group_changes)
+        seen = TargetRead(list(facts.adopted), list(facts.drifted), list(facts.vanished), stop,
+                          list(facts.drift))
+        if stop is not None:
+            empty = Plan((), desired.problems)
+            return PlanResult(empty, desired, snapshot, read, stop, seen)
+        refreshed = adopt.refreshed(snapshot, facts)
+        plan = make_plan(desired, refreshed, self.plan_options)
+        return PlanResult(plan, desired, refreshed, read,
+                          self._guard(plan, desired, refreshed), seen)
 
     def sync(self, *, only: Iterable[str] = (), allow_mass_deactivation: bool = False,
              stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None,
              mode: str = "sync", reconcile: bool = False,
-             rebind_target: bool = False) -> SyncResult:
+             rebind_target: bool = False, saved: SavedPlan | None = None,
+             confirm: Callable[[Plan], bool] | None = None) -> SyncResult:
         """One full cycle. Never raises for expected failures: the result says what happened.
-        ``rebind_target`` lets a snapshot made for another target forget it (binding.py)."""
+        ``rebind_target`` lets a snapshot made for another target forget it (binding.py);
+        ``saved`` applies exactly a plan saved by ``plan --out`` (saved.py); ``confirm`` is
+        shown the plan and may decline it before anything is sent."""
+        ask = SyncAsk(tuple(only), allow_mass_deactivation, stop, progress, reconcile, saved,
+                      confirm)
         started = self.clock()
         warnings = [w for w in [token_warning(self.config)] if w]
         for w in warnings:
@@ -153,8 +208,7 @@ class Agent:
                                         hold=Hold(HoldKind.TARGET_CHANGED, problem))
                 else:
                     bind(state, self.config.target.url, rebind=rebind_target)
-                    result = self._sync(state, list(only), allow_mass_deactivation, stop,
-                                        progress, reconcile)
+                    result = self._sync(state, ask)
             except Exception as exc:        # a bug: still close the run record, then re-raise
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
                                  self.clock() - started)
@@ -176,8 +230,8 @@ class Agent:
         finally:
             state.close()
 
-    def _sync(self, state: State, only: list[str], allow_mass_deactivation: bool,
-              stop: threading.Event | None, progress, reconcile: bool) -> SyncResult:
+    def _sync(self, state: State, ask: SyncAsk) -> SyncResult:
+        only, stop = list(ask.only), ask.stop
         try:
             read = self.read_source(state)
         except SourceError as exc:
@@ -185,6 +239,10 @@ class Agent:
         except ConnectorError as exc:       # a source setting its constructor refused
             return SyncResult(Outcome.ERROR, message=f"source: {exc}")
         desired = map_directory(read.view, self.rules)
+        if ask.saved is not None:
+            moved = _moved_since(ask.saved, desired, state, self.config.target.url)
+            if moved:
+                return SyncResult(Outcome.ERROR, message=moved)
         unknown = _unknown_keys(only, desired, state)
         if unknown:
             return SyncResult(Outcome.ERROR, message=f"--only: {', '.join(unknown)} names no user or "
@@ -197,8 +255,13 @@ class Agent:
         try:
             try:
                 target.probe()      # a rejected token shows even when nothing is pending
-                fetched = self._read_target(target, state, desired, reconcile,
-                                            allow_mass_deactivation)
+                if ask.saved is not None:       # Split is read exactly when the plan did
+                    fetched = (self._read_target(target, state, desired, True,
+                                                 ask.allow_mass_deactivation, automatic=False)
+                               if ask.saved.basis.refreshed else None)
+                else:
+                    fetched = self._read_target(target, state, desired, ask.reconcile,
+                                                ask.allow_mass_deactivation)
                 learner = Learner(state, desired)
                 landed = learner.intents(target, desired)
             except Interrupted:
@@ -218,18 +281,27 @@ class Agent:
                 _log_target_read(fetched)
             result = self.compute_plan(state, read, desired)
             plan = result.plan.only(only) if only else result.plan
-            if result.guard and not allow_mass_deactivation:
+            if ask.saved is not None and plan.to_dict() != ask.saved.plan:
+                return SyncResult(Outcome.ERROR, message=(
+                    f"{ask.saved.path}: Split no longer matches what the plan was made from: "
+                    f"{differences(ask.saved.plan, plan.to_dict())}; nothing was applied. Make "
+                    "the plan again (plan --refresh --out) and review it"))
+            if result.guard and not ask.allow_mass_deactivation:
                 log.error("safety guard: %s; nothing applied (use --allow-mass-deactivation "
                           "once if this is intended)", result.guard.reason)
                 return SyncResult(Outcome.GUARD, plan=plan, guard=result.guard,
                                   message=result.guard.reason, adopted=adopted,
                                   hold=Hold(HoldKind.GUARD,
                                             f"safety guard: {result.guard.reason}"))
+            if ask.confirm is not None and plan.sendable and not ask.confirm(plan):
+                return SyncResult(Outcome.DECLINED, plan=plan, adopted=adopted,
+                                  message="not applied: declined at the prompt")
             log.info("plan: %s", _summary_line(plan))
             applier = Applier(target, state, learner, self.config.target.concurrency, stop=stop,
-                              progress=progress, run_id=self._run_id)
+                              progress=ask.progress, run_id=self._run_id)
             report = applier.apply(plan)
-            self._follow_up(applier, state, desired, report, only)
+            if ask.saved is None:   # a saved plan is applied as reviewed, nothing more
+                self._follow_up(applier, state, desired, report, only)
         finally:
             target.close()
 
@@ -252,12 +324,15 @@ class Agent:
                           target_read=fetched)
 
     def _read_target(self, target: Target, state: State, desired: DesiredState,
-                     reconcile: bool, allow_mass_deactivation: bool) -> TargetRead | None:
-        """Read all of the target when the snapshot is empty (adoption) or a reconcile is
-        asked for or due (drift); None when neither. A read that looks like the wrong
-        organisation or a broken listing is returned with ``stopped`` and recorded nowhere."""
-        reconcile = reconcile or self._reconcile_due(state)
-        if not (reconcile or (state.is_empty() and desired.users)):
+                     reconcile: bool, allow_mass_deactivation: bool, *,
+                     automatic: bool = True) -> TargetRead | None:
+        """Read all of the target when a reconcile is asked for, or (``automatic``) when the
+        snapshot is empty (adoption) or a reconcile is due; None when none of these. A read
+        that looks like the wrong organisation or a broken listing is returned with
+        ``stopped`` and recorded nowhere."""
+        if automatic:
+            reconcile = reconcile or self._reconcile_due(state)
+        if not (reconcile or (automatic and state.is_empty() and desired.users)):
             return None
         sync = self.config.sync
 
@@ -342,6 +417,21 @@ def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
     if failed:
         return Outcome.PARTIAL, message
     return (Outcome.REFUSED if refused else Outcome.OK), message
+
+
+def _moved_since(saved: SavedPlan, desired: DesiredState, state: State, url: str) -> str:
+    """Why a saved plan no longer fits (the source, the snapshot or the target moved), or ""."""
+    basis, where = saved.basis, saved.path
+    if basis.target != target_identity(url):
+        return (f"{where}: the plan was made for {basis.target}, not for [target] url "
+                f"{target_identity(url)}; nothing was applied")
+    if basis.source != desired.digest():
+        return (f"{where}: the source changed since the plan was made; nothing was applied. "
+                "Make the plan again (plan --out) and review it")
+    if basis.snapshot != state.digest():
+        return (f"{where}: the snapshot moved since the plan was made (another sync ran); "
+                "nothing was applied. Make the plan again (plan --out) and review it")
+    return ""
 
 
 def _kind(op) -> str:

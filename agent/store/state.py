@@ -13,6 +13,7 @@ are private (0600/0700). The schema carries a version; :data:`MIGRATIONS` upgrad
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -161,6 +162,18 @@ class State(RunHistory, CreateIntents, ChangeLog):
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
         return Snapshot(users, groups)
+
+    def digest(self) -> str:
+        """A digest of everything pushed (ids, digests, memberships): a saved plan records it,
+        and applying that plan later refuses a snapshot that has moved since."""
+        h = hashlib.blake2b(digest_size=16)
+        for sql in ("SELECT source_id, scim_id, active, digest FROM users ORDER BY source_id",
+                    "SELECT source_id, scim_id, display_name FROM groups ORDER BY source_id",
+                    "SELECT group_id, user_id FROM memberships ORDER BY group_id, user_id"):
+            for row in self.db.execute(sql):
+                h.update(json.dumps(row).encode())
+            h.update(b"|")
+        return h.hexdigest()
 
     def is_empty(self) -> bool:
         """No user and no group pushed yet (cheap: does not load the snapshot)."""
