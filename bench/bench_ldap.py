@@ -95,7 +95,7 @@ def main() -> None:
             source.read()                               # warm the server's caches
 
             t = time.perf_counter()
-            ldapsearch(server.url, GROUPS, source.group_filter, source.group_attributes)
+            ldapsearch(server.url, GROUPS, source.group_filter, [*source.group_record_attributes, "member"])
             ldapsearch(server.url, PEOPLE, f"(&{source.user_filter}{DISABLED})", ["1.1"])
             ldapsearch(server.url, PEOPLE, source.user_filter, source.user_attributes)
             c_time = time.perf_counter() - t
