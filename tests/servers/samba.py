@@ -305,7 +305,8 @@ class SambaDC:
         server = ldap3.Server(self.address, port=636, use_ssl=True, tls=tls,
                               get_info=ldap3.NONE, connect_timeout=10)
         return ldap3.Connection(server, ADMIN, ADMIN_PASSWORD, auto_bind=True,
-                                raise_exceptions=True, receive_timeout=30, auto_range=False)
+                                raise_exceptions=True, receive_timeout=30, auto_range=False,
+                                return_empty_attributes=False)
 
     def highest_usn(self) -> int:
         conn = self.admin_connection()
