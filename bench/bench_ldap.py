@@ -86,7 +86,8 @@ class SlapdDirectory(Directory):
                 stamp = (start + step * i).strftime("%Y%m%d%H%M%SZ")
                 out.write(ldif_entry(self.user_dn(i), {
                     "objectClass": "inetOrgPerson", "uid": f"user{i:05d}", "cn": f"User {i}",
-                    **person(i, "departmentNumber"), "modifyTimestamp": stamp, "createTimestamp": stamp,
+                    **person(i, "departmentNumber"), "modifyTimestamp": stamp,
+                    "createTimestamp": stamp,
                     **({"employeeType": "disabled"} if disabled(i) else {})}))
             for g in range(groups):
                 stamp = (start + step * (users + g)).strftime("%Y%m%d%H%M%SZ")

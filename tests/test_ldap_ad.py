@@ -246,7 +246,8 @@ def test_samba_repeats_its_opaque_paging_cookie(dc):
 
 def test_a_multi_page_read_at_the_default_page_size(bulk):
     assert len(bulk.directory.users) == BULK_USERS
-    assert bulk.pages == [min(500 * n, BULK_USERS) for n in range(1, math.ceil(BULK_USERS / 500) + 1)]
+    pages = math.ceil(BULK_USERS / 500)
+    assert bulk.pages == [min(500 * n, BULK_USERS) for n in range(1, pages + 1)]
     assert len(bulk.directory.groups) == 1
 
 
@@ -278,7 +279,8 @@ def test_disabled_accounts_and_users_with_only_a_user_principal_name(dc, bulk):
     desired = map_directory(bulk.directory, MappingRules.for_source(LdapSource))
     for i in (3, 28, 4, 7):
         user = desired.users[bulk.id_of(bulk_dn(i))]
-        expected = f"b{i:05d}@{samba.UPN_SUFFIX}" if upn_only(i) else f"bulk{i:05d}@corp.example.test"
+        expected = (f"b{i:05d}@{samba.UPN_SUFFIX}" if upn_only(i)
+                    else f"bulk{i:05d}@corp.example.test")
         assert user.user_name == expected and user.attributes["email"] == expected
         assert user.active is not is_disabled(i)
 
@@ -536,8 +538,9 @@ def test_membership_changes_through_change_reads(area):
     source = deleted_reader(area.dc, area.base)
     full = source.read()
     known = ids(full, area)
-    area.change(f"dn: {area.group('pair')}\nchangetype: modify\nadd: member\n"
-                f"member: {area.person('jon')}\n-\ndelete: member\nmember: {area.person('ida')}\n-\n\n")
+    area.change(f"dn: {area.group('pair')}\nchangetype: modify\n"
+                f"add: member\nmember: {area.person('jon')}\n-\n"
+                f"delete: member\nmember: {area.person('ida')}\n-\n\n")
     changes = source.read_changes(full.cursor, full)
     assert set(changes.groups) == {known["pair"]} and not changes.users
     assert changes.groups[known["pair"]].members == {known["jon"]}

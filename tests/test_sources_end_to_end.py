@@ -1,23 +1,23 @@
 """The whole engine against each directory source, end to end: config file -> source server ->
 read (full or change set) -> map -> plan -> apply -> FakeSplit.
 
-Every test runs four times, once per source: LDAP against a real slapd (tests/servers/slapd.py,
-over ldaps:// with a CA generated here), LDAP with ``flavor = "ad"`` against a real Samba AD
-domain controller (tests/servers/samba.py, one per session, each test in OUs of its own,
-reached through a relay that can cut the connection), Okta against the fake org
-(tests/fakes/okta.py, plain http on loopback, which the connector allows for loopback only),
-Entra against the fake login + Graph over TLS (tests/fakes/graph.py). Each holds the source contract's PEOPLE and
-TEAMS (tests/source_contract.py) the vendor's way, and the Agent is built from a real
-config.toml with secrets in files. Assertions are on FakeSplit's store and request log, on
-the snapshot, and on which read path the engine took: a spy on the source class records
-``read`` / ``read_changes`` calls, and each server's own log shows what was asked for (LDAP:
-the search filters the connector sent; Okta: ``filter=lastUpdated gt``; Graph: ``/delta``).
+Every test runs four times, once per source: LDAP against a real slapd
+(tests/servers/slapd.py, over ldaps:// with a CA generated here), LDAP with ``flavor = "ad"``
+against a real Samba AD domain controller (tests/servers/samba.py, one per session, each test
+in OUs of its own, reached through a relay that can cut the connection), Okta against the fake
+org (tests/fakes/okta.py, plain http on loopback, which the connector allows for loopback
+only), Entra against the fake login + Graph over TLS (tests/fakes/graph.py). Each holds the
+source contract's PEOPLE and TEAMS (tests/source_contract.py) the vendor's way, and the Agent
+is built from a real config.toml with secrets in files. Assertions are on FakeSplit's store
+and request log, on the snapshot, and on which read path the engine took: a spy on the source
+class records ``read`` / ``read_changes`` calls, and each server's own log shows what was asked
+for (LDAP: the search filters the connector sent; Okta: ``filter=lastUpdated gt``; Graph:
+``/delta``).
 
 Test seams used, nothing else is faked: the spy can set an attribute on every source the
 engine builds (``on_page`` to kill slapd, or cut the relay to Samba, after the first page of
-users), and add constructor
-arguments (the ``clock`` and ``sleep`` time seam, so the Okta and Graph retry backoff does
-not really wait).
+users), and add constructor arguments (the ``clock`` and ``sleep`` time seam, so the Okta and
+Graph retry backoff does not really wait).
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ class Ad(Ldap):
         return {"flavor": "ad", "url": self.relay.url(), "ca_file": self.dc.ca_file,
                 "bind_dn": samba_server.SVC_DELETED_UPN, "password": {"file": "ad.password"},
                 "user_base": self.people_base, "group_base": self.groups_base,
-                "page_size": 2, "timeout": 5}
+                "page_size": 2, "timeout": 15}
 
     def listed_everything(self, since: int) -> bool:
         return any("uSNChanged" not in f for f in self._user_filters(since))

@@ -11,7 +11,10 @@
   asked of the server with ``LDAP_MATCHING_RULE_IN_CHAIN`` (``1.2.840.113556.1.4.1941``).
 * **Change reads.** A membership change may not touch the member's own timestamp (the
   memberof overlay does not; AD's ``memberOf`` is a back-link), so changed *groups* are
-  re-read too. Deletions and moves out of the base are invisible to both feeds: the engine's
+  re-read too, and so are the groups that list an object new to the view (a move into the
+  base changes the object, not its groups). AD also reports what left: deleted objects and
+  those moved out of the bases (:meth:`.changes.UsnMarker.departures`), or reads in full when
+  the bind account cannot list deleted objects. OpenLDAP's feed shows neither: the engine's
   periodic full read (``full_read_every``) catches them.
 """
 
