@@ -2,11 +2,12 @@
 
 One domain controller per session (the ``samba_dc`` fixture, tests/servers/samba.py), over
 LDAPS with a CA generated here, bound as ordinary domain users: ``svc-split``, and
-``svc-deleted`` which may also list the Deleted Objects container. This module loads its
-data once, as one LDIF: a few thousand users across four OUs (some disabled, some with only a
-userPrincipalName), a group of more than 1 500 members, groups nested three deep and a cycle,
-names with quotes, backslashes, commas and non-ASCII letters, and the source contract's
-PEOPLE and TEAMS. Tests that change the directory work in OUs of their own.
+``svc-deleted`` which may also list the Deleted Objects container. This module loads its data
+once per session, as two LDIF files (the bulk one only when a test needs it): a few thousand
+users across four OUs (some disabled, some with only a userPrincipalName) and a group of more
+than 1 500 members; groups nested three deep and a cycle; names with quotes, backslashes,
+commas and non-ASCII letters; and the source contract's PEOPLE and TEAMS. Tests that change
+the directory work in OUs of their own.
 
 What Samba cannot show about Windows AD is listed in docs/sources/ldap.md ("What is proven").
 """
@@ -31,6 +32,12 @@ from tests.servers import samba
 from tests.servers.relay import Relay
 from tests.servers.slapd import free_port, ldif_entry, make_ca
 from tests.source_contract import PEOPLE, TEAMS, SourceContract
+
+# The first test to use a fixture waits for it: provisioning (about 10 s of CPU) and loading
+# the bulk OUs (about 20 s of CPU: Samba spends some 7 ms on each add) take up to two minutes
+# on a busy two-core machine. Every wait inside a test is still bounded by the connector's own
+# timeout (20 s per answer here).
+pytestmark = pytest.mark.timeout(300)
 
 BASE = samba.BASE
 BULK = f"OU=Bulk,{BASE}"
@@ -100,7 +107,9 @@ def nest_dn(i: int) -> str:
     return f"CN=Nested {i:02d},{NEST}"
 
 
-def dataset_ldif() -> str:
+def bulk_ldif() -> str:
+    """The bulk OUs and the big group: most of the module's loading time (Samba adds about
+    150 users a second on two free cores), so only the tests that need them wait for them."""
     out = [ou(BULK)] + [ou(f"OU={name},{BULK}") for name in BULK_OUS]
     for i in range(BULK_USERS):
         out.append(user_entry(bulk_dn(i), f"b{i:05d}", given="Bulk", family=f"User{i}",
@@ -108,7 +117,11 @@ def dataset_ldif() -> str:
                               disabled=is_disabled(i)))
     out.append(ou(BULK_GROUPS))
     out.append(group_entry(group_dn("Big"), [bulk_dn(i) for i in range(BIG_MEMBERS)]))
-    out.append(ou(NEST))
+    return "".join(out)
+
+
+def small_ldif() -> str:
+    out = [ou(NEST)]
     out += [user_entry(nest_dn(i), f"n{i:02d}", given="Nested", family=f"N{i}",
                        mail=f"nested{i:02d}@corp.example.test", disabled=is_disabled(i))
             for i in range(16)]
@@ -150,8 +163,14 @@ def contract_ldif(people_base: str, groups_base: str, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dc(samba_dc):
-    samba_dc.add_ldif(dataset_ldif())
+    samba_dc.add_ldif(small_ldif())
     return samba_dc
+
+
+@pytest.fixture(scope="module")
+def bulk_dc(dc):
+    dc.add_ldif(bulk_ldif())
+    return dc
 
 
 def ad_source(dc, user_base: str, group_base: str | None = None, *,
@@ -195,9 +214,9 @@ class Reads:
 
 
 @pytest.fixture(scope="module")
-def bulk(dc):
+def bulk(bulk_dc):
     pages: list[int] = []
-    source = ad_source(dc, BULK, BULK_GROUPS,
+    source = ad_source(bulk_dc, BULK, BULK_GROUPS,
                        on_page=lambda what, n: pages.append(n) if what == "users" else None)
     assert source.settings.page_size == 500
     return Reads(source.read(), pages)
@@ -217,7 +236,7 @@ class TestContract(SourceContract):
     @pytest.fixture
     def failing_source(self, dc):
         relay = Relay(dc.address, 636)       # the certificate names 127.0.0.1 too
-        source = ad_source(dc, BULK, BULK_GROUPS, url=(relay.url(),), page_size=100)
+        source = ad_source(dc, CONTRACT, CONTRACT_GROUPS, url=(relay.url(),), page_size=2)
         source.on_page = lambda what, n: relay.cut() if what == "users" else None
         yield source
         relay.close()
@@ -237,7 +256,7 @@ def test_samba_repeats_its_opaque_paging_cookie(dc):
     conn = dc.admin_connection()
     cookies = []
     for _ in range(3):
-        conn.search(BULK, "(objectClass=user)", attributes=["1.1"], paged_size=100,
+        conn.search(NEST, "(objectClass=user)", attributes=["1.1"], paged_size=4,
                     paged_cookie=cookies[-1] if cookies else None)
         cookies.append(conn.result["controls"]["1.2.840.113556.1.4.319"]["value"]["cookie"])
     conn.unbind()
@@ -251,14 +270,14 @@ def test_a_multi_page_read_at_the_default_page_size(bulk):
     assert len(bulk.directory.groups) == 1
 
 
-def test_a_multi_page_read_at_a_small_page_size_and_a_large_one(dc, bulk):
+def test_a_multi_page_read_at_a_small_page_size_and_a_large_one(bulk_dc, bulk):
     pages = []
-    small = ad_source(dc, BULK, BULK_GROUPS, page_size=37,
+    small = ad_source(bulk_dc, BULK, BULK_GROUPS, page_size=37,
                       on_page=lambda what, n: pages.append(n) if what == "users" else None).read()
     assert len(pages) == math.ceil(BULK_USERS / 37)
     assert small.users == bulk.directory.users and small.groups == bulk.directory.groups
     # Windows caps a page at MaxPageSize (1000); Samba sends what is asked: both are fine
-    large = ad_source(dc, BULK, BULK_GROUPS, page_size=5000).read()
+    large = ad_source(bulk_dc, BULK, BULK_GROUPS, page_size=5000).read()
     assert large.users.keys() == bulk.directory.users.keys()
 
 
@@ -266,13 +285,13 @@ def test_a_multi_page_read_at_a_small_page_size_and_a_large_one(dc, bulk):
 # Records
 
 
-def test_the_id_is_the_object_guid_as_ldbsearch_prints_it(dc, bulk):
+def test_the_id_is_the_object_guid_as_ldbsearch_prints_it(bulk_dc, bulk):
     for dn in (bulk_dn(0), bulk_dn(BULK_USERS - 1), group_dn("Big")):
-        assert bulk.id_of(dn) == guid_of(dc, dn)
+        assert bulk.id_of(dn) == guid_of(bulk_dc, dn)
         uuid.UUID(bulk.id_of(dn))
 
 
-def test_disabled_accounts_and_users_with_only_a_user_principal_name(dc, bulk):
+def test_disabled_accounts_and_users_with_only_a_user_principal_name(bulk):
     users = bulk.directory.users
     disabled = {bulk.id_of(bulk_dn(i)) for i in range(BULK_USERS) if is_disabled(i)}
     assert {uid for uid, u in users.items() if not u.active} == disabled
@@ -314,8 +333,8 @@ def test_groups_nested_three_deep_and_a_cycle(nesting):
     assert flat["Loop A"] == flat["Loop B"] == {nesting.id_of(nest_dn(i)) for i in (10, 11, 12)}
 
 
-def test_samba_answers_a_bounded_member_range_as_ad_does(dc):
-    conn = dc.admin_connection()
+def test_samba_answers_a_bounded_member_range_as_ad_does(bulk_dc):
+    conn = bulk_dc.admin_connection()
     conn.search(group_dn("Big"), "(objectClass=*)", "BASE", attributes=["member;range=0-1499"])
     first = conn.response[0]["raw_attributes"]
     conn.search(group_dn("Big"), "(objectClass=*)", "BASE",
@@ -326,11 +345,11 @@ def test_samba_answers_a_bounded_member_range_as_ad_does(dc):
     assert {k: len(v) for k, v in second.items()} == {"member;range=1500-*": 100}
 
 
-def test_a_group_of_more_than_1500_members_is_read_in_ranges(dc, bulk, caplog):
+def test_a_group_of_more_than_1500_members_is_read_in_ranges(bulk_dc, bulk, caplog):
     big = bulk.directory.groups[bulk.id_of(group_dn("Big"))]
     assert big.members == {bulk.id_of(bulk_dn(i)) for i in range(BIG_MEMBERS)}
 
-    source = ad_source(dc, BULK, BULK_GROUPS)
+    source = ad_source(bulk_dc, BULK, BULK_GROUPS)
     source.range_size = 500                      # windows of 500: 0-499 ... 1500-*
     with caplog.at_level(logging.DEBUG, logger="connectors.ldap.session"):
         again = source.read()
@@ -547,9 +566,9 @@ def test_membership_changes_through_change_reads(area):
     assert not changes.removed_users and not changes.removed_groups
 
 
-def test_check_reports_users_groups_disabled_and_how_deletions_are_seen(dc):
-    report = deleted_reader(dc, BULK, BULK_GROUPS).check()
-    assert report["flavor"] == "ad" and report["server"] == dc.url
+def test_check_reports_users_groups_disabled_and_how_deletions_are_seen(bulk_dc):
+    report = deleted_reader(bulk_dc, BULK, BULK_GROUPS).check()
+    assert report["flavor"] == "ad" and report["server"] == bulk_dc.url
     assert report["users"] == BULK_USERS
     assert report["disabled"] == sum(is_disabled(i) for i in range(BULK_USERS))
     assert report["groups"] == 1

@@ -170,7 +170,7 @@ class UsnMarker(ChangeMarker):
             attrs = self.session.read_entry(f"<WKGUID={DELETED_OBJECTS_WKGUID},{context}>",
                                             "(objectClass=*)", ["isDeleted"],
                                             controls=[SHOW_DELETED])
-        except (lx.LDAPInsufficientAccessRightsResult, lx.LDAPOperationsErrorResult):
+        except (lx.LDAPOperationResult, SourceError):   # refused, or answered with a referral
             return False
         return bool(attrs and attrs.get("isdeleted"))
 
