@@ -14,6 +14,14 @@ from tests.servers.scim2 import Scim2Server
 TOKEN = "tok-3c0b6a5e-secret"
 
 
+@pytest.fixture(scope="session")
+def samba_dc(tmp_path_factory):
+    """One Samba AD domain controller for the whole session (tests/servers/samba.py): a
+    dozen seconds to provision, so every AD test shares it and works in its own OU."""
+    from tests.servers.samba import session_dc
+    yield from session_dc(tmp_path_factory.mktemp("samba"))
+
+
 @pytest.fixture
 def fake_split():
     with FakeSplit(token=TOKEN) as split:

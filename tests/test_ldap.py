@@ -6,17 +6,14 @@ kill the server get their own slapd. The server's ``sizelimit`` is 50 for plain 
 (paged searches are unlimited, as with AD's MaxPageSize), and it also listens on ldaps://
 with a CA generated here.
 
-Active Directory behaviour is exercised against :class:`FakeAd`, ldap3's MOCK_SYNC server
-with a thin layer that emulates what the mock lacks: rootDSE (highestCommittedUSN,
-dsServiceName), range retrieval of ``member`` (MaxValRange = 4), and the two extensible
-matching rules (bit-and 803 on userAccountControl, in-chain 1941 on memberOf), rewritten
-into equivalent plain filters from the mock's own data. What that proves: the connector
-asks for the right things (filters, escaped values, ranges, rootDSE fields, the DSA's
-invocationId) and turns AD-shaped answers into the right records (objectGUID bytes_le,
-disabled bit, UPN fallback, USN cursor). What it leaves unproven: real AD's wire behaviour —
-the exact range reply form and MaxValRange, how AD evaluates 1941 on large or cyclic
-nesting, continuation references, objectCategory expansion, the 1000-entry page cap — all
-taken from Microsoft's documentation (sources.md §3), not observed.
+Active Directory is tested against a real Samba AD DC in tests/test_ldap_ad.py. What Samba
+cannot show is exercised here against :class:`FakeAd`, ldap3's MOCK_SYNC server with a thin
+layer that emulates what the mock lacks: rootDSE (highestCommittedUSN, dsServiceName,
+namingContexts), the Deleted Objects container, Windows' own range replies (values of
+``member`` in windows of MaxValRange = 4 whatever is asked, as Windows caps at 1500), and the
+two extensible matching rules (bit-and 803, in-chain 1941), rewritten into equivalent plain
+filters from the mock's own data; and against :class:`ScriptedServer`, which answers each
+search from a script, for servers that never end a paged search or a range retrieval.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ from connectors.base import (SettingError, ConnectorError, CursorExpired, Secret
                              SourceError)
 from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
                              normalise_dn, verifying_context)
+from connectors.ldap.changes import SHOW_DELETED
 from tests.servers.slapd import (BASE_LDIF, READER_DN, READER_PASSWORD, SUFFIX, Slapd,
                                  available, free_port, ldif_entry, make_ca)
 from tests.source_contract import PEOPLE, TEAMS, SourceContract, people_by_key
@@ -578,6 +576,11 @@ class FakeAd:
                                 auto_range=False)
         original = conn.strategy._execute_search
         conn.strategy._execute_search = lambda request: self._search(original, request)
+        # the mock decodes only the paging control; the non-critical Show Deleted control
+        # changes nothing here (the emulation has no tombstones), so it is dropped
+        mock_search = conn.strategy.mock_search
+        conn.strategy.mock_search = lambda request, controls: mock_search(
+            request, [c for c in controls or () if c[0] != SHOW_DELETED[0]])
         return conn
 
     def add(self, dn, **attrs):
@@ -659,7 +662,12 @@ class FakeAd:
         if request["base"] == "" and request["scope"] == 0:          # rootDSE
             return [{"object": "", "attributes": [
                 {"type": "highestCommittedUSN", "vals": [str(self.usn).encode()]},
-                {"type": "dsServiceName", "vals": [DSA_DN.encode()]}]}], _ok()
+                {"type": "dsServiceName", "vals": [DSA_DN.encode()]},
+                {"type": "namingContexts", "vals": [AD.encode()]},
+                {"type": "defaultNamingContext", "vals": [AD.encode()]}]}], _ok()
+        if request["base"].startswith("<WKGUID="):                   # Deleted Objects
+            return [{"object": f"CN=Deleted Objects,{AD}", "attributes": [
+                {"type": "isDeleted", "vals": [b"TRUE"]}]}], _ok()
         request["filter"] = _EXT.sub(self._replace_extensible, request["filter"])
         wanted_range = None
         for attr in list(request["attributes"]):
@@ -787,3 +795,174 @@ def test_the_source_repr_shows_no_password():
     settings = LdapSource.Settings(url=("ldaps://ldap.example.invalid",), user_base="dc=x",
                                    bind_dn="cn=svc,dc=x", password=Secret("hunter2-pw"))
     assert "hunter2-pw" not in repr(LdapSource(settings))
+
+
+# ---------------------------------------------------------------------------------------------
+# Paging and range retrieval end when the server says so, and a server that never does is
+# stopped by what it sent (not by its cookies, which are opaque). Scripted servers: an
+# ldap3-shaped connection that answers every search from a function of the call number.
+
+
+class ScriptedServer:
+    """Answers search number ``n`` with ``script(n, request)`` -> (entries, cookie), where an
+    entry is (dn, {attribute: [values]}). Counts the searches it answered."""
+
+    strategy = None                 # not ldap3's SyncStrategy: the lean decoder stays out
+
+    def __init__(self, script):
+        self.script = script
+        self.calls = 0
+        self.response: list = []
+        self.result: dict = {}
+
+    def open(self):
+        pass
+
+    def bind(self):
+        return True
+
+    def unbind(self):
+        pass
+
+    def search(self, base, flt, scope, attributes=None, paged_size=None, paged_cookie=None,
+               paged_criticality=False, controls=None):
+        entries, cookie = self.script(self.calls, {"base": base, "attributes": attributes,
+                                                   "cookie": paged_cookie})
+        self.calls += 1
+        self.response = [{"type": "searchResEntry", "dn": dn, "raw_dn": dn.encode(),
+                          "raw_attributes": {k: [v if isinstance(v, bytes) else v.encode()
+                                                 for v in vals] for k, vals in attrs.items()}}
+                         for dn, attrs in entries]
+        controls_back = {}
+        if paged_size:
+            controls_back = {"1.2.840.113556.1.4.319": {"value": {"cookie": cookie}}}
+        self.result = {"result": 0, "description": "success", "controls": controls_back}
+        return True
+
+
+def scripted_source(server: ScriptedServer, attributes=(), **kw) -> LdapSource:
+    settings = LdapSource.Settings(url=("ldap://127.0.0.1:1",), user_base="ou=people,dc=x",
+                                   group_base="ou=groups,dc=x", page_size=3, **kw)
+    return LdapSource(settings, attributes=attributes, connection_factory=lambda url: server)
+
+
+def group_entry(i: int, **attrs):
+    return (f"cn=g{i},ou=groups,dc=x", {"entryUUID": [str(uuid.UUID(int=i + 1))], "cn": [f"g{i}"],
+                                        **attrs})
+
+
+def test_a_server_that_repeats_its_opaque_cookie_is_read_to_the_end():
+    # Samba sends the same cookie on every page; only an empty one ends the search
+    def script(n, request):
+        if request["base"].startswith("ou=groups"):
+            page = [group_entry(3 * n + i) for i in range(3)] if n < 5 else [group_entry(99)]
+            return page, b"1\x00" if n < 5 else b""
+        return [], b""
+    directory = scripted_source(ScriptedServer(script)).read()
+    assert len(directory.groups) == 16
+
+
+def test_a_server_that_sends_the_same_page_forever_is_stopped():
+    server = ScriptedServer(lambda n, request: ([group_entry(i) for i in range(3)], b"again"))
+    with pytest.raises(SourceError, match=r"did not end the paged search of groups \(it sent "
+                                          r"\d+ entries a second time; 3 entries in \d+ pages"):
+        scripted_source(server).read()
+    assert server.calls <= 4                   # stopped once repeats outnumber the new by a page
+
+
+def test_a_server_that_sends_empty_pages_forever_is_stopped():
+    server = ScriptedServer(lambda n, request: ([group_entry(0)] if n == 0 else [], b"more"))
+    with pytest.raises(SourceError, match=r"101 pages in a row brought nothing new; 1 entries"):
+        scripted_source(server).read()
+    assert server.calls == 102
+
+
+def test_a_few_entries_sent_twice_do_not_stop_a_read():
+    # an entry modified during an indexed paged search may come again; the later copy wins
+    def script(n, request):
+        if not request["base"].startswith("ou=groups"):
+            return [], b""
+        if n == 3:
+            return [group_entry(1, cn=["renamed"])], b""
+        return [group_entry(3 * n + i) for i in range(3)], b"c"
+    directory = scripted_source(ScriptedServer(script)).read()
+    names = {g.attributes["cn"] for g in directory.groups.values()}
+    assert len(directory.groups) == 9 and "renamed" in names and "g1" not in names
+
+
+def ranged_group(windows):
+    """A scripted AD whose group answers member windows from ``windows(first, asked)`` ->
+    {"member;range=...": [values]}; ``first``: the group search itself, not a follow-up."""
+    def script(n, request):
+        base, asked = request["base"], request["attributes"] or []
+        if base == "":                               # rootDSE
+            return [("", {"highestCommittedUSN": ["5"], "dsServiceName": ["cn=ntds"],
+                          "namingContexts": ["dc=x"]})], b""
+        if base == "cn=ntds":
+            return [("cn=ntds", {"invocationId": [uuid.UUID(int=7).bytes_le]})], b""
+        if base.startswith("ou=groups"):
+            first = next(a for a in asked if a.startswith("member;range="))
+            return [("cn=big,ou=groups,dc=x", {"objectGUID": [uuid.UUID(int=9).bytes_le],
+                                               "cn": ["big"], **windows(True, first)})], b""
+        if base == "cn=big,ou=groups,dc=x":
+            (wanted,) = asked
+            return [("cn=big,ou=groups,dc=x", windows(False, wanted))], b""
+        return [], b""
+    return script
+
+
+def test_range_retrieval_asks_window_after_window_until_the_last():
+    asked = []
+
+    def windows(first, wanted):
+        asked.append(wanted)
+        low = int(wanted.split("=")[1].split("-")[0])
+        values = [f"cn=u{i},ou=people,dc=x" for i in range(low, min(low + 2, 5))]
+        high = "*" if low + 2 >= 5 else low + 1
+        return {f"member;range={low}-{high}": values}
+    server = ScriptedServer(ranged_group(windows))
+    source = scripted_source(server, flavor="ad")
+    source.range_size = 2
+    directory = source.read()
+    assert asked == ["member;range=0-1", "member;range=2-3", "member;range=4-5"]
+    assert directory.groups                     # no users read here: members resolve to none
+
+
+@pytest.mark.parametrize("answer, words", [
+    (lambda low: {"member;range=0-1": ["cn=a", "cn=b"]}, "sent values 0-1 of member"),
+    (lambda low: {f"member;range={low}-{low + 1}": []}, "sent no values of member .* from 2 on"),
+    (lambda low: {}, "stopped sending the values of member .* after 2 of them"),
+])
+def test_a_range_retrieval_that_does_not_move_forward_is_stopped(answer, words):
+    def windows(first, wanted):
+        low = int(wanted.split("=")[1].split("-")[0])
+        return {"member;range=0-1": ["cn=a", "cn=b"]} if first else answer(low)
+    server = ScriptedServer(ranged_group(windows))
+    source = scripted_source(server, flavor="ad")
+    source.range_size = 2
+    with pytest.raises(SourceError, match=words):
+        source.read()
+    assert server.calls < 10
+
+
+def test_an_unasked_range_of_a_mapped_attribute_is_completed():
+    # Windows answers a plain request for an attribute past MaxValRange with its first window
+    # (Samba never does): the rest is fetched window by window like member
+    user_dn = "cn=u,ou=people,dc=x"
+
+    def script(n, request):
+        base, asked = request["base"], request["attributes"] or []
+        if base == "":
+            return [("", {"highestCommittedUSN": ["5"], "dsServiceName": ["cn=ntds"]})], b""
+        if base == "cn=ntds":
+            return [("cn=ntds", {"invocationId": [uuid.UUID(int=7).bytes_le]})], b""
+        if base == "ou=people,dc=x":
+            return [(user_dn, {"objectGUID": [uuid.UUID(int=8).bytes_le], "mail": ["u@x"],
+                               "proxyAddresses;range=0-1": ["smtp:a@x", "smtp:b@x"]})], b""
+        if base == user_dn:
+            assert [a.lower() for a in asked] == ["proxyaddresses;range=2-1501"]
+            return [(user_dn, {"proxyAddresses;range=2-*": ["smtp:c@x"]})], b""
+        return [], b""
+    source = scripted_source(ScriptedServer(script), attributes=["proxyAddresses"], flavor="ad")
+    (user,) = source.read().users.values()
+    assert user.attributes["proxyAddresses"] == ["smtp:a@x", "smtp:b@x", "smtp:c@x"]

@@ -1,26 +1,30 @@
 """The whole engine against each directory source, end to end: config file -> source server ->
 read (full or change set) -> map -> plan -> apply -> FakeSplit.
 
-Every test runs three times, once per source: LDAP against a real slapd (tests/servers/slapd.py,
-over ldaps:// with a CA generated here), Okta against the fake org (tests/fakes/okta.py, plain
-http on loopback, which the connector allows for loopback only), Entra against the fake
-login + Graph over TLS (tests/fakes/graph.py). Each holds the source contract's PEOPLE and
-TEAMS (tests/source_contract.py) the vendor's way, and the Agent is built from a real
-config.toml with secrets in files. Assertions are on FakeSplit's store and request log, on
-the snapshot, and on which read path the engine took: a spy on the source class records
-``read`` / ``read_changes`` calls, and each server's own log shows what was asked for (LDAP:
-the search filters the connector sent; Okta: ``filter=lastUpdated gt``; Graph: ``/delta``).
+Every test runs four times, once per source: LDAP against a real slapd
+(tests/servers/slapd.py, over ldaps:// with a CA generated here), LDAP with ``flavor = "ad"``
+against a real Samba AD domain controller (tests/servers/samba.py, one per session, each test
+in OUs of its own, reached through a relay that can cut the connection), Okta against the fake
+org (tests/fakes/okta.py, plain http on loopback, which the connector allows for loopback
+only), Entra against the fake login + Graph over TLS (tests/fakes/graph.py). Each holds the
+source contract's PEOPLE and TEAMS (tests/source_contract.py) the vendor's way, and the Agent
+is built from a real config.toml with secrets in files. Assertions are on FakeSplit's store
+and request log, on the snapshot, and on which read path the engine took: a spy on the source
+class records ``read`` / ``read_changes`` calls, and each server's own log shows what was asked
+for (LDAP: the search filters the connector sent; Okta: ``filter=lastUpdated gt``; Graph:
+``/delta``).
 
 Test seams used, nothing else is faked: the spy can set an attribute on every source the
-engine builds (``on_page`` to kill slapd after the first page of users), and add constructor
-arguments (the ``clock`` and ``sleep`` time seam, so the Okta and Graph retry backoff does
-not really wait).
+engine builds (``on_page`` to kill slapd, or cut the relay to Samba, after the first page of
+users), and add constructor arguments (the ``clock`` and ``sleep`` time seam, so the Okta and
+Graph retry backoff does not really wait).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import re
 import time
@@ -42,7 +46,9 @@ from connectors.okta import OktaSource
 from tests.conftest import TOKEN, FakeTime
 from tests.fakes.graph import FakeEntra, FakeEntraServer, make_pki
 from tests.fakes.okta import FakeClock, FakeOkta
+from tests.servers import samba as samba_server
 from tests.servers import slapd as slapd_server
+from tests.servers.relay import Relay
 from tests.source_contract import PEOPLE, TEAMS, team_people
 
 EMAIL = {p.key: p.email for p in PEOPLE}
@@ -77,6 +83,7 @@ def toml(value) -> str:
 class Backend:
     kind: str
     source_cls: type
+    fixtures: tuple[str, ...] = ()          # session fixtures the constructor takes, by name
     check_counts: dict[str, int]            # expected in the source line of `check`
     failure_words: str                      # in the message of a read broken mid-page
 
@@ -226,6 +233,82 @@ class Ldap(Backend):
         self.slapd.stop()
 
 
+_ad_areas = itertools.count(1)
+
+
+class Ad(Ldap):
+    """The contract directory in two fresh OUs of the session's Samba DC, read as svc-deleted
+    (an ordinary user that may also list deleted objects) through a relay."""
+
+    kind = "ldap"
+    fixtures = ("samba_dc",)
+    check_counts = {"users": 6, "groups": 5, "disabled": 1}
+
+    def __init__(self, root: Path, pki, samba_dc):
+        from tests.test_ldap_ad import contract_ldif, ou
+        self.dc = samba_dc
+        n = next(_ad_areas)
+        self.people_base = f"OU=E2E{n} People,{samba_server.BASE}"
+        self.groups_base = f"OU=E2E{n} Groups,{samba_server.BASE}"
+        self.dc.add_ldif(ou(self.people_base) + ou(self.groups_base)
+                         + "".join(contract_ldif(self.people_base, self.groups_base, f"e{n}")))
+        self.relay = Relay(samba_dc.address, 636)
+        (root / "ad.password").write_text(samba_server.SVC_DELETED_PASSWORD + "\n")
+        self.searches = []
+
+    def settings(self) -> dict:
+        return {"flavor": "ad", "url": self.relay.url(), "ca_file": self.dc.ca_file,
+                "bind_dn": samba_server.SVC_DELETED_UPN, "password": {"file": "ad.password"},
+                "user_base": self.people_base, "group_base": self.groups_base,
+                "page_size": 2, "timeout": 15}
+
+    def listed_everything(self, since: int) -> bool:
+        return any("uSNChanged" not in f for f in self._user_filters(since))
+
+    def asked_for_changes(self, since: int) -> bool:
+        return any("(uSNChanged>=" in f for f in self._user_filters(since))
+
+    def _dn(self, key: str) -> str:
+        person = next(p for p in PEOPLE if p.key == key)
+        return f"CN={escape_rdn(person.display)},{self.people_base}"
+
+    def _team(self, key: str) -> str:
+        return f"CN={escape_rdn(TEAM[key].name)},{self.groups_base}"
+
+    def _modify(self, dn: str, changes: dict) -> None:
+        conn = self.dc.admin_connection()
+        try:
+            conn.modify(dn, changes)
+        finally:
+            conn.unbind()
+
+    def retitle(self, key, title):
+        self._modify(self._dn(key), {"title": [(ldap3.MODIFY_REPLACE, [title])]})
+
+    def leave(self, team, key):
+        self._modify(self._team(team), {"member": [(ldap3.MODIFY_DELETE, [self._dn(key)])]})
+
+    def disable(self, key):
+        self._modify(self._dn(key), {"userAccountControl": [(ldap3.MODIFY_REPLACE, ["546"])]})
+
+    def delete(self, key):
+        conn = self.dc.admin_connection()
+        try:
+            conn.delete(self._dn(key))      # AD drops it from its groups by itself
+        finally:
+            conn.unbind()
+
+    def break_users_page_2(self, spy):
+        relay = self.relay
+        spy.adjust["on_page"] = lambda what, count: relay.cut() if what == "users" else None
+
+    def mend(self):
+        self.relay.mend()
+
+    def stop(self):
+        self.relay.close()
+
+
 class Okta(Backend):
     kind, source_cls = "okta", OktaSource
     check_counts = {"users": 6, "groups": 5, "inactive": 1}
@@ -368,7 +451,7 @@ class Entra(Backend):
         self.server.stop()
 
 
-BACKENDS = {"ldap": Ldap, "okta": Okta, "entra": Entra}
+BACKENDS = {"ldap": Ldap, "ad": Ad, "okta": Okta, "entra": Entra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +579,8 @@ def pki(tmp_path_factory):
 def setup(request, tmp_path, fake_split, monkeypatch, pki):
     if request.param == "ldap" and not slapd_server.available():
         pytest.skip("slapd / ldap-utils not installed")
-    backend = BACKENDS[request.param](tmp_path, pki)
+    cls = BACKENDS[request.param]
+    backend = cls(tmp_path, pki, *(request.getfixturevalue(name) for name in cls.fixtures))
     try:
         backend.install(monkeypatch)
         yield Setup(tmp_path, fake_split, backend, SourceSpy(monkeypatch, backend.source_cls))
@@ -627,6 +711,17 @@ def test_full_read_every_forces_a_full_read_that_deactivates_a_removed_user(setu
     assert deactivations(setup.split) == [EMAIL["dave"]]
     assert pushed_users(setup.split)[EMAIL["dave"]] is False
     assert EMAIL["dave"] not in pushed_groups(setup.split)["Engineering"]
+
+
+@pytest.mark.parametrize("setup", ["ad"], indirect=True)
+def test_an_ad_account_deleted_is_deactivated_by_the_next_change_read(synced):
+    synced.backend.delete("dave")
+    result = synced.sync()
+    assert result.outcome is Outcome.OK, result.message
+    assert synced.took_change_path()                     # no full read was needed
+    assert deactivations(synced.split) == [EMAIL["dave"]]
+    assert pushed_users(synced.split)[EMAIL["dave"]] is False
+    assert EMAIL["dave"] not in pushed_groups(synced.split)["Engineering"]
 
 
 # ---------------------------------------------------------------------------------------------

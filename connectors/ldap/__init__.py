@@ -11,7 +11,9 @@ The vendor traps handled here, each one a way a naive reader silently loses or m
 * stable ids (objectGUID is little-endian), the lean BER decoder: :mod:`.decoding`;
 * DNs compared by value, not by spelling: :mod:`.dn`;
 * filter values escaped, the AD matching rules: :mod:`.filters`;
-* change cursors (``modifyTimestamp``, ``uSNChanged`` per controller): :mod:`.changes`;
+* change cursors (``modifyTimestamp``, ``uSNChanged`` per controller) and, for AD, what left
+  (tombstones with the Show Deleted control, moves out of the bases): :mod:`.changes`;
+* paging that ends when the server says so, bounded by what it sent: :mod:`.session`;
 * the ``[source]`` keys and the flavors' defaults: :mod:`.settings`;
 * reads, change reads, ``check``, records and scope groups: :mod:`.source`.
 """

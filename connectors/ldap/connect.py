@@ -64,7 +64,7 @@ class Connector:
                 auto_referrals=False, fast_decoder=True)
             if s.password_in_clear(url):    # validate() refused it; this is the last line
                 raise SettingError("url", refusal_in_clear(url))
-        with ldap_errors(host, "connection"):
+        with ldap_errors(host, "connection", bind_dn=s.bind_dn, ca_file=s.ca_file):
             try:
                 conn.open()
                 if s.start_tls:

@@ -156,7 +156,8 @@ def decode_id(attribute: str, raw: bytes) -> str:
     Windows show them), entryUUID and anything textual as is (lower-cased if a UUID)."""
     if attribute.lower() in GUID_ATTRIBUTES:
         if len(raw) != 16:
-            raise SourceError(f"{attribute} value is {len(raw)} bytes, not 16")
+            raise SourceError(f"an entry's {attribute} is {len(raw)} bytes long, not 16 as a "
+                              f"GUID is (check source.id_attribute)")
         return str(uuid.UUID(bytes_le=bytes(raw)))
     try:
         text = raw.decode("utf-8").strip()

@@ -41,7 +41,7 @@ def parse_dn(dn: str) -> list[list[tuple[str, str]]]:
         j = dn.find("=", i)
         if j < 0:
             if dn[i:].strip():
-                raise SourceError(f"malformed DN {dn!r}")
+                raise SourceError(f"{dn!r} is not a valid distinguished name")
             break
         attr = dn[i:j].strip()
         i = j + 1

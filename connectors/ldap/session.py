@@ -2,24 +2,32 @@
 
 * **Size limits.** Every search is an RFC 2696 paged search with the control marked
   *critical*: a server that cannot page fails loudly instead of truncating at its size limit
-  (AD stops plain searches at 1000 entries). A size limit, time limit, referral result or a
-  dropped connection anywhere aborts the read with :class:`SourceError`; a partial view
-  would look like mass deletion.
-* **Range retrieval (AD).** A ``member`` attribute longer than AD's MaxValRange comes back as
-  ``member;range=0-1499``; the rest is fetched with base searches ``member;range=1500-*``
-  until the high bound is ``*``.
+  (AD stops plain searches at MaxPageSize, 1000 entries by default). A size limit, time
+  limit, referral result or a dropped connection anywhere aborts the read with
+  :class:`SourceError`; a partial view would look like mass deletion.
+* **Paging ends when the server says so.** The cookie is opaque: Samba sends the same one on
+  every page, so a repeated cookie means nothing. What stops a server that never ends is what
+  it actually sends (:class:`_PagingGuard`): entries it already sent in this search may not
+  outnumber the new ones, and pages that bring nothing new may not go on for long.
+* **Range retrieval (AD).** A multi-valued attribute longer than AD's MaxValRange (1500 since
+  Windows Server 2003) comes back as ``member;range=0-1499``; the rest is fetched window by
+  window with base searches (``member;range=1500-2999``, ...) until the high bound is ``*``.
+  For AD the members are asked for in windows from the start (``member;range=0-1499``), which
+  Windows caps at its MaxValRange and Samba honours as asked. Every window must bring values
+  and start where the last one ended, so the loop is bounded by what the server sent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import ldap3
 from ldap3.core import exceptions as lx
 
 from ..base import SourceError, activity
-from .decoding import lowered
+from .decoding import MEMBER_ATTRIBUTES, lowered
 from .dn import normalise_dn
 from .settings import host_of
 
@@ -27,76 +35,94 @@ log = logging.getLogger(__name__)
 
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 NO_ATTRIBUTES = "1.1"          # RFC 4511: ask for the DN only
+RANGE_SIZE = 1500              # values per window; AD's MaxValRange since Windows Server 2003
+# Pages in a row that bring no entry not already sent in this search. AD may send a few empty
+# pages on a slow, sparse search; a server that keeps doing it is not going to finish.
+MAX_IDLE_PAGES = 100
+
+Control = tuple[str, bool, bytes | None]
 
 
 class Session:
     """A bound connection to ``url``. ``on_search(what, filter)`` is told each paged search
-    as it starts, ``on_page(what, entries so far)`` each page as it ends."""
+    as it starts, ``on_page(what, entries so far)`` each page as it ends. ``range_size`` is
+    the window asked for in range retrieval (AD)."""
 
     def __init__(self, conn: ldap3.Connection, url: str, *, page_size: int, flavor: str,
-                 on_page: Callable[[str, int], None], on_search: Callable[[str, str], None]):
+                 on_page: Callable[[str, int], None], on_search: Callable[[str, str], None],
+                 range_size: int = RANGE_SIZE):
         self.conn = conn
         self.url = url
         self.host = host_of(url)
         self.page_size = page_size
         self.flavor = flavor
+        self.range_size = range_size
         self._on_page = on_page
         self._on_search = on_search
 
-    def search(self, what: str, base: str, flt: str,
-               attributes: Iterable[str]) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
-        """Every entry, page by page; (dn, {lowercased attribute: [raw values]})."""
+    @property
+    def member_attributes(self) -> list[str]:
+        """What to ask for to get a group's members. OpenLDAP answers an attribute option it
+        does not know with no values at all, so ranges are asked of AD only."""
+        if self.flavor == "ad":
+            return [f"member;range=0-{self.range_size - 1}"]
+        return list(MEMBER_ATTRIBUTES)
+
+    def search(self, what: str, base: str, flt: str, attributes: Iterable[str], *,
+               controls: Sequence[Control] = (), base_key: str = "user_base/group_base",
+               ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+        """Every entry, page by page; (dn, {lowercased attribute: [raw values]}). ``what``
+        names the search in messages ("users", "disabled users"); ``base_key`` the setting a
+        missing base comes from."""
         cookie = None
-        count = 0
         attributes = list(attributes)
-        pages = 0
-        seen_cookies: set[bytes] = set()
+        guard = _PagingGuard(self.host, what, self.page_size)
         self._on_search(what, flt)
         while True:
             try:
                 self.conn.search(base, flt, ldap3.SUBTREE, attributes=attributes,
                                  paged_size=self.page_size, paged_cookie=cookie,
-                                 paged_criticality=True)
+                                 paged_criticality=True, controls=list(controls) or None)
             except lx.LDAPNoSuchObjectResult as exc:
-                raise SourceError(f"{self.host}: the search base {base!r} does not exist "
-                                  f"(check source.user_base/group_base)") from exc
-            self._complete_or_fail(what)
+                raise SourceError(f"{self.host} has no entry {base!r}, the search base of the "
+                                  f"{what} (check source.{base_key})") from exc
+            self._complete_or_fail(f"search of {what}")
             # Take this page's entries and cookie now: range retrieval below runs searches of
             # its own on the same connection, which replace conn.result and conn.response.
             page = list(self.conn.response or ())
-            controls = self.conn.result.get("controls") or {}
-            cookie = (controls.get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
+            controls_back = self.conn.result.get("controls") or {}
+            cookie = (controls_back.get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
+            guard.page_started()
             for entry in page:
                 kind = entry.get("type")
                 if kind == "searchResEntry":
+                    guard.entry(entry.get("raw_dn") or entry["dn"])   # a re-sent one wins
                     attrs = lowered(entry["raw_attributes"])
                     self._complete_ranges(entry["dn"], attrs)
-                    count += 1
                     yield entry["dn"], attrs
                 elif kind == "searchResRef":
                     self._reference(entry)
-            pages += 1
             activity()
-            self._on_page(what, count)
+            self._on_page(what, guard.new)
             if not cookie:
                 break
-            if cookie in seen_cookies:      # a server that never ends the search
-                raise SourceError(f"{self.host}: the server repeated a paging cookie while "
-                                  f"reading {what}; the read was stopped")
-            seen_cookies.add(cookie)
-        log.debug("%s: %d entries in %d pages from %s", what, count, pages, self.host)
+            guard.page_ended()
+        log.debug("%s: %s from %s", what, guard.summary(), self.host)
 
-    def search_all(self, what: str, base: str, flt: str, attributes: Iterable[str]):
-        return list(self.search(what, base, flt, attributes))
+    def search_all(self, what: str, base: str, flt: str, attributes: Iterable[str], **kw):
+        return list(self.search(what, base, flt, attributes, **kw))
 
-    def dns(self, base: str, flt: str) -> set[str]:
+    def dns(self, what: str, base: str, flt: str, **kw) -> set[str]:
         """Normalised DNs of the entries matching ``flt`` (no attributes transferred)."""
-        return {normalise_dn(dn) for dn, _ in self.search("dns", base, flt, [NO_ATTRIBUTES])}
+        return {normalise_dn(dn) for dn, _ in self.search(what, base, flt, [NO_ATTRIBUTES],
+                                                          **kw)}
 
-    def read_entry(self, dn: str, flt: str, attributes: Iterable[str]) -> dict | None:
+    def read_entry(self, dn: str, flt: str, attributes: Iterable[str], *,
+                   controls: Sequence[Control] = ()) -> dict | None:
         """One entry by DN if it matches ``flt``; None if it does not or does not exist."""
         try:
-            self.conn.search(dn, flt, ldap3.BASE, attributes=list(attributes))
+            self.conn.search(dn, flt, ldap3.BASE, attributes=list(attributes),
+                             controls=list(controls) or None)
         except lx.LDAPNoSuchObjectResult:
             return None
         self._complete_or_fail(f"read of {dn!r}")
@@ -115,10 +141,11 @@ class Session:
         if code == 0:
             return
         reason = {4: "its size limit", 3: "its time limit", 10: "a referral",
-                  11: "its administrative limit"}.get(code, result.get("description", code))
-        raise SourceError(f"{self.host} cut the {what} short with {reason} "
-                          f"({result.get('description')}); the read is incomplete and was "
-                          f"abandoned")
+                  11: "its administrative limit"}.get(code)
+        detail = result.get("message") or result.get("description") or f"result code {code}"
+        raise SourceError(f"{self.host} cut the {what} short with "
+                          f"{reason or 'an error'} ({detail}); the read is incomplete and "
+                          f"was abandoned")
 
     def _reference(self, entry: Mapping) -> None:
         # AD returns continuation references to its application partitions (DomainDnsZones,
@@ -132,29 +159,93 @@ class Session:
                           f"point source.user_base/group_base at the server holding the entries")
 
     def _complete_ranges(self, dn: str, attrs: dict[str, list[bytes]]) -> None:
-        """AD range retrieval: ``member;range=0-1499`` -> fetch ``member;range=1500-*`` and
-        so on until the high bound is ``*``; the values end up under ``member``."""
+        """AD range retrieval: ``member;range=0-1499`` -> fetch ``member;range=1500-2999``
+        and so on until the high bound is ``*``; the values end up under ``member``. Each
+        window must start where the last ended and bring values: a server that does not
+        move forward is stopped at once, so this ends after as many requests as it sent
+        windows."""
         for key in [k for k in attrs if ";range=" in k]:
             name, _, bounds = key.partition(";range=")
             values = list(attrs.pop(key))
-            high = bounds.split("-", 1)[1]
-            steps = 0
+            low, high = _bounds(bounds)
+            requests = 0
             while high != "*":
-                steps += 1
-                if steps > 100_000:
-                    raise SourceError(f"range retrieval of {name} on {dn!r} did not end")
+                start = int(high) + 1
                 self.conn.search(dn, "(objectClass=*)", ldap3.BASE,
-                                 attributes=[f"{name};range={int(high) + 1}-*"])
+                                 attributes=[f"{name};range={start}-{start + self.range_size - 1}"])
+                requests += 1
                 self._complete_or_fail(f"range retrieval of {name} on {dn!r}")
                 chunk = [e for e in self.conn.response if e.get("type") == "searchResEntry"]
                 ranged = {k.lower(): v for k, v in (chunk[0]["raw_attributes"].items()
                                                     if chunk else ())
                           if k.lower().startswith(name + ";range=")}
                 if len(ranged) != 1:
-                    raise SourceError(f"{self.host} broke off the range retrieval of {name} "
-                                      f"on {dn!r} after {len(values)} values")
+                    raise SourceError(f"{self.host} stopped sending the values of {name} on "
+                                      f"{dn!r} after {len(values)} of them")
                 (next_key, chunk_values), = ranged.items()
+                low, high = _bounds(next_key.partition(";range=")[2])
+                if low != start:
+                    raise SourceError(f"{self.host} sent values {low}-{high} of {name} on "
+                                      f"{dn!r} when values from {start} on were asked for; the "
+                                      f"read was stopped after {len(values)} values")
+                if high != "*" and (not chunk_values or int(high) < low):
+                    raise SourceError(f"{self.host} sent no values of {name} on {dn!r} from "
+                                      f"{start} on but did not say they ended; the read was "
+                                      f"stopped after {len(values)} values")
                 values.extend(chunk_values)
-                high = next_key.partition(";range=")[2].split("-", 1)[1]
             attrs[name] = values
-            log.debug("range retrieval: %d values of %s on %s", len(values), name, dn)
+            log.debug("range retrieval: %d values of %s on %s in %d more requests",
+                      len(values), name, dn, requests)
+
+
+def _bounds(text: str) -> tuple[int, str]:
+    low, _, high = text.partition("-")
+    try:
+        if high != "*":
+            int(high)
+        return int(low), high
+    except ValueError:
+        raise SourceError(f"a server answered with a malformed value range {text!r}") from None
+
+
+class _PagingGuard:
+    """What one paged search has received, and the two rules that stop a server that would
+    page forever; both are bounded by what it actually sent, not by its cookies:
+
+    * entries it sent again (same DN) may not outnumber the new ones by more than a page
+      (a few re-sends are legal: an entry modified during an indexed search can come twice,
+      and the later copy is the one kept);
+    * at most :data:`MAX_IDLE_PAGES` pages in a row may bring nothing new.
+    """
+
+    def __init__(self, host: str, what: str, page_size: int):
+        self.host, self.what, self.page_size = host, what, page_size
+        self.seen: set[bytes | str] = set()
+        self.new = self.repeated = self.pages = self.idle = 0
+        self._new_at_page_start = 0
+        self.started = time.monotonic()
+
+    def entry(self, dn: bytes | str) -> None:
+        if dn in self.seen:
+            self.repeated += 1
+        else:
+            self.seen.add(dn)
+            self.new += 1
+
+    def page_started(self) -> None:
+        self.pages += 1
+        self._new_at_page_start = self.new
+
+    def page_ended(self) -> None:
+        """Called before asking for the next page."""
+        self.idle = self.idle + 1 if self.new == self._new_at_page_start else 0
+        looping = self.repeated > self.new + self.page_size
+        if looping or self.idle > MAX_IDLE_PAGES:
+            why = (f"it sent {self.repeated} entries a second time" if looping
+                   else f"{self.idle} pages in a row brought nothing new")
+            raise SourceError(f"{self.host} did not end the paged search of {self.what} "
+                              f"({why}; {self.summary()}); the read was stopped")
+
+    def summary(self) -> str:
+        return (f"{self.new} entries in {self.pages} pages over "
+                f"{time.monotonic() - self.started:.1f}s")

@@ -11,7 +11,10 @@
   asked of the server with ``LDAP_MATCHING_RULE_IN_CHAIN`` (``1.2.840.113556.1.4.1941``).
 * **Change reads.** A membership change may not touch the member's own timestamp (the
   memberof overlay does not; AD's ``memberOf`` is a back-link), so changed *groups* are
-  re-read too. Deletions and moves out of the base are invisible to both feeds: the engine's
+  re-read too, and so are the groups that list an object new to the view (a move into the
+  base changes the object, not its groups). AD also reports what left: deleted objects and
+  those moved out of the bases (:meth:`.changes.UsnMarker.departures`), or reads in full when
+  the bind account cannot list deleted objects. OpenLDAP's feed shows neither: the engine's
   periodic full read (``full_read_every``) catches them.
 """
 
@@ -24,6 +27,7 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import ldap3
+from ldap3.utils.conv import escape_filter_chars
 
 from ..base import ChangeSet, CursorExpired, Directory, GroupRecord, SourceError, UserRecord
 from .changes import ChangeMarker, change_marker, parse_cursor
@@ -32,7 +36,7 @@ from .decoding import MEMBER_ATTRIBUTES, decode_attributes, decode_id, member_dn
 from .dn import normalise_dn
 from .errors import ldap_errors
 from .filters import and_, member_of_in_chain, wrap
-from .session import NO_ATTRIBUTES, Session
+from .session import NO_ATTRIBUTES, RANGE_SIZE, Session
 from .settings import FLAVORS, Settings
 
 log = logging.getLogger(__name__)
@@ -90,10 +94,14 @@ class LdapSource:
         wanted += list(self.group_name_attributes) + attributes
         self.user_attributes = _unique([self.id_attribute, flavor.change_attribute, *wanted])
         # the engine's names serve group expressions and group scope rules too; a name a
-        # group entry does not have costs nothing
-        self.group_attributes = _unique([self.id_attribute, flavor.change_attribute,
-                                         *self.group_name_attributes, *attributes,
-                                         *MEMBER_ATTRIBUTES])
+        # group entry does not have costs nothing. Members are asked for per session (in
+        # ranges for AD), never as a record attribute.
+        members = {name.lower() for name in MEMBER_ATTRIBUTES}
+        self.group_record_attributes = [
+            name for name in _unique([self.id_attribute, flavor.change_attribute,
+                                      *self.group_name_attributes, *attributes])
+            if name.lower() not in members]
+        self.range_size = RANGE_SIZE      # values per range-retrieval window (AD)
         self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
 
     # -----------------------------------------------------------------------------------
@@ -102,17 +110,18 @@ class LdapSource:
     def read(self) -> Directory:
         started = time.monotonic()
         with self._session() as session:
-            marker = change_marker(session)
+            marker = change_marker(session, self._bases())
             groups = session.search_all("groups", self.group_base, self.group_filter,
-                                        self.group_attributes)
+                                        self._group_attributes(session), base_key="group_base")
             scope = self._scope(session, groups) if self.settings.scope_group else None
             user_filter = self._scoped_user_filter()
-            disabled = session.dns(self.user_base, and_(user_filter, self.disabled_filter)) \
-                if self.disabled_filter else set()
+            disabled = session.dns("disabled users", self.user_base,
+                                   and_(user_filter, self.disabled_filter),
+                                   base_key="user_base") if self.disabled_filter else set()
             users: dict[str, UserRecord] = {}
             index: dict[str, str] = {}
             for dn, attrs in session.search("users", self.user_base, user_filter,
-                                            self.user_attributes):
+                                            self.user_attributes, base_key="user_base"):
                 key = normalise_dn(dn)
                 if scope is not None and key not in scope:
                     continue
@@ -132,27 +141,35 @@ class LdapSource:
         return self.settings.user_base
 
     def read_changes(self, cursor: str, known: Directory) -> ChangeSet:
+        """Users and groups changed since ``cursor``, and, where the flavor can tell (AD),
+        the known ones that were deleted, moved out of the bases or stopped matching the
+        filters. Objects new to the view (created, or moved in) also have the groups that
+        hold them re-read: a move changes the object, not the groups that list it."""
         started = time.monotonic()
         state = parse_cursor(cursor, self.settings.flavor)
         with self._session() as session:
             if session.url != state["url"]:
                 raise CursorExpired(f"connected to {session.host}, not to the server the change "
                                     f"cursor came from; reading in full")
-            marker = change_marker(session)
+            marker = change_marker(session, self._bases())
             changed = marker.changed_filter(state)
+            # first, so that whatever changes during the searches below is read, not removed
+            departures = marker.departures(state, self.id_attribute)
             index = {normalise_dn(str(r.attributes["dn"])): r.id
                      for r in (*known.users.values(), *known.groups.values())
                      if r.attributes.get("dn")}
-            groups = session.search_all("groups", self.group_base,
-                                        and_(self.group_filter, changed), self.group_attributes)
+            group_attributes = self._group_attributes(session)
+            groups = session.search_all("changed groups", self.group_base,
+                                        and_(self.group_filter, changed), group_attributes,
+                                        base_key="group_base")
             user_filter = self._scoped_user_filter()
-            disabled = session.dns(self.user_base, and_(user_filter, changed,
-                                                        self.disabled_filter)) \
-                if self.disabled_filter else set()
+            disabled = session.dns("changed disabled users", self.user_base,
+                                   and_(user_filter, changed, self.disabled_filter),
+                                   base_key="user_base") if self.disabled_filter else set()
             users: dict[str, UserRecord] = {}
             user_keys: dict[str, str] = {}
             for dn, attrs in session.search("users", self.user_base, and_(user_filter, changed),
-                                            self.user_attributes):
+                                            self.user_attributes, base_key="user_base"):
                 key = normalise_dn(dn)
                 record = self._user_record(dn, attrs, key not in disabled, session.host)
                 users[record.id] = record
@@ -164,27 +181,42 @@ class LdapSource:
             for uid, key in user_keys.items():
                 if uid in users:
                     index[key] = uid
+            newcomers = [str(u.attributes["dn"]) for uid, u in users.items()
+                         if uid not in known.users]
+            newcomers += [dn for dn, attrs in groups
+                          if self._id_of(dn, attrs, session.host) not in known.groups]
+            groups += self._groups_holding(session, newcomers, group_attributes,
+                                           have={normalise_dn(dn) for dn, _ in groups})
             changed_groups = self._group_records(session, groups, index, marker)
+            removed_groups: set[str] = set()
+            if departures is not None:
+                # deleted, or changed and no longer under the base matching the filter
+                gone = departures.deleted | (departures.changed - set(users) - set(changed_groups))
+                removed |= gone & set(known.users)
+                removed_groups = gone & set(known.groups)
             new_cursor = marker.cursor(time.monotonic() - started, previous=state)
-        log.info("change read from %s: %d users, %d groups changed, %d left the scope (%.2fs)",
-                 session.host, len(users), len(changed_groups), len(removed),
-                 time.monotonic() - started)
-        return ChangeSet(users=users, groups=changed_groups,
-                         removed_users=frozenset(removed), cursor=new_cursor)
+        log.info("change read from %s: %d users and %d groups changed, %d users and %d groups "
+                 "left (%.2fs)", session.host, len(users), len(changed_groups), len(removed),
+                 len(removed_groups), time.monotonic() - started)
+        return ChangeSet(users=users, groups=changed_groups, removed_users=frozenset(removed),
+                         removed_groups=frozenset(removed_groups), cursor=new_cursor)
 
     def check(self) -> dict[str, int | str]:
         with self._session() as session:
             user_filter = self._scoped_user_filter()
-            users = session.dns(self.user_base, user_filter)
+            users = session.dns("users", self.user_base, user_filter, base_key="user_base")
             report: dict[str, int | str] = {"server": session.host, "flavor": self.settings.flavor}
             if self.settings.scope_group and not self.in_chain:
                 scope = self._walk_scope(session, {})
                 report["scope_group_members"] = len(scope)
                 users &= set(scope)
             report["users"] = len(users)
-            report["disabled"] = len(session.dns(self.user_base, and_(
-                user_filter, self.disabled_filter)) & users) if self.disabled_filter else 0
-            report["groups"] = len(session.dns(self.group_base, self.group_filter))
+            report["disabled"] = len(session.dns("disabled users", self.user_base, and_(
+                user_filter, self.disabled_filter), base_key="user_base") & users) \
+                if self.disabled_filter else 0
+            report["groups"] = len(session.dns("groups", self.group_base, self.group_filter,
+                                               base_key="group_base"))
+            report["deletions"] = change_marker(session, self._bases()).deletions()
         return report
 
     def __repr__(self) -> str:
@@ -204,9 +236,15 @@ class LdapSource:
         values["dn"] = dn
         return UserRecord(self._id_of(dn, attrs, host), values, active)
 
+    def _group_attributes(self, session: Session) -> list[str]:
+        return [*self.group_record_attributes, *session.member_attributes]
+
+    def _bases(self) -> list[str]:
+        return _unique([self.user_base, self.group_base])
+
     def _group_record(self, dn: str, attrs: Mapping[str, list[bytes]], host: str) -> GroupRecord:
-        names = [a for a in self.group_attributes if a not in MEMBER_ATTRIBUTES]
-        values = decode_attributes(attrs, names, self.flavor.change_attribute)
+        values = decode_attributes(attrs, self.group_record_attributes,
+                                   self.flavor.change_attribute)
         values["dn"] = dn
         return GroupRecord(self._id_of(dn, attrs, host), values)
 
@@ -241,6 +279,24 @@ class LdapSource:
                 ids.add(member_id)
         return frozenset(ids)
 
+    def _groups_holding(self, session: Session, dns: list[str], attributes: list[str], *,
+                        have: set[str]) -> list[tuple[str, dict]]:
+        """The groups (under group_base) that list any of ``dns`` as a member, except those in
+        ``have``; asked in batches of 50 DNs per search."""
+        found: list[tuple[str, dict]] = []
+        names = ["member"] if self.settings.flavor == "ad" else ["member", "uniqueMember"]
+        for start in range(0, len(dns), 50):
+            batch = dns[start:start + 50]
+            either = "(|" + "".join(f"({name}={escape_filter_chars(dn)})"
+                                    for dn in batch for name in names) + ")"
+            for dn, attrs in session.search("groups of users and groups new to the view",
+                                            self.group_base, and_(self.group_filter, either),
+                                            attributes, base_key="group_base"):
+                if normalise_dn(dn) not in have:
+                    have.add(normalise_dn(dn))
+                    found.append((dn, attrs))
+        return found
+
     # -----------------------------------------------------------------------------------
     # Scope group
 
@@ -271,7 +327,7 @@ class LdapSource:
             visited.add(key)
             attrs = groups.get(key)
             if attrs is None:
-                attrs = session.read_entry(dn, self.group_filter, MEMBER_ATTRIBUTES)
+                attrs = session.read_entry(dn, self.group_filter, session.member_attributes)
                 if attrs is None:
                     if dn is root:
                         raise SourceError(f"source.scope_group {root!r} is not a group matching "
@@ -289,7 +345,9 @@ class LdapSource:
         """In a change read: users that entered the scope group are fetched, users that left
         it are removed (membership of the scope group does not touch their timestamps)."""
         if self.in_chain:
-            scope = {key: key for key in session.dns(self.user_base, self._scoped_user_filter())}
+            scope = {key: key for key in session.dns("users in the scope group", self.user_base,
+                                                     self._scoped_user_filter(),
+                                                     base_key="user_base")}
         else:
             scope = self._walk_scope(session, {})
         removed = set()
@@ -328,9 +386,9 @@ class LdapSource:
         self._conn = conn
         session = Session(conn, url, page_size=self.settings.page_size,
                           flavor=self.settings.flavor, on_page=self.on_page,
-                          on_search=self.on_search)
+                          on_search=self.on_search, range_size=self.range_size)
         try:
-            with ldap_errors(session.host, "read"):
+            with ldap_errors(session.host, "read", ca_file=self.settings.ca_file):
                 yield session
         finally:
             self.close()
