@@ -2,15 +2,19 @@
 
 Every section is a frozen dataclass; one generic validator walks the TOML table against the
 dataclass fields, so an unknown key, a wrong type, a bad value or an unreadable secret is
-reported the same way everywhere: ``<file>: [section] key: what is wrong``. Each source
-declares its own ``Settings`` dataclass (see ``connectors/base.py``) and is validated by the
-same code, so adding a source adds no code here.
+reported the same way everywhere: ``<file>: [section] key: what is wrong``. An unknown key or
+section names the nearest known one ("did you mean ...?"). Each source declares its own
+``Settings`` dataclass (see ``connectors/base.py``) and is validated by the same code, so
+adding a source adds no code here. A secret field whose metadata says ``"token": True`` is
+sent as a token (an HTTP header, a client secret): its format is checked at load
+(``agent/secrets.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import math
 import os
 import re
@@ -27,6 +31,7 @@ from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
 from .core.expressions import Expression, ExpressionError
 from .core.mapping import GROUP_ATTRIBUTES
+from .core.scope import KEYS as SCOPE_KEYS
 from .core.scope import Scope, ScopeError
 from .secrets import resolve_secret
 
@@ -89,8 +94,8 @@ def format_duration(delta: dt.timedelta) -> str:
 # Sections
 
 
-def _help(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def _help(text: str, *, token: bool = False, **kwargs) -> Any:
+    return field(metadata={"help": text, "token": token}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class StateConfig:
 class TargetConfig:
     url: str = _help("SCIM connector base URL from Split (Admin settings > Security > SCIM)")
     token: Secret | None = _help("bearer access token (a secret); needed by sync and check",
-                                 default=None)
+                                 token=True, default=None)
     token_created: dt.date | None = _help("date the token was created; warns 30 days before its "
                                           "one-year expiry", default=None)
     rate_limit: float = _help("requests per second, ceiling", default=10.0)
@@ -227,7 +232,10 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
     known = {"state", "source", "target", "sync", "schedule", "metrics"}
     for key in raw:
         if key not in known:
-            raise ctx.error(f"[{key}]", f"unknown section (expected one of {', '.join(sorted(known))})")
+            # [attributes] or [[scope]] written without "source.": suggest the full name
+            nearest = did_you_mean(key, known | {f"source.{k}" for k in SOURCE_TABLES})
+            raise ctx.error(f"[{key}]", f"unknown section{nearest} "
+                                        f"(expected one of {', '.join(sorted(known))})")
     for required in ("state", "source", "target"):
         if required not in raw:
             raise ctx.error(f"[{required}]", "section is missing")
@@ -245,6 +253,18 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
     return config
 
 
+def did_you_mean(word: object, known) -> str:
+    """``"; did you mean 'x'?"`` for the known name nearest to ``word`` (case ignored), or ""."""
+    folded = {k.lower(): k for k in known}
+    word = str(word).lower()
+    close = [k for k in folded if k.rpartition(".")[2] == word]      # scope -> source.scope
+    close = close or difflib.get_close_matches(word, folded, n=1, cutoff=0.6)
+    return f"; did you mean {folded[close[0]]!r}?" if close else ""
+
+
+SOURCE_TABLES = ("attributes", "group_attributes", "scope")   # [source.*], read here
+
+
 def _build_source(table: Any, ctx: _Context) -> SourceConfig:
     if not isinstance(table, dict):
         raise ctx.error("[source]", "must be a table")
@@ -253,7 +273,8 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
     if type_name is None:
         raise ctx.error("[source] type", f"is required ({' | '.join(SOURCES)})")
     if type_name not in SOURCES:
-        raise ctx.error("[source] type", f"{type_name!r} is not one of {', '.join(SOURCES)}")
+        raise ctx.error("[source] type", f"{type_name!r} is not one of {', '.join(SOURCES)}"
+                                         f"{did_you_mean(type_name, SOURCES)}")
     mapped = _expressions(table.pop("attributes", {}), "source.attributes", USER_ATTRIBUTES,
                           "SCIM user attribute this agent sends", ctx)
     group_mapped = _expressions(table.pop("group_attributes", {}), "source.group_attributes",
@@ -262,8 +283,13 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
         scope = Scope.parse(table.pop("scope", []))
     except ScopeError as exc:
         where = "[[source.scope]]" + (f" #{exc.number}" if exc.number else "")
-        raise ctx.error(f"{where} {exc.key}" if exc.key else where, exc.message)
-    settings = _build(source_class(type_name).Settings, table, "source", ctx)
+        message = exc.message
+        if exc.key and exc.key not in SCOPE_KEYS:          # an unknown key of a rule
+            nearest = did_you_mean(exc.key, SCOPE_KEYS)
+            message = message.replace("unknown key", "unknown key" + nearest, 1)
+        raise ctx.error(f"{where} {exc.key}" if exc.key else where, message)
+    settings = _build(source_class(type_name).Settings, table, "source", ctx,
+                      also_known=("type",) + SOURCE_TABLES)
     validate = getattr(settings, "validate", None)
     if validate is not None:
         try:
@@ -284,7 +310,8 @@ def _expressions(table: Any, section: str, known: frozenset[str], what: str,
     for scim_name, value in table.items():
         if scim_name not in known:
             raise ctx.error(f"[{section}] {scim_name}",
-                            f"not a {what} ({', '.join(sorted(known))})")
+                            f"not a {what}{did_you_mean(scim_name, known)} "
+                            f"({', '.join(sorted(known))})")
         try:
             out[scim_name] = Expression.parse(value)
         except ExpressionError as exc:
@@ -292,15 +319,17 @@ def _expressions(table: Any, section: str, known: frozenset[str], what: str,
     return out
 
 
-def _build(cls: type, table: Any, section: str, ctx: _Context):
+def _build(cls: type, table: Any, section: str, ctx: _Context, also_known: tuple[str, ...] = ()):
+    """``also_known``: keys of the section read elsewhere ([source] type, its tables)."""
     if not isinstance(table, dict):
         raise ctx.error(f"[{section}]", "must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in table:
         if key not in fields:
-            raise ctx.error(f"[{section}] {key}",
-                            f"unknown key (known keys: {', '.join(sorted(fields))})")
+            known = sorted(set(fields) | set(also_known))
+            raise ctx.error(f"[{section}] {key}", f"unknown key{did_you_mean(key, known)} "
+                                                  f"(known keys: {', '.join(known)})")
     values = {}
     for name, f in fields.items():
         where = f"[{section}] {name}"
@@ -309,19 +338,22 @@ def _build(cls: type, table: Any, section: str, ctx: _Context):
                 raise ctx.error(where, "is required")
             continue
         values[name] = _coerce(hints[name], table[name], where, ctx,
-                               resolve=ctx.resolves(section))
+                               resolve=ctx.resolves(section),
+                               token=bool(f.metadata.get("token")))
     return cls(**values)
 
 
-def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = True):
+def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = True,
+            token: bool = False):
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(options) == 1:
-            return _coerce(options[0], value, where, ctx, resolve)
+            return _coerce(options[0], value, where, ctx, resolve, token)
     try:
         if hint is Secret:
-            return resolve_secret(value, ctx.base, lambda text: ctx.error(where, text), resolve)
+            return resolve_secret(value, ctx.base, lambda text: ctx.error(where, text), resolve,
+                                  token=token)
         if hint is bool:
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
