@@ -685,3 +685,56 @@ def test_a_wall_clock_jump_does_not_stop_the_watchdog_at_once(tmp_path, fake):
     assert d.healthy()
     clock.advance(1.0)                                     # late for longer than the watchdog
     assert not d.healthy()
+
+
+def test_a_restarted_daemon_takes_its_last_outcome_and_last_success_from_the_run_history(
+        tmp_path, fake):
+    """/healthz used to say ``last_success: null`` after a restart although the snapshot held
+    earlier successes. Manual syncs are not the daemon's cycles and do not count."""
+    from agent.app import build_agent
+    from agent.core.outcome import Outcome
+    from agent.service.clock import local
+
+    setup = Setup(tmp_path, fake)
+    write_source(setup.source, range(2))
+    config = load(setup.config)
+    assert build_agent(config).sync(mode="run").outcome is Outcome.OK
+    setup.source.write_text("{ not json")
+    assert build_agent(config).sync(mode="run").outcome is Outcome.ERROR
+    write_source(setup.source, range(3))
+    assert build_agent(config).sync().outcome is Outcome.OK          # by hand: not a cycle
+    ok, failed = setup.daemon_runs()
+    succeeded_at = dt.datetime.fromisoformat(ok["finished"])
+    started = succeeded_at + dt.timedelta(seconds=1)
+    wall = [started]
+    d = InProcessDaemon(config, setup.config, environ={}, wall_clock=lambda: wall[0])
+    d._open_state()
+
+    code, body = d.health()
+    assert (code, body["status"]) == (200, "starting")
+    assert body["last_success"] == local(succeeded_at)
+    assert body["last_outcome"] == "error" and "reading the source failed" in body["last_message"]
+    gauge = re.search(r"^scim_agent_last_success_timestamp_seconds (\S+)$",
+                      d.metrics.render().decode(), re.M)
+    assert float(gauge.group(1)) == succeeded_at.timestamp()
+    line = d.status_text()
+    assert line.startswith("starting (before the restart: last cycle error at ") \
+           and "reading the source failed" in line
+    # a first cycle that never ends is not "starting" for ever
+    wall[0] = started + 3 * d.schedule.period() + dt.timedelta(seconds=1)
+    assert d.health()[1]["status"] == "failing"
+    # once this process ends a cycle, it speaks for itself
+    d._record(build_agent(config).sync(mode="run"))
+    code, body = d.health()
+    assert (code, body["status"], body["last_outcome"]) == (200, "ok", "ok")
+    assert body["last_success"] == local(wall[0])
+
+
+def test_a_daemon_on_a_new_snapshot_has_no_last_success(tmp_path, fake):
+    setup = Setup(tmp_path, fake)
+    d = InProcessDaemon(load(setup.config), setup.config, environ={})
+    d._open_state()
+    code, body = d.health()
+    assert (code, body["status"], body["last_success"], body["last_outcome"]) == \
+           (200, "starting", None, None)
+    assert d.status_text() == "starting"
