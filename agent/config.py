@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from connectors import SOURCES, source_class
 from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
+from . import sandbox
 from .core.expressions import Expression, ExpressionError
 from .core.mapping import GROUP_ATTRIBUTES
 from .core.scope import KEYS as SCOPE_KEYS
@@ -249,8 +250,26 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
         schedule=_build(ScheduleConfig, raw.get("schedule", {}), "schedule", ctx),
         metrics=_build(MetricsConfig, raw.get("metrics", {}), "metrics", ctx),
     )
+    _check_paths_are_seen(config.target, "target", ctx)
     _check_values(config, ctx)
     return config
+
+
+def _check_paths_are_seen(values: Any, section: str, ctx: _Context) -> None:
+    """A file the section reads (a file export, a CA bundle) in a folder the systemd unit
+    hides from the service: say so, rather than "not found" later. Run under the shipped
+    units only (``agent/sandbox.py``); the snapshot's own path is not checked here."""
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        if not isinstance(value, Path) or sandbox.visible(value):
+            continue
+        hidden = sandbox.hidden_by_unit(value)
+        if hidden:
+            raise ctx.error(f"[{section}] {f.name}",
+                            f"{value} cannot be seen by the service: {hidden}; put it in a "
+                            f"folder the service can read, such as {sandbox.READABLE_FOLDER} "
+                            f"(the folder and the file readable by others), and point "
+                            f"{f.name} there")
 
 
 def did_you_mean(word: object, known) -> str:
@@ -290,6 +309,7 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
         raise ctx.error(f"{where} {exc.key}" if exc.key else where, message)
     settings = _build(source_class(type_name).Settings, table, "source", ctx,
                       also_known=("type",) + SOURCE_TABLES)
+    _check_paths_are_seen(settings, "source", ctx)
     validate = getattr(settings, "validate", None)
     if validate is not None:
         try:

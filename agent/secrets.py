@@ -24,6 +24,8 @@ from typing import Any
 
 from connectors.base import Secret
 
+from . import sandbox
+
 
 FORMS = ("env", "file", "credential")
 
@@ -123,10 +125,16 @@ def _read_secret_file(path: Path, error: Callable[[str], Exception]) -> str:
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"secret file {path} does not exist")
     except OSError as exc:
-        raise error(f"cannot read secret file {path}: {exc.strerror}")
+        hidden = sandbox.hidden_by_unit(path)
+        if hidden:          # a root shell sees it; the service does not
+            raise error(f"secret file {path} cannot be seen by the service: {hidden}; "
+                        f"{sandbox.hand_over(path, sandbox.unit())}")
+        if isinstance(exc, FileNotFoundError):
+            raise error(f"secret file {path} does not exist")
+        advice = sandbox.unreadable_under_unit(path) if isinstance(exc, PermissionError) else None
+        raise error(f"cannot read secret file {path}: {exc.strerror}"
+                    + (f"; {advice}" if advice else ""))
     if mode & stat.S_IWOTH:
         raise error(f"secret file {path} is writable by everyone; chmod 600 it")
     # A PEM key keeps its inner newlines; a token file's trailing newline is not part of it.

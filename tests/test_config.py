@@ -637,3 +637,105 @@ def test_config_path_prefers_explicit_then_environment(monkeypatch):
     assert config_module.config_path(None) == Path("/srv/agent.toml")
     monkeypatch.delenv("SCIM_AGENT_CONFIG")
     assert config_module.config_path(None) == Path("/etc/scim-agent/config.toml")
+
+
+# ------------------------------------------------------------------ under the systemd units
+
+
+UNIT_NAME = "scim-agent@acme.service"
+
+
+def test_the_folders_the_units_hide_are_known():
+    from agent import sandbox
+
+    unit = {"SCIM_AGENT_UNIT": UNIT_NAME}
+    for path, option in (("/tmp/x.json", "PrivateTmp=yes"), ("/var/tmp/x", "PrivateTmp=yes"),
+                         ("/home/it/x.json", "ProtectHome=yes"), ("/root/x", "ProtectHome=yes"),
+                         ("/run/user/0/x", "ProtectHome=yes")):
+        assert f"{UNIT_NAME} runs the agent with {option}" in sandbox.hidden_by_unit(
+            Path(path), unit), path
+        assert sandbox.hidden_by_unit(Path(path), {}) is None          # outside the units
+    assert sandbox.hidden_by_unit(Path("/srv/scim-agent/x.json"), unit) is None
+    assert sandbox.hidden_by_unit(Path("/tmpfoo/x"), unit) is None
+    # and the units really set what the agent looks for
+    for unit_file in ("scim-agent.service", "scim-agent@.service"):
+        text = (REPO / "systemd" / unit_file).read_text()
+        for line in ("Environment=SCIM_AGENT_UNIT=%n", "PrivateTmp=yes", "ProtectHome=yes",
+                     "DynamicUser=yes"):
+            assert line in text.splitlines(), (unit_file, line)
+
+
+@pytest.fixture
+def under_the_unit(tmp_path, monkeypatch):
+    """The agent under the unit, with the hidden folders stood in for inside tmp_path (which
+    itself lies in /tmp, hidden from a real service)."""
+    from agent import sandbox
+
+    monkeypatch.setenv("SCIM_AGENT_UNIT", UNIT_NAME)
+    monkeypatch.setattr(sandbox, "HIDDEN", {tmp_path / "tmp": sandbox._PRIVATE_TMP,
+                                            tmp_path / "home": sandbox._PROTECT_HOME})
+    (tmp_path / "directory.json").write_text('{"users": []}')
+    return tmp_path
+
+
+@pytest.mark.parametrize("folder, words", [
+    ("tmp", "runs the agent with PrivateTmp=yes, which gives it a /tmp and /var/tmp of its own "
+            "(empty)"),
+    ("home", "runs the agent with ProtectHome=yes, which hides /home, /root and /run/user from "
+             "it"),
+])
+def test_a_file_export_the_unit_hides_is_named_at_load(under_the_unit, monkeypatch, folder,
+                                                       words):
+    """From a root shell the export in /tmp or /home is there; the service cannot see it."""
+    where = under_the_unit / folder / "export.json"
+    text = config_text(source=f'type = "file"\npath = "{where}"')
+    message = load_error(under_the_unit, text)
+    assert f"[source] path: {where} cannot be seen by the service: {UNIT_NAME} {words}; put " \
+           "it in a folder the service can read, such as /srv/scim-agent/" in message
+    monkeypatch.delenv("SCIM_AGENT_UNIT")
+    load(write(under_the_unit, text))   # outside the unit: read (and reported) when it is read
+
+
+def test_a_ca_file_the_unit_hides_is_named_at_load(under_the_unit):
+    where = under_the_unit / "home" / "ca.pem"
+    target = f'url = "https://h/scim/v2"\nca_file = "{where}"'
+    message = load_error(under_the_unit, config_text(source='type = "file"\npath = '
+                                                           '"directory.json"', target=target))
+    assert f"[target] ca_file: {where} cannot be seen by the service" in message
+    assert "ProtectHome=yes" in message
+
+
+def test_a_secret_file_the_service_cannot_read_says_to_use_load_credential(under_the_unit,
+                                                                           monkeypatch):
+    """The Okta and Entra guides used to say to keep keys in a 0600 file under
+    /etc/scim-agent, which the DynamicUser=yes service cannot read."""
+    key = under_the_unit / "okta.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    real_read = Path.read_text
+
+    def refuse(self, *args, **kwargs):
+        if self == key:
+            raise PermissionError(13, "Permission denied")
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    source = ('type = "okta"\norg_url = "https://acme.okta.com"\nclient_id = "0oa1"\n'
+              f'private_key = {{ file = "{key}" }}')
+    message = load_error(under_the_unit, config_text(source=source))
+    assert (f"[source] private_key: cannot read secret file {key}: Permission denied; "
+            f"{UNIT_NAME} runs the agent as a user of its own (DynamicUser=yes), which cannot "
+            f"read a file only root may read: hand it over with LoadCredential=okta.pem:{key} "
+            f"in a drop-in (systemctl edit {UNIT_NAME}) and write "
+            '{ credential = "okta.pem" }') in message
+    monkeypatch.delenv("SCIM_AGENT_UNIT")
+    message = load_error(under_the_unit, config_text(source=source))
+    assert message.endswith(f"cannot read secret file {key}: Permission denied")
+
+
+def test_a_secret_file_in_a_hidden_folder_says_to_use_load_credential(under_the_unit):
+    where = under_the_unit / "home" / "token"
+    message = load_error(under_the_unit, config_text(
+        source='type = "file"\npath = "directory.json"',
+        target=f'url = "https://h/scim/v2"\ntoken = {{ file = "{where}" }}'))
+    assert f"[target] token: secret file {where} cannot be seen by the service" in message
+    assert f"LoadCredential=token:{where}" in message
