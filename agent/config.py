@@ -251,8 +251,24 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
         metrics=_build(MetricsConfig, raw.get("metrics", {}), "metrics", ctx),
     )
     _check_paths_are_seen(config.target, "target", ctx)
+    _check_state_is_the_units(config.state.path, ctx)
     _check_values(config, ctx)
     return config
+
+
+def _check_state_is_the_units(path: Path, ctx: _Context) -> None:
+    """Under a unit with a state folder (``$STATE_DIRECTORY``), the snapshot must be in it:
+    nowhere else may the service write, and an instance of ``scim-agent@`` pointed at another
+    organisation's snapshot (a config copied and not quite edited) must not start."""
+    unit, folders = sandbox.unit(), os.environ.get("STATE_DIRECTORY", "")
+    folders = [Path(f) for f in folders.split(":") if f]
+    if unit is None or not folders:
+        return
+    if any(f in path.parents or f.resolve() in path.resolve().parents for f in folders):
+        return
+    raise ctx.error("[state] path", f"{path} is outside the state folder of {unit} "
+                                    f"({folders[0]}), the only place the service may write: "
+                                    f"use path = \"{folders[0] / path.name}\"")
 
 
 def _check_paths_are_seen(values: Any, section: str, ctx: _Context) -> None:

@@ -739,3 +739,18 @@ def test_a_secret_file_in_a_hidden_folder_says_to_use_load_credential(under_the_
         target=f'url = "https://h/scim/v2"\ntoken = {{ file = "{where}" }}'))
     assert f"[target] token: secret file {where} cannot be seen by the service" in message
     assert f"LoadCredential=token:{where}" in message
+
+
+def test_under_a_unit_the_snapshot_must_be_in_its_state_folder(under_the_unit, monkeypatch):
+    """An instance of scim-agent@ whose config was copied from another organisation's and
+    still names that one's snapshot does not start."""
+    mine, theirs = under_the_unit / "scim-agent-globex", under_the_unit / "scim-agent-acme"
+    monkeypatch.setenv("STATE_DIRECTORY", str(mine))
+    text = config_text(state=f'path = "{theirs}/state.db"')
+    message = load_error(under_the_unit, text)
+    assert (f"[state] path: {theirs}/state.db is outside the state folder of {UNIT_NAME} "
+            f"({mine}), the only place the service may write: use path = "
+            f'"{mine}/state.db"') in message
+    assert load(write(under_the_unit, config_text(state=f'path = "{mine}/state.db"')))
+    monkeypatch.delenv("STATE_DIRECTORY")                     # a unit without a state folder
+    assert load(write(under_the_unit, text))
