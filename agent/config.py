@@ -34,7 +34,7 @@ from .core.expressions import Expression, ExpressionError
 from .core.mapping import GROUP_ATTRIBUTES
 from .core.scope import KEYS as SCOPE_KEYS
 from .core.scope import Scope, ScopeError
-from .secrets import resolve_secret
+from .secrets import resolve_secret, token_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
 
@@ -460,6 +460,10 @@ def _check_values(config: Config, ctx: _Context) -> None:
     if not 1 <= config.state.history_days <= 3650:
         raise ctx.error("[state] history_days", "must be between 1 and 3650")
     t = config.target
+    problem = token_problem(t.url)        # the URL makes the request line and the Host header
+    if problem:
+        raise ctx.error("[target] url", f"{t.url!r} {problem}; the SCIM base URL Split shows "
+                                        "is plain ASCII without spaces (copy it again)")
     if not re.match(r"^https?://[^\s/]+", t.url):
         raise ctx.error("[target] url", "expected an http(s) URL such as https://host/scim/v2")
     if "@" in t.url.split("//", 1)[1].split("/", 1)[0]:

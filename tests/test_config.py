@@ -754,3 +754,16 @@ def test_under_a_unit_the_snapshot_must_be_in_its_state_folder(under_the_unit, m
     assert load(write(under_the_unit, config_text(state=f'path = "{mine}/state.db"')))
     monkeypatch.delenv("STATE_DIRECTORY")                     # a unit without a state folder
     assert load(write(under_the_unit, text))
+
+
+@pytest.mark.parametrize("url, words", [
+    ("https://split.example.test/scim/v2 ", "ends with a space"),
+    ("https://split.example.test /scim/v2", "has a space at character 27"),
+    ("https://split\u2019s.example.test/scim/v2", "has a non-ASCII character (U+2019"),
+])
+def test_a_target_url_pasted_with_spaces_or_typographic_characters_is_named(tmp_path, url,
+                                                                            words):
+    """It would reach the request line and the Host header: a 404 on '/scim/v2%20', or an
+    'unexpected InvalidURL'."""
+    message = load_error(tmp_path, config_text(target=f'url = "{url}"'))
+    assert f"[target] url: {url!r} {words}" in message, message
