@@ -2,15 +2,19 @@
 
 Every section is a frozen dataclass; one generic validator walks the TOML table against the
 dataclass fields, so an unknown key, a wrong type, a bad value or an unreadable secret is
-reported the same way everywhere: ``<file>: [section] key: what is wrong``. Each source
-declares its own ``Settings`` dataclass (see ``connectors/base.py``) and is validated by the
-same code, so adding a source adds no code here.
+reported the same way everywhere: ``<file>: [section] key: what is wrong``. An unknown key or
+section names the nearest known one ("did you mean ...?"). Each source declares its own
+``Settings`` dataclass (see ``connectors/base.py``) and is validated by the same code, so
+adding a source adds no code here. A secret field whose metadata says ``"token": True`` is
+sent as a token (an HTTP header, a client secret): its format is checked at load
+(``agent/secrets.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import math
 import os
 import re
@@ -25,10 +29,12 @@ from urllib.parse import urlsplit
 from connectors import SOURCES, source_class
 from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
+from . import sandbox
 from .core.expressions import Expression, ExpressionError
 from .core.mapping import GROUP_ATTRIBUTES
+from .core.scope import KEYS as SCOPE_KEYS
 from .core.scope import Scope, ScopeError
-from .secrets import resolve_secret
+from .secrets import resolve_secret, token_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
 
@@ -89,8 +95,8 @@ def format_duration(delta: dt.timedelta) -> str:
 # Sections
 
 
-def _help(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def _help(text: str, *, token: bool = False, **kwargs) -> Any:
+    return field(metadata={"help": text, "token": token}, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ class StateConfig:
 class TargetConfig:
     url: str = _help("SCIM connector base URL from Split (Admin settings > Security > SCIM)")
     token: Secret | None = _help("bearer access token (a secret); needed by sync and check",
-                                 default=None)
+                                 token=True, default=None)
     token_created: dt.date | None = _help("date the token was created; warns 30 days before its "
                                           "one-year expiry", default=None)
     rate_limit: float = _help("requests per second, ceiling", default=10.0)
@@ -227,7 +233,10 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
     known = {"state", "source", "target", "sync", "schedule", "metrics"}
     for key in raw:
         if key not in known:
-            raise ctx.error(f"[{key}]", f"unknown section (expected one of {', '.join(sorted(known))})")
+            # [attributes] or [[scope]] written without "source.": suggest the full name
+            nearest = did_you_mean(key, known | {f"source.{k}" for k in SOURCE_TABLES})
+            raise ctx.error(f"[{key}]", f"unknown section{nearest} "
+                                        f"(expected one of {', '.join(sorted(known))})")
     for required in ("state", "source", "target"):
         if required not in raw:
             raise ctx.error(f"[{required}]", "section is missing")
@@ -241,8 +250,54 @@ def load(path: str | os.PathLike, *, resolve_target_secrets: bool = True,
         schedule=_build(ScheduleConfig, raw.get("schedule", {}), "schedule", ctx),
         metrics=_build(MetricsConfig, raw.get("metrics", {}), "metrics", ctx),
     )
+    _check_paths_are_seen(config.target, "target", ctx)
+    _check_state_is_the_units(config.state.path, ctx)
     _check_values(config, ctx)
     return config
+
+
+def _check_state_is_the_units(path: Path, ctx: _Context) -> None:
+    """Under a unit with a state folder (``$STATE_DIRECTORY``), the snapshot must be in it:
+    nowhere else may the service write, and an instance of ``scim-agent@`` pointed at another
+    organisation's snapshot (a config copied and not quite edited) must not start."""
+    unit, folders = sandbox.unit(), os.environ.get("STATE_DIRECTORY", "")
+    folders = [Path(f) for f in folders.split(":") if f]
+    if unit is None or not folders:
+        return
+    if any(f in path.parents or f.resolve() in path.resolve().parents for f in folders):
+        return
+    raise ctx.error("[state] path", f"{path} is outside the state folder of {unit} "
+                                    f"({folders[0]}), the only place the service may write: "
+                                    f"use path = \"{folders[0] / path.name}\"")
+
+
+def _check_paths_are_seen(values: Any, section: str, ctx: _Context) -> None:
+    """A file the section reads (a file export, a CA bundle) in a folder the systemd unit
+    hides from the service: say so, rather than "not found" later. Run under the shipped
+    units only (``agent/sandbox.py``); the snapshot's own path is not checked here."""
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        if not isinstance(value, Path) or sandbox.visible(value):
+            continue
+        hidden = sandbox.hidden_by_unit(value)
+        if hidden:
+            raise ctx.error(f"[{section}] {f.name}",
+                            f"{value} cannot be seen by the service: {hidden}; put it in a "
+                            f"folder the service can read, such as {sandbox.READABLE_FOLDER} "
+                            f"(the folder and the file readable by others), and point "
+                            f"{f.name} there")
+
+
+def did_you_mean(word: object, known) -> str:
+    """``"; did you mean 'x'?"`` for the known name nearest to ``word`` (case ignored), or ""."""
+    folded = {k.lower(): k for k in known}
+    word = str(word).lower()
+    close = [k for k in folded if k.rpartition(".")[2] == word]      # scope -> source.scope
+    close = close or difflib.get_close_matches(word, folded, n=1, cutoff=0.6)
+    return f"; did you mean {folded[close[0]]!r}?" if close else ""
+
+
+SOURCE_TABLES = ("attributes", "group_attributes", "scope")   # [source.*], read here
 
 
 def _build_source(table: Any, ctx: _Context) -> SourceConfig:
@@ -253,7 +308,8 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
     if type_name is None:
         raise ctx.error("[source] type", f"is required ({' | '.join(SOURCES)})")
     if type_name not in SOURCES:
-        raise ctx.error("[source] type", f"{type_name!r} is not one of {', '.join(SOURCES)}")
+        raise ctx.error("[source] type", f"{type_name!r} is not one of {', '.join(SOURCES)}"
+                                         f"{did_you_mean(type_name, SOURCES)}")
     mapped = _expressions(table.pop("attributes", {}), "source.attributes", USER_ATTRIBUTES,
                           "SCIM user attribute this agent sends", ctx)
     group_mapped = _expressions(table.pop("group_attributes", {}), "source.group_attributes",
@@ -262,8 +318,14 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
         scope = Scope.parse(table.pop("scope", []))
     except ScopeError as exc:
         where = "[[source.scope]]" + (f" #{exc.number}" if exc.number else "")
-        raise ctx.error(f"{where} {exc.key}" if exc.key else where, exc.message)
-    settings = _build(source_class(type_name).Settings, table, "source", ctx)
+        message = exc.message
+        if exc.key and exc.key not in SCOPE_KEYS:          # an unknown key of a rule
+            nearest = did_you_mean(exc.key, SCOPE_KEYS)
+            message = message.replace("unknown key", "unknown key" + nearest, 1)
+        raise ctx.error(f"{where} {exc.key}" if exc.key else where, message)
+    settings = _build(source_class(type_name).Settings, table, "source", ctx,
+                      also_known=("type",) + SOURCE_TABLES)
+    _check_paths_are_seen(settings, "source", ctx)
     validate = getattr(settings, "validate", None)
     if validate is not None:
         try:
@@ -284,7 +346,8 @@ def _expressions(table: Any, section: str, known: frozenset[str], what: str,
     for scim_name, value in table.items():
         if scim_name not in known:
             raise ctx.error(f"[{section}] {scim_name}",
-                            f"not a {what} ({', '.join(sorted(known))})")
+                            f"not a {what}{did_you_mean(scim_name, known)} "
+                            f"({', '.join(sorted(known))})")
         try:
             out[scim_name] = Expression.parse(value)
         except ExpressionError as exc:
@@ -292,15 +355,17 @@ def _expressions(table: Any, section: str, known: frozenset[str], what: str,
     return out
 
 
-def _build(cls: type, table: Any, section: str, ctx: _Context):
+def _build(cls: type, table: Any, section: str, ctx: _Context, also_known: tuple[str, ...] = ()):
+    """``also_known``: keys of the section read elsewhere ([source] type, its tables)."""
     if not isinstance(table, dict):
         raise ctx.error(f"[{section}]", "must be a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in table:
         if key not in fields:
-            raise ctx.error(f"[{section}] {key}",
-                            f"unknown key (known keys: {', '.join(sorted(fields))})")
+            known = sorted(set(fields) | set(also_known))
+            raise ctx.error(f"[{section}] {key}", f"unknown key{did_you_mean(key, known)} "
+                                                  f"(known keys: {', '.join(known)})")
     values = {}
     for name, f in fields.items():
         where = f"[{section}] {name}"
@@ -309,19 +374,22 @@ def _build(cls: type, table: Any, section: str, ctx: _Context):
                 raise ctx.error(where, "is required")
             continue
         values[name] = _coerce(hints[name], table[name], where, ctx,
-                               resolve=ctx.resolves(section))
+                               resolve=ctx.resolves(section),
+                               token=bool(f.metadata.get("token")))
     return cls(**values)
 
 
-def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = True):
+def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = True,
+            token: bool = False):
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(options) == 1:
-            return _coerce(options[0], value, where, ctx, resolve)
+            return _coerce(options[0], value, where, ctx, resolve, token)
     try:
         if hint is Secret:
-            return resolve_secret(value, ctx.base, lambda text: ctx.error(where, text), resolve)
+            return resolve_secret(value, ctx.base, lambda text: ctx.error(where, text), resolve,
+                                  token=token)
         if hint is bool:
             if not isinstance(value, bool):
                 raise ValueError("expected true or false")
@@ -392,6 +460,10 @@ def _check_values(config: Config, ctx: _Context) -> None:
     if not 1 <= config.state.history_days <= 3650:
         raise ctx.error("[state] history_days", "must be between 1 and 3650")
     t = config.target
+    problem = token_problem(t.url)        # the URL makes the request line and the Host header
+    if problem:
+        raise ctx.error("[target] url", f"{t.url!r} {problem}; the SCIM base URL Split shows "
+                                        "is plain ASCII without spaces (copy it again)")
     if not re.match(r"^https?://[^\s/]+", t.url):
         raise ctx.error("[target] url", "expected an http(s) URL such as https://host/scim/v2")
     if "@" in t.url.split("//", 1)[1].split("/", 1)[0]:

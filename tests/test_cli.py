@@ -421,3 +421,97 @@ def test_history_is_pruned_after_history_days(split_ws, capsys):
     assert run(capsys, split_ws, "sync")[0] == 0
     code, out, _ = run(capsys, split_ws, "history", "ann@example.org", "--output", "json")
     assert json.loads(out)["changes"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line's edge: global options anywhere, usage errors, JSON to the last line
+
+
+def test_global_options_are_accepted_after_the_command_too(capsys, split_ws, tmp_path):
+    small_directory(split_ws)
+    code = main(["plan", "--config", str(split_ws.config), "--output", "json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["summary"]["create_user"] == 2
+    code = main(["sync", "--output", "json", "--log-format", "json", "--debug",
+                 "--config", str(split_ws.config)])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["exit_code"] == 0
+    assert all(json.loads(line) for line in err.splitlines() if line.strip())
+    # given in both places, the one after the command wins
+    code = main(["--config", str(tmp_path / "nowhere.toml"), "status",
+                 "--config", str(split_ws.config)])
+    assert code == 0 and "ann@example.org" not in capsys.readouterr().err
+    args = build_parser().parse_args(["--debug", "check"])
+    assert (args.debug, args.config, args.log_format) == (True, None, "text")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["plan", "--detailed-exitcode", "--bogus"],
+     "error: unrecognized arguments: --bogus (see 'scim-agent plan --help')"),
+    (["sync", "--dry-rn"], "unrecognized arguments: --dry-rn; did you mean --dry-run?"),
+    (["plan", "--output", "yaml"], "argument --output: invalid choice: 'yaml'"),
+    (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+    ([], "the following arguments are required: COMMAND"),
+    (["sync", "--only"], "argument --only: expected at least one argument"),
+])
+def test_a_wrong_command_line_exits_1_never_2_which_means_changes_pending(capsys, argv, words):
+    code = main(argv)
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert words in err and err.startswith("usage: scim-agent") and "Traceback" not in err
+
+
+def test_help_and_version_still_exit_0(capsys):
+    for argv in (["--help"], ["sync", "--help"], ["--version"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    assert "global options (before or after the command)" in capsys.readouterr().out
+
+
+def _json_lines(err: str) -> list[dict]:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    return [json.loads(line) for line in lines]         # every line is one JSON object
+
+
+def test_with_json_logs_the_final_error_is_a_json_line_too(capsys, split_ws, fake_split):
+    small_directory(split_ws)
+    for extra, argv, words in (
+            ("[sync]\nmax_deactivation = 5\n", ["plan"],
+             "[sync] max_deactivation: unknown key; did you mean"),
+            ("", ["plan", "--bogus"], "unrecognized arguments: --bogus"),
+            ("", ["plan", "--explain", "nobody@example.org"], "names no user")):
+        split_ws.write_config(extra=extra)
+        code = main(["--log-format", "json", "--config", str(split_ws.config), *argv])
+        out, err = capsys.readouterr()
+        last = _json_lines(err)[-1]
+        assert code == 1 and last["level"] == "error" and words in last["message"], err
+        assert not last["message"].startswith("error:")
+    # the fatal error of a sync (printed with the run's outcome) is a JSON line as well
+    fake_split.token = "something-else"                              # Split answers 401
+    code = main(["sync", "--config", str(split_ws.config), "--log-format", "json"])
+    records = _json_lines(capsys.readouterr().err)
+    assert code == 1
+    assert any(r["level"] == "error" and "token was rejected" in r["message"] for r in records)
+    assert not any("\x1b[" in r["message"] for r in records)
+
+
+def test_a_mistyped_token_is_named_at_load_and_nothing_is_sent(capsys, split_ws, fake_split,
+                                                               monkeypatch):
+    """A token pasted with a trailing newline, or with a typographic apostrophe, used to give
+    five retries and 'LocalProtocolError' or 'unexpected UnicodeEncodeError'."""
+    small_directory(split_ws)
+    split_ws.config.write_text(split_ws.config.read_text().replace(
+        f'token = "{TOKEN}"', 'token = { env = "AGENT_TEST_TOKEN" }'))
+    for pasted, words in ((TOKEN + "\n", "ends with a line break"),
+                          (TOKEN[:5] + "\u2019" + TOKEN[5:], "has a non-ASCII character (U+2019 "
+                                                             "RIGHT SINGLE QUOTATION MARK) at "
+                                                             "character 6")):
+        monkeypatch.setenv("AGENT_TEST_TOKEN", pasted)
+        for command in ("sync", "check"):
+            code, out, err = run(capsys, split_ws, command)
+            assert code == 1 and out == "" and err.count("\n") == 1, err
+            assert (f"{split_ws.config}: [target] token: the value from environment variable "
+                    f"AGENT_TEST_TOKEN {words}, which no token contains") in err
+            assert TOKEN not in err and TOKEN[5:] not in err
+    assert fake_split.requests == []                       # refused before anything was sent

@@ -61,7 +61,7 @@ class _StderrHandler(logging.StreamHandler):
 
     @property
     def stream(self):
-        return sys.stderr
+        return getattr(sys.stderr, "underlying", sys.stderr)   # past stderr.json_stderr
 
     @stream.setter
     def stream(self, value):

@@ -1,15 +1,20 @@
 """The command line's edge: parse the arguments, run the command, turn its outcome into an
 exit status, and turn every expected error into one line on stderr.
 
-Exit statuses (the contract in docs/cli.md): 0 ok; 1 fatal error; 2 changes pending
-(``plan --detailed-exitcode``); 3 stopped by a safety guard; 4 finished with failed operations.
-What is printed comes from ``render`` and ``status``; logging and redaction from ``logs``.
+Exit statuses (the contract in docs/cli.md): 0 ok; 1 fatal error, and a command line argparse
+refuses (never 2, which scripts read as "changes pending"); 2 changes pending
+(``plan --detailed-exitcode``); 3 stopped by a safety guard; 4 finished with failed operations;
+5 applied, with refusals; 130 interrupted. The global options (``--config``, ``--debug``,
+``--log-format``) are accepted before or after the command. What is printed comes from
+``render`` and ``status``; logging and redaction from ``logs``; with ``--log-format json``
+every line on stderr, the final error included, is a JSON object (``stderr``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -33,11 +38,13 @@ from .logs import redact_secrets_of, setup_logging
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
 from .history import history_report, print_history
 from .status import RUNS_READ, print_status, status_report
+from .stderr import json_stderr
 
 log = logging.getLogger("agent")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS, EXIT_REFUSED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130      # the shell's convention for a run stopped by SIGINT
+EXIT_USAGE = EXIT_ERROR     # a wrong command line is an error; argparse's own 2 means "changes"
 _EXIT_OF = {Outcome.OK: EXIT_OK, Outcome.REFUSED: EXIT_REFUSED, Outcome.PARTIAL: EXIT_FAILED_OPS,
             Outcome.GUARD: EXIT_GUARD, Outcome.INTERRUPTED: EXIT_INTERRUPTED,
             Outcome.DECLINED: EXIT_OK, Outcome.ERROR: EXIT_ERROR}
@@ -52,19 +59,48 @@ def exit_code(outcome: Outcome) -> int:
 # Parser
 
 
+class UsageError(Exception):
+    """The command line is wrong (an unknown option, a missing or bad value)."""
+
+    def __init__(self, message: str, usage: str):
+        super().__init__(message)
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is raised (and ends as exit 1 in :func:`main`)
+    instead of exiting 2, the status ``plan --detailed-exitcode`` gives to pending changes."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')", self.format_usage())
+
+
+def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """``--config``, ``--debug`` and ``--log-format``, before the command and after it. After
+    it, they default to nothing, so that only what is given there replaces the first ones."""
+    group = parser.add_argument_group("global options (before or after the command)")
+
+    def default(value):
+        return argparse.SUPPRESS if after_command else value
+
+    group.add_argument("--config", metavar="PATH", default=default(None),
+                       help="config file (default: $SCIM_AGENT_CONFIG, then "
+                            "/etc/scim-agent/config.toml)")
+    group.add_argument("--debug", action="store_true", default=default(False),
+                       help="debug logging, and tracebacks on errors")
+    group.add_argument("--log-format", choices=("text", "json"), default=default("text"),
+                       help="log lines as text (default) or JSON objects, on stderr (the "
+                            "final error too)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scim-agent",
         description="Sync users and groups from your directory to Split over SCIM 2.0.",
-        epilog="Exit statuses: 0 ok, 1 error, 2 changes pending (plan --detailed-exitcode), "
-               "3 stopped by a safety guard, 4 some operations failed.")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $SCIM_AGENT_CONFIG, then "
-                             "/etc/scim-agent/config.toml)")
-    parser.add_argument("--debug", action="store_true",
-                        help="debug logging, and tracebacks on errors")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="log lines as text (default) or JSON objects, on stderr")
+        epilog="Exit statuses: 0 ok, 1 error (a wrong command line too), 2 changes pending "
+               "(plan --detailed-exitcode), 3 stopped by a safety guard, 4 some operations "
+               "failed, 5 applied with refusals, 130 interrupted.")
+    _global_options(parser, after_command=False)
     parser.add_argument("--version", action="version", version=f"scim-agent {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -133,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Validate the config, then connect to the source and the "
                                     "target with their credentials and report what they hold. "
                                     "Changes nothing.")
+    for command in commands.choices.values():
+        _global_options(command, after_command=True)
     return parser
 
 
@@ -279,8 +317,52 @@ def cmd_run(config: Config, args, config_file) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    log_format = _log_format_in(argv)       # known before parsing: a usage error obeys it too
+    setup_logging(logging.WARNING, log_format)
+    with json_stderr(log_format == "json"):
+        try:
+            args = _parse(build_parser(), argv)
+        except UsageError as exc:
+            if log_format != "json":
+                print(exc.usage, end="", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        with json_stderr(args.log_format == "json"):     # also when abbreviated (--log-f)
+            return _run(args)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parse_args``, except that an unknown option is blamed on the command it follows, with
+    the nearest option that command knows."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = commands.choices[args.command]
+        options = {o.lstrip("-"): o for a in command._actions for o in a.option_strings
+                   if o.startswith("--")}
+        given = extra[0].split("=", 1)[0]
+        near = difflib.get_close_matches(given.lstrip("-"), options, n=1, cutoff=0.7) \
+            if given.startswith("--") else []
+        command.error(f"unrecognized arguments: {' '.join(extra)}"
+                      + (f"; did you mean {options[near[0]]}?" if near else ""))
+    return args
+
+
+def _log_format_in(argv: Sequence[str]) -> str:
+    """The ``--log-format`` the command line asks for, wherever it stands (the last wins)."""
+    found = "text"
+    for i, word in enumerate(argv):
+        if word == "--":
+            break
+        if word.startswith("--log-format="):
+            found = word.split("=", 1)[1]
+        elif word == "--log-format" and i + 1 < len(argv):
+            found = argv[i + 1]
+    return found if found in ("text", "json") else "text"
+
+
+def _run(args) -> int:
     quiet = args.command in ("plan", "status", "check", "history") or getattr(args, "dry_run",
                                                                                False)
     level = logging.DEBUG if args.debug else (logging.WARNING if quiet else logging.INFO)

@@ -63,6 +63,8 @@ from .schedule import Schedule
 log = logging.getLogger(__name__)
 
 JOB_ID = "cycle"
+SUCCEEDED = [o.value for o in Outcome if o.succeeded]
+ENDED = [o.value for o in Outcome if o is not Outcome.INTERRUPTED]   # what _record counts
 
 
 def run_daemon(config: Config, config_file: str | os.PathLike,
@@ -130,11 +132,15 @@ class Daemon:
             self._daemon_lock.release()
 
     def _open_state(self) -> None:
-        """Prove the snapshot is usable before READY=1, and carry on the failure count."""
+        """Prove the snapshot is usable before READY=1, and carry on what the snapshot knows
+        of earlier daemons: the failure count, the last outcome and the last success."""
         with State.open(self.config.state.path, lock=False) as state:
             self.standing.failures = state.meta.consecutive_failures()
+            self.standing.restore(state.last_run("run", ENDED), state.last_run("run", SUCCEEDED))
             stale = state.meta.held()
             state.meta.clear_hold()
+        if self.standing.last_success is not None:
+            self.metrics.last_success.set(self.standing.last_success.timestamp())
         if stale:
             log.warning("pushing was held before this start (%s); trying again", stale)
 
@@ -291,6 +297,7 @@ class Daemon:
             log.info("cycle interrupted by the stop request: %s", result.message)
             return ""
         st = self.standing
+        st.cycle_ended()
         st.last_finished = self._now()
         st.last_message = result.message
         if result.outcome.succeeded:
@@ -311,6 +318,7 @@ class Daemon:
 
     def _count_failure(self, message: str) -> None:
         st = self.standing
+        st.cycle_ended()
         st.failures += 1
         st.last_outcome, st.last_message, st.last_finished = Outcome.ERROR, message, self._now()
 

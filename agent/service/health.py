@@ -19,6 +19,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from ..config import ConfigError
 from ..core.outcome import Outcome
 from ..engine.cycle import SyncResult
+from ..store.history import RunRecord
 from .clock import local
 from .holds import PushHold
 
@@ -30,7 +31,9 @@ HEALTHY_PERIODS = 3          # /healthz: 503 once the last success is older than
 @dataclass
 class Standing:
     """What the daemon knows about its cycles: the status line, ``/healthz`` and the
-    snapshot's daemon meta are all read from it."""
+    snapshot's daemon meta are all read from it. At start, :meth:`restore` fills the last
+    outcome and the last success in from the run history (``restored`` until this process
+    ends a cycle of its own), so a restart does not forget them."""
 
     started_at: dt.datetime
     failures: int = 0                          # failed cycles in a row
@@ -40,6 +43,20 @@ class Standing:
     last_finished: dt.datetime | None = None
     last_success: dt.datetime | None = None
     next_run: dt.datetime | None = None
+    restored: bool = False                     # last_* come from an earlier process
+
+    def restore(self, last: RunRecord | None, last_success: RunRecord | None) -> None:
+        """The daemon's newest run that ended (``last``) and its newest success, as the
+        snapshot's run history holds them."""
+        if last is not None and last.outcome in {o.value for o in Outcome}:
+            self.last_outcome, self.last_message = Outcome(last.outcome), last.message
+            self.last_finished = _moment(last.finished)
+            self.restored = True
+        if last_success is not None:
+            self.last_success = _moment(last_success.finished)
+
+    def cycle_ended(self) -> None:
+        self.restored = False
 
     def status_line(self, *, stopping: bool, cycle_started: dt.datetime | None) -> str:
         """One line for systemctl status (notify STATUS=)."""
@@ -49,6 +66,9 @@ class Standing:
             return f"cycle running since {local(cycle_started, time_only=True)}"
         if self.hold:
             text = f"HELD: {self.hold.describe()}"
+        elif self.restored:
+            text = (f"starting (before the restart: last cycle {self.last_outcome} at "
+                    f"{local(self.last_finished)}: {self.last_message})")
         elif self.last_outcome is not None and self.last_outcome.succeeded:
             text = (f"last cycle {self.last_outcome} at "
                     f"{local(self.last_finished, time_only=True)}: {self.last_message}")
@@ -63,10 +83,15 @@ class Standing:
     def health(self, *, now: dt.datetime, period: dt.timedelta,
                token_days_left: int | None) -> tuple[int, dict]:
         """/healthz: 200 while the last cycle succeeded, or the last success (or the start)
-        is younger than HEALTHY_PERIODS periods; 503 when held or failing longer."""
+        is younger than HEALTHY_PERIODS periods; 503 when held or failing longer. Until this
+        process ends its first cycle it is "starting" (showing what the history says), for
+        HEALTHY_PERIODS periods at most."""
         reference = self.last_success or self.started_at
         if self.hold:
             status = "held"
+        elif self.restored:
+            status = "starting" if now - self.started_at <= period * HEALTHY_PERIODS \
+                else "failing"
         elif self.last_outcome is not None and self.last_outcome.succeeded:
             status = "ok"
         elif now - reference <= period * HEALTHY_PERIODS:
@@ -84,6 +109,13 @@ class Standing:
             "token_days_left": token_days_left,
         }
         return (200 if status in ("ok", "retrying", "starting") else 503), body
+
+
+def _moment(stamp: str | None) -> dt.datetime | None:
+    if not stamp:
+        return None
+    moment = dt.datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 class Metrics:

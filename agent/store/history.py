@@ -69,6 +69,19 @@ class RunHistory:
         return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
                           r[7] or "", r[8], r[9]) for r in rows]
 
+    def last_run(self, mode: str, outcomes: Iterable[str]) -> RunRecord | None:
+        """The newest finished run of ``mode`` that ended as one of ``outcomes``."""
+        outcomes = list(outcomes)
+        marks = ", ".join("?" * len(outcomes))
+        row = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
+                              "message, duration, pid FROM runs WHERE mode = ? AND finished IS "
+                              f"NOT NULL AND outcome IN ({marks}) ORDER BY id DESC LIMIT 1",
+                              [mode, *outcomes]).fetchone()
+        if row is None:
+            return None
+        return RunRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5] or "{}"),
+                         row[6] or 0, row[7] or "", row[8], row[9])
+
     # Failures are kept per object (its source id) and operation: a rename leaves no stale
     # entry, and one operation's success does not hide another's failure on the same object.
 

@@ -24,7 +24,8 @@ class Settings:
     client_id: str = field(metadata={"help": "the application (client) id of the app "
                                              "registration"})
     client_secret: Secret | None = field(default=None, metadata={
-        "help": "a client secret value of the app registration (or use certificate)"})
+        "help": "a client secret value of the app registration (or use certificate)",
+        "token": True})   # printable ASCII without spaces: its format is checked at load
     certificate: Secret | None = field(default=None, metadata={
         "help": "PEM with the private key and certificate, usually {file = \"...\"}"})
     groups: tuple[str, ...] = field(default=(), metadata={

@@ -20,7 +20,8 @@ class Settings:
     org_url: str = field(metadata={"help": "Okta org URL, e.g. https://acme.okta.com "
                                             "(not the -admin URL)"})
     token: Secret | None = field(default=None, metadata={
-        "help": "API token (sent as 'SSWS <token>'); or use client_id + private_key"})
+        "help": "API token (sent as 'SSWS <token>'); or use client_id + private_key",
+        "token": True})   # sent in a header: its format is checked at load
     client_id: str | None = field(default=None, metadata={
         "help": "client id of an OAuth 2.0 API service app (private_key_jwt)"})
     private_key: Secret | None = field(default=None, metadata={
