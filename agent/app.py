@@ -35,7 +35,8 @@ def make_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
         raise ConfigError(f"{config.path}: [target] token: is required for this command")
     t = config.target
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
-                        max_attempts=t.max_attempts, ca_file=t.ca_file)
+                        max_attempts=t.max_attempts, max_wait=t.max_wait.total_seconds(),
+                        max_body=t.max_response_mb << 20, ca_file=t.ca_file)
     return ScimTarget(t.url, t.token, policy, clock=clock, sleep=sleep)
 
 

@@ -115,8 +115,14 @@ class TargetConfig:
                                           "one-year expiry", default=None)
     rate_limit: float = _help("requests per second, ceiling", default=10.0)
     concurrency: int = _help("requests in flight", default=4)
-    timeout: float = _help("seconds per request", default=30.0)
+    timeout: float = _help("seconds per request, all of it (connecting, sending, the whole "
+                           "answer)", default=30.0)
     max_attempts: int = _help("attempts per request before it counts as failed", default=6)
+    max_wait: dt.timedelta = _help("longest wait honoured from the server's Retry-After or "
+                                   "rate-limit reset headers; a longer one is cut to this",
+                                   default=dt.timedelta(minutes=5))
+    max_response_mb: int = _help("largest answer read from the target, in MB (decoded); a "
+                                 "larger one stops the run", default=100)
     ca_file: Path | None = _help("CA bundle to verify the target's certificate "
                                  "(default: the public CA store)", default=None)
     admin_group_name: str = _help("target name of the administrators group "
@@ -480,6 +486,11 @@ def _check_values(config: Config, ctx: _Context) -> None:
         raise ctx.error("[target] timeout", "must be positive")
     if not 1 <= t.max_attempts <= 20:
         raise ctx.error("[target] max_attempts", "must be between 1 and 20")
+    if t.max_wait > dt.timedelta(hours=1):
+        raise ctx.error("[target] max_wait", "must be at most 1h (a longer wait is a stalled "
+                                             "cycle; the next cycle tries again)")
+    if not 1 <= t.max_response_mb <= 4096:
+        raise ctx.error("[target] max_response_mb", "must be between 1 and 4096")
     s = config.schedule
     if s.interval and s.cron:
         raise ctx.error("[schedule]", "set interval or cron, not both")
