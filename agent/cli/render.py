@@ -134,8 +134,8 @@ def plan_json(plan: Plan, guard_reason: str = "", target_read: TargetRead | None
 class Progress:
     """``applying 120/5000`` on a terminal; a log line every 10% otherwise."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr   # as it is now, not at import
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_step = -1
         self.last_draw = 0.0
