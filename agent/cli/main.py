@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from ..core.outcome import Outcome
 from ..app import build_agent
 from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..engine.saved import PlanFileError, read_plan, write_plan
+from ..store.sqlite import describe as describe_store_failure
 from ..store.state import StateError
 from .explain import cmd_explain
 from .logs import redact_secrets_of, setup_logging
@@ -388,6 +390,13 @@ def _run(args) -> int:
         if args.debug:
             log.exception("error")
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as exc:      # met reading the snapshot (a damaged page...)
+        if args.debug:
+            log.exception("error")
+        where = config.state.path if "config" in locals() else path
+        print(f"error: {describe_store_failure(where, exc) or f'{where}: {exc}'}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted at once: what was confirmed is recorded; run 'scim-agent status' to "

@@ -198,7 +198,11 @@ class Agent:
             return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings,
                               busy=isinstance(exc, StateBusy))
         try:
-            run_id = self._run_id = state.start_run(mode)
+            try:
+                run_id = self._run_id = state.start_run(mode)
+            except StateError as exc:       # the snapshot cannot be written (a full disk...)
+                log.error("%s", exc)
+                return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings)
             try:
                 problem = "" if rebind_target else binding_problem(state,
                                                                     self.config.target.url)
@@ -209,6 +213,9 @@ class Agent:
                 else:
                     bind(state, self.config.target.url, rebind=rebind_target)
                     result = self._sync(state, ask)
+            except StateError as exc:
+                log.error("%s", exc)
+                return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings)
             except Exception as exc:        # a bug: still close the run record, then re-raise
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
                                  self.clock() - started)
@@ -221,11 +228,18 @@ class Agent:
             result.duration = self.clock() - started
             result.warnings = warnings + result.warnings
             report = result.report
-            state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
-                             len(report.failed) if report else 0, result.message, result.duration)
-            if mode == "sync" and result.outcome.succeeded:
-                state.meta.clear_hold()   # a running daemon resumes (agent/service/daemon.py)
-            state.prune_changes(dt.timedelta(days=self.config.state.history_days))
+            try:
+                state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
+                                 len(report.failed) if report else 0, result.message,
+                                 result.duration)
+                if mode == "sync" and result.outcome.succeeded:
+                    state.meta.clear_hold()   # a running daemon resumes (agent/service/daemon.py)
+                state.prune_changes(dt.timedelta(days=self.config.state.history_days))
+            except StateError as exc:
+                log.error("the run could not be recorded: %s", exc)
+                if result.outcome.succeeded:
+                    return SyncResult(Outcome.ERROR, plan=result.plan, report=report,
+                                      message=str(exc), warnings=result.warnings)
             return result
         finally:
             state.close()
