@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 
 from connectors.base import Source, Target
 from connectors.http import HttpPolicy
+from connectors.redaction import keep_secret
 from connectors.scim import ScimTarget
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, secrets_of
 from .engine.cycle import Agent
 
 
@@ -46,7 +47,11 @@ def build_agent(config: Config, *,
                 clock: Callable[[], float] = time.monotonic,
                 now: Callable[[], dt.datetime] = utc_now,
                 sleep: Callable[[float], None] = time.sleep) -> Agent:
-    """The engine for ``config`` with the real parts, unless a test hands its own."""
+    """The engine for ``config`` with the real parts, unless a test hands its own. The
+    config's secrets are registered for redaction (connectors/redaction.py) first."""
+    for secret in secrets_of(config):
+        keep_secret(secret.reveal())
+
     def real_target(cfg: Config) -> Target:
         return make_target(cfg, clock=clock, sleep=sleep)
     return Agent(config, make_source=source_factory or make_source,

@@ -21,9 +21,11 @@ import os
 import signal
 import sqlite3
 import sys
-import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from connectors.redaction import printable
 
 from connectors.base import ConnectorError
 
@@ -37,6 +39,7 @@ from ..store.sqlite import describe as describe_store_failure
 from ..store.state import StateError
 from .explain import cmd_explain
 from .logs import redact_secrets_of, setup_logging
+from .redacted import redacted_output
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
 from .history import history_report, print_history
 from .status import RUNS_READ, print_status, status_report
@@ -291,7 +294,7 @@ def cmd_check(agent: Agent, args) -> int:
             mark, detail = style("warn", "33"), detail[len("warning: "):]
         else:
             mark = style("ok  ", "32")
-        print(f"{mark} {what}: {detail}")
+        print(f"{mark} {what}: {printable(detail)}")
     return EXIT_OK if ok else EXIT_ERROR
 
 
@@ -320,18 +323,19 @@ def cmd_run(config: Config, args, config_file) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    log_format = _log_format_in(argv)       # known before parsing: a usage error obeys it too
-    setup_logging(logging.WARNING, log_format)
-    with json_stderr(log_format == "json"):
-        try:
-            args = _parse(build_parser(), argv)
-        except UsageError as exc:
-            if log_format != "json":
-                print(exc.usage, end="", file=sys.stderr)
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        with json_stderr(args.log_format == "json"):     # also when abbreviated (--log-f)
-            return _run(args)
+    with redacted_output():          # whatever is printed from here on, no secret gets out
+        log_format = _log_format_in(argv)   # known before parsing: a usage error obeys it too
+        setup_logging(logging.WARNING, log_format)
+        with json_stderr(log_format == "json"):
+            try:
+                args = _parse(build_parser(), argv)
+            except UsageError as exc:
+                if log_format != "json":
+                    print(exc.usage, end="", file=sys.stderr)
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            with json_stderr(args.log_format == "json"):     # also when abbreviated (--log-f)
+                return _run(args)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -389,13 +393,13 @@ def _run(args) -> int:
     except (ConfigError, StateError, ConnectorError, PlanFileError) as exc:
         if args.debug:
             log.exception("error")
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except sqlite3.DatabaseError as exc:      # met reading the snapshot (a damaged page...)
         if args.debug:
             log.exception("error")
         where = config.state.path if "config" in locals() else path
-        print(f"error: {describe_store_failure(where, exc) or f'{where}: {exc}'}",
+        print(f"error: {printable(describe_store_failure(where, exc) or f'{where}: {exc}')}",
               file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -409,9 +413,10 @@ def _run(args) -> int:
         return EXIT_OK
     except Exception as exc:
         if args.debug:
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
-              file=sys.stderr)
+            traceback.print_exc()          # through the redacting stderr
+            return EXIT_ERROR
+        print(f"error: unexpected {type(exc).__name__}: {printable(exc)} (run with --debug for "
+              "details)", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -1,5 +1,8 @@
 """The run history and the failing objects, kept in the snapshot beside what was pushed.
 
+Messages are redacted as they are written (:mod:`connectors.redaction`): an error that
+quoted a secret never reaches the file.
+
 ``status`` reads both; the daemon reads the runs to see whether a manual sync succeeded while
 it held pushing. Mixed into :class:`agent.store.state.State`, whose ``db`` they use.
 """
@@ -13,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlite_utils
+
+from connectors.redaction import redact
 
 
 def now() -> str:
@@ -90,7 +95,8 @@ class RunHistory:
         with self.db.atomic():
             self.db.execute("UPDATE runs SET finished = ?, outcome = ?, counts = ?, failed = ?, "
                             "message = ?, duration = ? WHERE id = ?",
-                            [now(), outcome, json.dumps(counts), failed, message, duration, run_id])
+                            [now(), outcome, json.dumps(counts), failed, redact(message),
+                             duration, run_id])
 
     def runs(self, limit: int = 10) -> list[RunRecord]:
         rows = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
@@ -119,7 +125,7 @@ class RunHistory:
                 "last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, source_id, op) DO "
                 "UPDATE SET key = excluded.key, error = excluded.error, count = count + 1, "
                 "last_seen = excluded.last_seen",
-                [kind, source_id, key, op, error, stamp, stamp])
+                [kind, source_id, key, op, redact(error), stamp, stamp])
 
     def clear_failure(self, kind: str, source_id: str, op: str) -> None:
         with self.db.atomic():

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from connectors.redaction import redact
+
 from .errors import StateError
 
 log = logging.getLogger(__name__)
@@ -168,7 +170,7 @@ def _encode(key: Meta, value: MetaValue) -> str:
             raise TypeError(f"meta {key.value}: a naive datetime; give it a time zone")
         return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
     if kind is str and isinstance(value, str):
-        return value
+        return redact(value) if key is Meta.HELD else value    # a hold quotes an error
     raise TypeError(f"meta {key.value} holds {kind.__name__} values, not {type(value).__name__}")
 
 

@@ -1,4 +1,5 @@
-"""Every request ends by its deadline, and no answer is larger than the cap.
+"""What comes in: every request ends by its deadline, no answer is larger than the cap, and
+no answer carries a secret further.
 
 httpx's timeouts bound each socket operation, not the request: a server that drips one byte
 a second answers every read in time and holds the request for ever. :func:`deadline` sets,
@@ -10,6 +11,11 @@ threads, the deadline is not: each socket call reads the deadline of the thread 
 :func:`read_capped` reads an answer's body (decoded, so a compressed bomb counts at its real
 size) up to a byte cap, refusing a declared ``Content-Length`` above it before reading
 anything.
+
+:func:`scrubbed` removes from an answer's body and headers every secret of the process
+(:mod:`connectors.redaction`) and the credentials the request itself carried: a server or a
+proxy that echoes the request's headers in an error page hands nothing on, whatever later
+quotes that page (an error message, the log, the snapshot).
 
 The deadline is real time (``time.monotonic``): sockets wait in real time whatever clock
 pacing and retries are given.
@@ -24,6 +30,8 @@ import typing
 
 import httpcore
 import httpx
+
+from ..redaction import redact, redact_bytes
 
 _CHUNK = 64 * 1024          # writes are cut so that one large body cannot outlive the deadline
 
@@ -145,3 +153,30 @@ def describe_size(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.3g} {unit}"
     return f"{size} bytes"
+
+
+def credentials_of(headers: typing.Mapping[str, str], data: typing.Mapping | None = None) -> list[str]:
+    """The secret values a request carries: its credential headers (whole, and without their
+    scheme: ``Bearer``, ``SSWS``) and form fields that name a secret."""
+    values = []
+    for value in headers.values():
+        values.append(value)
+        scheme, _, rest = value.partition(" ")
+        if rest and scheme.isalpha():
+            values.append(rest.strip())
+    for key, value in (data or {}).items():
+        if isinstance(value, str) and any(word in str(key).lower() for word in
+                                          ("secret", "assertion", "password", "token")):
+            values.append(value)
+    return values
+
+
+def scrubbed(response: httpx.Response, extra: typing.Sequence[str] = ()) -> httpx.Response:
+    """The answer without any known secret, or ``extra`` value, in its body or headers."""
+    body = redact_bytes(response.content, extra)
+    headers = [(k, redact(v, extra)) for k, v in response.headers.multi_items()]
+    if body is response.content and headers == list(response.headers.multi_items()):
+        return response
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+    return httpx.Response(response.status_code, headers=headers, content=body,
+                          request=response.request)

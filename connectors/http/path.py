@@ -13,6 +13,8 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
         ├── httpx send, read the answer    within policy.timeout in all (bounds.deadline),
         │                                  at most policy.max_body bytes (else vendor.broken());
         │                                  a transport error: vendor.transport_error(Failure)
+        ├── scrub the answer               no secret, and not the credentials this request
+        │                                  carried, survives in its body or headers
         ├── vendor.after_answer()          e.g. Okta's budget headers, the server's Date
         ├── 401 and auth.renew()?          one more try with a fresh credential
         └── judge(response)                2xx: the answer
@@ -37,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from ..base import ConnectorError, Interrupted, TransientError
-from .bounds import TooLarge, deadline, read_capped
+from .bounds import TooLarge, credentials_of, deadline, read_capped, scrubbed
 from .transport import Failure, HttpPolicy, build_client, failure_of
 from .waits import RateLimiter, retrying, server_wait_hint
 
@@ -198,8 +200,10 @@ class HttpClient:
         self.vendor.before_send(request)
         self.limiter.acquire()
         headers = dict(request.headers or {})
+        credentials: dict[str, str] = {}
         if request.authenticate and self.auth is not None:
-            headers.update(self.auth.headers(request))
+            credentials = dict(self.auth.headers(request))
+            headers.update(credentials)
         self.requests_sent += 1
         if request.method != "GET":
             self.write_requests += 1
@@ -217,6 +221,7 @@ class HttpClient:
             raise self.vendor.transport_error(request, failure_of(exc), exc) from None
         except TooLarge as exc:
             raise self.vendor.broken(request, f"{exc}; refusing to read it") from None
+        response = scrubbed(response, credentials_of(credentials, request.data))
         self.vendor.after_answer(request, response)
         return response
 
