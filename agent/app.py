@@ -55,4 +55,4 @@ def build_agent(config: Config, *,
     def real_target(cfg: Config) -> Target:
         return make_target(cfg, clock=clock, sleep=sleep)
     return Agent(config, make_source=source_factory or make_source,
-                 make_target=target_factory or real_target, clock=clock, now=now)
+                 make_target=target_factory or real_target, clock=clock, now=now, sleep=sleep)

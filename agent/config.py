@@ -146,6 +146,9 @@ class SyncConfig:
     reconcile_every: dt.timedelta = _help("re-read Split this often to put right changes made "
                                           "there by hand (as sync --reconcile does)",
                                           default=dt.timedelta(hours=24))
+    max_cycle_time: dt.timedelta = _help("a cycle that has run this long sends nothing new; "
+                                         "what is left waits for the next cycle",
+                                         default=dt.timedelta(hours=6))
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import (ConnectorError, FatalTargetError, Interrupted, Source, SourceError,
                              Target, TargetError)
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, format_duration
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
@@ -30,6 +31,7 @@ from .apply import REFUSED, Applier, ApplyReport, hold_for
 from .binding import TargetChanged, bind, binding_problem, target_identity
 from .saved import Basis, SavedPlan, differences
 from .checks import Check, run_checks, token_warning
+from .deadline import CycleStop
 from .observe import Learner, TargetRead, read_target
 from .reading import ReadResult, SourceReader
 
@@ -86,12 +88,14 @@ class Agent:
                  make_source: Callable[[Config, Sequence[str]], Source],
                  make_target: Callable[[Config], Target],
                  clock: Callable[[], float],
-                 now: Callable[[], dt.datetime]):
+                 now: Callable[[], dt.datetime],
+                 sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self._make_source = make_source
         self._target_factory = make_target
         self.clock = clock
         self.now = now
+        self.sleep = sleep
         self.source_cls = config.source.source_class
         self.rules = MappingRules.for_source(self.source_cls, config.source.attributes,
                                              config.source.group_attributes,
@@ -189,6 +193,8 @@ class Agent:
         ask = SyncAsk(tuple(only), allow_mass_deactivation, stop, progress, reconcile, saved,
                       confirm)
         started = self.clock()
+        # from here on, ``stop`` is also set once the cycle has run for [sync] max_cycle_time
+        stop = CycleStop(stop, started, self.config.sync.max_cycle_time, self.clock, self.sleep)
         warnings = [w for w in [token_warning(self.config)] if w]
         for w in warnings:
             log.warning("%s", w)
@@ -227,6 +233,8 @@ class Agent:
                 raise
             result.duration = self.clock() - started
             result.warnings = warnings + result.warnings
+            if stop.expired:
+                result = self._out_of_time(result)
             report = result.report
             try:
                 state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
@@ -336,6 +344,33 @@ class Agent:
         log.info("%s", message)
         return SyncResult(outcome, plan=plan, report=report, message=message, adopted=adopted,
                           target_read=fetched)
+
+    def _out_of_time(self, result: SyncResult) -> SyncResult:
+        """A cycle that reached [sync] max_cycle_time sent nothing more: what it applied is
+        recorded, the rest waits for the next cycle. Said as such, not as a stop request."""
+        limit = format_duration(self.config.sync.max_cycle_time)
+        report = result.report
+        if report is None or not report.interrupted:
+            return result
+        report.interrupted = False
+        left = report.planned - len(report.applied) - len(report.failed)
+        if report.planned and left <= 0:        # the time ran out just as the last one ended
+            result.message = result.message.replace("; interrupted", "")
+            return result
+        if not report.planned:
+            message = (f"the cycle reached [sync] max_cycle_time ({limit}) before sending "
+                       "anything (a slow source read or target?); nothing was applied")
+            log.error("%s", message)
+            return SyncResult(Outcome.ERROR, report=report, message=message, plan=result.plan,
+                              warnings=result.warnings, duration=result.duration)
+        message = (f"stopped sending after [sync] max_cycle_time ({limit}): applied "
+                   f"{len(report.applied)} of {report.planned} operations"
+                   + (f", {len(report.failed)} failed" if report.failed else "")
+                   + f"; {left} wait for the next cycle")
+        log.warning("%s", message)
+        return SyncResult(Outcome.PARTIAL, plan=result.plan, report=report, message=message,
+                          adopted=result.adopted, warnings=result.warnings + [message],
+                          target_read=result.target_read, duration=result.duration)
 
     def _read_target(self, target: Target, state: State, desired: DesiredState,
                      reconcile: bool, allow_mass_deactivation: bool, *,
