@@ -196,3 +196,28 @@ def test_bound_settings_are_checked_at_load(tmp_path, line, message):
     with pytest.raises(ConfigError) as info:
         load(ws.config)
     assert message in str(info.value)
+
+
+# ------------------------------------------------------------------ an answer cut short
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_answer_cut_short_is_an_error_never_a_shorter_page(framing):
+    """The HTTP sources and the target read pages over this path: a connection that drops
+    mid-answer must not yield the part that arrived."""
+    body = b'{"Resources": [' + b'{"id": "1"},' * 200 + b'{"id": "x"}]}'
+
+    def answer(request, wire):
+        if framing == "content-length":
+            wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode()
+                      + b"\r\n\r\n" + body[:len(body) // 2])
+        else:
+            wire.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      + f"{len(body) // 2:x}\r\n".encode() + body[:len(body) // 2] + b"\r\n")
+        wire.sock.close()
+        wire.closed = True
+
+    with HostileServer(answer) as server:
+        with pytest.raises(TransientError) as info:
+            client(server, timeout=5.0).call(Request("GET", "Users"))
+    assert info.value.sent                   # outcome unknown: a write would be looked up
