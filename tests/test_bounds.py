@@ -221,3 +221,22 @@ def test_an_answer_cut_short_is_an_error_never_a_shorter_page(framing):
         with pytest.raises(TransientError) as info:
             client(server, timeout=5.0).call(Request("GET", "Users"))
     assert info.value.sent                   # outcome unknown: a write would be looked up
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_a_ca_file_that_cannot_be_used_is_a_config_error_naming_the_key(tmp_path, capsys,
+                                                                          content):
+    from agent.cli.main import main
+    from tests.conftest import Workspace
+    ws = Workspace(tmp_path, "https://split.example.test/scim/v2")
+    ca = tmp_path / "ca.pem"
+    if content is None:
+        ca.mkdir()
+    else:
+        ca.write_text(content)
+    ws.write_config(target_extra='ca_file = "ca.pem"\n')
+    for command in ("sync", "check", "plan"):
+        assert main(["--config", str(ws.config), command]) == 1
+        err = capsys.readouterr().err
+        assert f"[target] ca_file: {ca}: cannot be used as a CA bundle" in err, err
+        assert "unexpected" not in err

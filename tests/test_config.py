@@ -365,6 +365,9 @@ def test_relative_paths_are_relative_to_the_config_folder(tmp_path, monkeypatch)
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     target = 'url = "https://h/scim/v2"\nca_file = "certs/ca.pem"'
+    (folder / "certs").mkdir()                      # read at load: it must be a CA bundle
+    import certifi
+    (folder / "certs" / "ca.pem").write_text(Path(certifi.where()).read_text())
     config = load(write(folder, config_text(state='path = "var/state.db"', target=target)))
     assert config.state.path == folder / "var" / "state.db"
     assert config.source.settings.path == folder / "directory.json"

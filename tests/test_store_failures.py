@@ -186,3 +186,11 @@ def test_a_damaged_page_met_while_reading_is_named(split_ws, fake_split, capsys)
         code, _, err = run(capsys, split_ws, command)
         assert code == 1, (command, err)
         one_sentence(err, str(split_ws.state), "move it aside")
+
+
+def test_a_folder_given_as_the_snapshot_is_named(split_ws, fake_split, capsys):
+    split_ws.state.mkdir(parents=True)
+    for command in ("sync", "status", "plan", "check"):
+        code, out, err = run(capsys, split_ws, command)
+        assert code == 1, command
+        one_sentence(out + err, f"{split_ws.state}: is a folder, not a snapshot file")

@@ -273,6 +273,8 @@ class Agent:
             target = self._target_factory(self.config)
         except (ConfigError, TargetError) as exc:
             return SyncResult(Outcome.ERROR, message=str(exc))
+        except ConnectorError as exc:       # a setting the target's constructor refused
+            return SyncResult(Outcome.ERROR, message=f"{self.config.path}: [target] {exc}")
         target.cancel = stop
         try:
             try:

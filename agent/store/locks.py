@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
@@ -100,9 +101,13 @@ def snapshot_file(db: Path) -> Path:
     above it), ``..`` and a relative path resolved. A file with a second hard link is refused."""
     real = Path(os.path.realpath(db))
     try:
-        links = real.stat().st_nlink
+        info = real.stat()
     except OSError:
-        links = 1                        # not created yet (or unreadable: opening will say)
+        return real                      # not created yet (or unreadable: opening will say)
+    if stat.S_ISDIR(info.st_mode):
+        raise StateError(f"{db}: is a folder, not a snapshot file; [state] path must name a "
+                         "file (it is created on the first sync)")
+    links = info.st_nlink
     if links > 1:
         raise StateError(f"{db}: the snapshot has {links} hard links; keep one name for it "
                          "(SQLite names its journal after the path, so two names of one "

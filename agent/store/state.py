@@ -82,6 +82,9 @@ class State(RunHistory, CreateIntents, ChangeLog):
         """Open (creating if needed) the snapshot. ``lock`` takes an exclusive lock so that
         two agents can never write the same snapshot; it fails at once if another holds it."""
         path = Path(path)
+        if path.is_dir():
+            raise StateError(f"{path}: is a folder, not a snapshot file; [state] path must "
+                             "name a file (it is created on the first sync)")
         if not path.exists() and not create:
             raise StateError(f"{path}: no snapshot yet (run sync first)")
         try:
