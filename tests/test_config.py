@@ -770,3 +770,14 @@ def test_a_target_url_pasted_with_spaces_or_typographic_characters_is_named(tmp_
     'unexpected InvalidURL'."""
     message = load_error(tmp_path, config_text(target=f'url = "{url}"'))
     assert f"[target] url: {url!r} {words}" in message, message
+
+def test_a_secret_file_that_is_a_pipe_or_a_folder_is_refused_not_read_for_ever(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "token.fifo")
+    (tmp_path / "token.dir").mkdir()
+    for name in ("token.fifo", "token.dir"):
+        path = write(tmp_path, config_text(target=f'url = "https://h/scim/v2"\n'
+                                                   f'token = {{ file = "{name}" }}'))
+        with pytest.raises(ConfigError, match=rf"\[target\] token: secret file .*{name} is "
+                                              r"not a regular file"):
+            load(path)
