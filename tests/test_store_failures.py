@@ -153,7 +153,7 @@ def test_corrupt_run_rows_are_shown_as_best_they_can_be(split_ws, fake_split, ca
     poke(split_ws, "UPDATE runs SET counts = '{', duration = 'slow', failed = 'x', "
                    "started = 12, outcome = 'ok'")
     code, out, err = run(capsys, split_ws, "status")
-    assert code == 0 and "Last runs:" in out, err
+    assert code == 0 and "Last runs" in out, err
     code, out, _ = run(capsys, split_ws, "status", "--output", "json")
     assert json.loads(out)["runs"][0]["duration"] is None
 

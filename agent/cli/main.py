@@ -21,13 +21,13 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from connectors.redaction import printable
-
 from connectors.base import ConnectorError
+from connectors.redaction import printable
 
 from .. import __version__
 from ..config import Config, ConfigError, config_path, load

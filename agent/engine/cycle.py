@@ -9,6 +9,7 @@ the snapshot something new. ``agent/cli`` and ``agent/service`` call :class:`Age
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -190,11 +191,11 @@ class Agent:
         ``rebind_target`` lets a snapshot made for another target forget it (binding.py);
         ``saved`` applies exactly a plan saved by ``plan --out`` (saved.py); ``confirm`` is
         shown the plan and may decline it before anything is sent."""
-        ask = SyncAsk(tuple(only), allow_mass_deactivation, stop, progress, reconcile, saved,
-                      confirm)
         started = self.clock()
         # from here on, ``stop`` is also set once the cycle has run for [sync] max_cycle_time
         stop = CycleStop(stop, started, self.config.sync.max_cycle_time, self.clock, self.sleep)
+        ask = SyncAsk(tuple(only), allow_mass_deactivation, stop, progress, reconcile, saved,
+                      confirm)
         warnings = [w for w in [token_warning(self.config)] if w]
         for w in warnings:
             log.warning("%s", w)
@@ -355,10 +356,13 @@ class Agent:
         if report is None or not report.interrupted:
             return result
         report.interrupted = False
-        left = report.planned - len(report.applied) - len(report.failed)
+        left = report.planned - len(report.applied) - len(report.failed) - len(report.refused)
         if report.planned and left <= 0:        # the time ran out just as the last one ended
-            result.message = result.message.replace("; interrupted", "")
-            return result
+            outcome = (Outcome.PARTIAL if report.failed else
+                       Outcome.REFUSED if report.refused else Outcome.OK)
+            message = result.message.removeprefix("interrupted: ").removesuffix(
+                "; nothing more was sent")
+            return dataclasses.replace(result, outcome=outcome, message=message)
         if not report.planned:
             message = (f"the cycle reached [sync] max_cycle_time ({limit}) before sending "
                        "anything (a slow source read or target?); nothing was applied")
