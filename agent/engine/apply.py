@@ -30,7 +30,7 @@ from connectors.base import (FatalTargetError, Interrupted, NotFoundError, Rejec
 from ..core import references
 from ..core.outcome import Hold, HoldKind
 from ..core.plan import USER_OPS, Op, Plan
-from ..store.state import State
+from ..store.state import State, StateError
 from .observe import Learner
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,10 @@ class Applier:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
                         done += 1
-                        self._collect(future, report)
+                        try:
+                            self._collect(future, report)
+                        except StateError as exc:     # recording it failed: a full disk...
+                            self._stop_recording(report, exc)
                     self.progress(done, total)
                 if self._halted(report):
                     break
@@ -172,6 +175,12 @@ class Applier:
             log.error("stopping: %s", exc)
             self._log(op, "failed", error=str(exc))
             return
+        except StateError as exc:
+            # The snapshot cannot be written: nothing more may be sent, since its effect could
+            # not be recorded (a create's intent is on disk: the next run looks it up).
+            report.failed.append((op, str(exc)))
+            self._stop_recording(report, exc)
+            return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
             self.record(self.state.record_failure, kind, op.source_id, op.key, op.kind.value,
@@ -201,6 +210,12 @@ class Applier:
         log.debug("%s %s done%s", op.kind.value, op.key,
                   " (adopted)" if done is _Done.ADOPTED else "")
 
+    def _stop_recording(self, report: ApplyReport, exc: StateError) -> None:
+        self._fatal.set()
+        if not report.fatal:
+            report.fatal = str(exc)
+            log.error("stopping: %s", exc)
+
     # -- one operation ------------------------------------------------------------------
     # Each runs in a worker thread and says what became of it.
 
@@ -211,7 +226,7 @@ class Applier:
             raise _Refused(op.refused)
         try:
             return getattr(self, f"_{op.kind.value}")(op)
-        except FatalTargetError:
+        except (FatalTargetError, StateError):
             self._fatal.set()
             raise
 
