@@ -20,7 +20,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
