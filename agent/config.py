@@ -495,7 +495,7 @@ def _check_values(config: Config, ctx: _Context) -> None:
     if not 1 <= t.max_response_mb <= 4096:
         raise ctx.error("[target] max_response_mb", "must be between 1 and 4096")
     if t.ca_file is not None:
-        from connectors.http import tls_context
+        from connectors.tls import tls_context
         try:
             tls_context(t.ca_file)          # read now: a bad bundle is a config error
         except SettingError as exc:

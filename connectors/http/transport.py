@@ -17,10 +17,10 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import certifi
 import httpx
 
-from ..base import SettingError, activity
+from ..base import activity
+from ..tls import tls_context
 from . import bounds
 
 # httpx logs every request URL at INFO (query strings hold e-mail addresses; a URL may hold
@@ -41,23 +41,6 @@ class HttpPolicy:
     backoff_cap: float = 30.0      # longest exponential backoff step, seconds
     max_body: int = 100 << 20      # bytes: a larger answer (decoded) is refused, not read
     ca_file: Path | None = None
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A verifying TLS context: hostname checked, certificate required. Never anything else.
-    A ``ca_file`` that cannot be used (missing, a folder, not PEM certificates) is a
-    SettingError naming it, never a fallback to another store."""
-    try:
-        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else certifi.where())
-    except OSError as exc:                 # ssl.SSLError is one too
-        reason = ("no PEM certificate in it" if isinstance(exc, ssl.SSLError)
-                  else exc.strerror or str(exc))
-        raise SettingError("ca_file", f"{ca_file}: cannot be used as a CA bundle ({reason})") \
-            from None
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.keylog_filename = None      # SSLKEYLOGFILE must not write session keys to a file
-    return ctx
 
 
 def _beat(_message) -> None:
