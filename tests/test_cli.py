@@ -281,7 +281,7 @@ def test_check_fails_when_the_snapshot_cannot_be_created(capsys, split_ws, tmp_p
     split_ws.config.write_text(split_ws.config.read_text().replace(
         'path = "state/agent.db"', f'path = "{blocked}/sub/agent.db"'))
     code, out, _ = run(capsys, split_ws, "check")
-    assert code == 1 and re.search(r"FAIL\s+state: .*cannot be created", out)
+    assert code == 1 and re.search(r"FAIL\s+state: .*is a file, not a folder", out)
 
 
 def test_a_closed_pipe_is_not_an_error(split_ws):

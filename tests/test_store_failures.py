@@ -31,8 +31,8 @@ class PageBudget:
         self.extra: int | None = None
         real = state_module.connect
 
-        def limited(path):
-            conn = real(path)
+        def limited(path, **options):
+            conn = real(path, **options)
             if self.extra is not None:
                 pages = conn.execute("PRAGMA page_count").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count = {pages + self.extra}")
@@ -114,8 +114,8 @@ def test_an_immutable_snapshot_is_named_as_such(split_ws, fake_split, capsys, im
     immutable(split_ws.state)
     code, _, err = run(capsys, split_ws, "sync")
     assert code == 1
-    one_sentence(err, f"{split_ws.state}: the snapshot cannot be written: the file or its "
-                      "folder is read-only", "immutable attribute")
+    one_sentence(err, f"{split_ws.state}: the snapshot cannot be written by this user",
+                      "is marked immutable or append-only (lsattr shows i or a; chattr -i")
     assert fake_split.writes() == []
     code, out, err = run(capsys, split_ws, "status")          # reading still works
     assert code == 0 and "Snapshot:" in out and not err

@@ -16,10 +16,11 @@ MARK = {"applied": ("+", "32"), "adopted": ("=", "36"), "gone": ("?", "33"),
 
 def history_report(config: Config, key: str, limit: int) -> dict:
     path = config.state.path
-    if not path.exists():
+    state = State.read(path, missing_ok=True)
+    if state is None:
         return {"key": key, "source_ids": [], "changes": [],
                 "note": "no snapshot yet: run 'scim-agent sync' first"}
-    with State.open(path, lock=False, create=False) as state:
+    with state:
         ids = state.source_ids_named(key)
         changes = state.changes_of(ids, limit)
     return {"key": key, "source_ids": ids, "changes": [vars(c) for c in changes]}

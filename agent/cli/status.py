@@ -24,10 +24,11 @@ def status_report(config: Config, runs: int = RUNS_SHOWN) -> dict:
                     "failures": [], "held": None, "next_run": None, "consecutive_failures": 0,
                     "last_full_read": None, "token_days_left": token_days_left(config),
                     "token_warning": token_warning(config) or None}
-    if not path.exists():
+    state = State.read(path, missing_ok=True)
+    if state is None:
         report["note"] = "no snapshot yet: run 'scim-agent sync' first"
     else:
-        with State.open(path, lock=False, create=False) as state:
+        with state:
             report["counts"] = state.counts()
             holder = lock_holder(path)
             report["runs"] = [_run_view(vars(r), holder) for r in state.runs(runs)]

@@ -49,9 +49,10 @@ def binding_problem(state: State, url: str) -> str:
 
 def check_binding(path: Path, url: str) -> str:
     """The same question for a snapshot file that may not exist yet (the daemon's reload)."""
-    if not Path(path).exists():
+    state = State.read(path, missing_ok=True)
+    if state is None:
         return ""
-    with State.open(path, lock=False, create=False) as state:
+    with state:
         return binding_problem(state, url)
 
 

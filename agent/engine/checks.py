@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from connectors.base import Source, Target
 
 from ..config import Config
 from ..core.coverage import configured_names, unseen_attributes
+from ..store.access import diagnose
 from ..store.state import State, StateError, lock_holder
 
 TOKEN_LIFETIME = dt.timedelta(days=365)
@@ -95,16 +95,14 @@ def mapping_check(directory, names) -> Check:
 
 
 def state_check(path: Path) -> tuple[bool, str]:
-    """Can the snapshot be opened (or created), and is an agent using it right now?"""
-    if not path.exists():
-        ancestor = path.parent
-        while not ancestor.exists():
-            ancestor = ancestor.parent
-        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-            return False, f"{path}: cannot be created ({ancestor} is not writable by this user)"
-        return True, f"{path}: not created yet (the first sync creates it)"
+    """Can the snapshot be written (or created) by this user, as sync will, and is an agent
+    using it right now?"""
     try:
-        with State.open(path, lock=False, create=False) as state:
+        diagnose(path, write=True)
+        state = State.read(path, missing_ok=True)
+        if state is None:
+            return True, f"{path}: not created yet (the first sync creates it)"
+        with state:
             counts = state.counts()
     except StateError as exc:
         return False, str(exc)

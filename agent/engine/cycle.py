@@ -139,7 +139,7 @@ class Agent:
         target (read-only, paged, as a reconcile does) and plans from what it holds, so drift
         made there by hand, and what a first sync would adopt, show before anything is sent."""
         path = self.config.state.path
-        state = State.open(path, lock=False, create=False) if path.exists() else None
+        state = State.read(path, missing_ok=True)
         try:
             if state is not None:
                 problem = binding_problem(state, self.config.target.url)

@@ -105,7 +105,7 @@ def config_fingerprint(config: Config) -> str:
 def last_run_id(state_path: Path) -> int:
     """The newest run in the history (0 without one): a manual sync after it lifts a hold."""
     try:
-        with State.open(state_path, lock=False, create=False) as state:
+        with State.read(state_path) as state:
             runs = state.runs(1)
     except (StateError, OSError, sqlite3.Error):
         return 0
@@ -115,7 +115,7 @@ def last_run_id(state_path: Path) -> int:
 def lifted_by_hand(state_path: Path, hold: PushHold) -> bool:
     """Did a manual ``sync`` succeed since the hold began, or clear the snapshot's hold?"""
     try:
-        with State.open(state_path, lock=False, create=False) as state:
+        with State.read(state_path) as state:
             manual = any(r.id > hold.after_run and r.mode == "sync"
                          and r.outcome in (Outcome.OK, Outcome.PARTIAL)
                          for r in state.runs(20))

@@ -27,6 +27,7 @@ from connectors.base import Directory, GroupRecord, UserRecord
 
 from ..core.adopt import Facts
 from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
+from .access import diagnose
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .changes import Change, ChangeLog, migrate_v4
 from .history import RunHistory, RunRecord, migrate_v3, now
@@ -82,9 +83,7 @@ class State(RunHistory, CreateIntents, ChangeLog):
         """Open (creating if needed) the snapshot. ``lock`` takes an exclusive lock so that
         two agents can never write the same snapshot; it fails at once if another holds it."""
         path = Path(path)
-        if path.is_dir():
-            raise StateError(f"{path}: is a folder, not a snapshot file; [state] path must "
-                             "name a file (it is created on the first sync)")
+        diagnose(path, write=True)
         if not path.exists() and not create:
             raise StateError(f"{path}: no snapshot yet (run sync first)")
         try:
@@ -122,6 +121,50 @@ class State(RunHistory, CreateIntents, ChangeLog):
             _release(held)
             raise
 
+    @classmethod
+    def read(cls, path: Path, *, missing_ok: bool = False) -> "State | None":
+        """Open an existing snapshot to read it only (``plan``, ``status``, ``history``,
+        ``check``): nothing is created, locked, written or migrated, so a snapshot this user
+        may read but not write serves them. A file from an older version is upgraded in a
+        private copy in memory; the file itself waits for the next ``sync``. With
+        ``missing_ok``, a snapshot not made yet is None."""
+        path = Path(path)
+        diagnose(path, write=False)
+        if not path.exists():
+            if missing_ok:
+                return None
+            raise StateError(f"{path}: no snapshot yet (run sync first)")
+        try:
+            conn = connect(path, readonly=True, quiet=lock_holder(path) is None)
+            state = cls(sqlite_utils.Database(conn), path, None)
+            state._check_integrity()
+            version = state._stored_version()
+            if version > SCHEMA_VERSION:
+                raise state._newer(version)
+            if version < SCHEMA_VERSION:
+                state._upgrade_in_memory()
+            return state
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path}: not a usable snapshot database ({exc}); {REBUILD}") \
+                from None
+
+    def _stored_version(self) -> int:
+        has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                   "name = 'meta'").fetchone()
+        return self.meta.schema_version() if has_meta else 0
+
+    def _newer(self, version: int) -> StateError:
+        return StateError(f"{self.path}: written by a newer scim-agent (schema {version}, this "
+                          f"one knows {SCHEMA_VERSION})")
+
+    def _upgrade_in_memory(self) -> None:
+        copy = connect(":memory:")
+        self.db.conn.backup(copy)
+        self.db.close()
+        self.db = sqlite_utils.Database(copy)
+        self.meta = MetaStore(self.db, self.path)
+        self._migrate()
+
     def close(self) -> None:
         self.db.close()
         _release(self._lock)
@@ -144,8 +187,7 @@ class State(RunHistory, CreateIntents, ChangeLog):
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             version = self.meta.schema_version()
             if version > SCHEMA_VERSION:
-                raise StateError(f"{self.path}: written by a newer scim-agent "
-                                 f"(schema {version}, this one knows {SCHEMA_VERSION})")
+                raise self._newer(version)
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[target](self.db)
                 self.meta.set(Meta.SCHEMA_VERSION, target)

@@ -1,0 +1,187 @@
+"""State path problems told apart, and read-only commands that never ask for write access.
+
+The commands run as a user the snapshot's files do not belong to (root without the
+capabilities that let it ignore file permissions, against files given to nobody: the same
+kernel checks as the service user meeting files root left behind, or an administrator who may
+only read the service's). Each problem is one sentence naming the path, the user, the owner
+and the mode; the readers (plan, status, history) serve a snapshot they may read but not
+write, and leave its bytes untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli.main import main
+from agent.store.state import MIGRATIONS, SCHEMA_VERSION
+from tests.conftest import Workspace, user
+
+ROOT = Path(__file__).resolve().parent.parent
+NOBODY = 65534
+
+as_root_only = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                                  reason="dropping the permission-override capabilities "
+                                         "needs root and setpriv (util-linux)")
+UNPRIVILEGED = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner,-chown",
+                "--"]
+
+
+@pytest.fixture
+def synced_ws(split_ws):
+    ws = split_ws
+    ws.write_directory([user("1", "ann@example.org"), user("2", "bob@example.org")], [])
+    assert main(["--config", str(ws.config), "sync"]) == 0
+    return ws
+
+
+def give_away(path: Path, mode: int) -> None:
+    """``path`` now belongs to nobody, with ``mode``."""
+    os.chown(path, NOBODY, NOBODY)
+    path.chmod(mode)
+
+
+def as_other(ws: Workspace, *args: str) -> subprocess.CompletedProcess:
+    """The CLI run as a user the files given away do not belong to."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([*UNPRIVILEGED, sys.executable, "-m", "agent", "--config",
+                           str(ws.config), *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def fingerprint(db: Path) -> tuple:
+    """The snapshot's bytes, and which SQLite side files lie next to it."""
+    sides = tuple(sorted(p.name for p in db.parent.iterdir() if p.name.startswith(db.name)))
+    return hashlib.sha256(db.read_bytes()).hexdigest(), sides
+
+
+def one_sentence(text: str, *needles: str) -> None:
+    assert "Traceback" not in text and "unexpected" not in text, text
+    for needle in needles:
+        assert needle in text, text
+
+
+@as_root_only
+def test_readers_serve_a_snapshot_they_may_read_but_not_write(synced_ws, fake_split):
+    ws = synced_ws
+    give_away(ws.state, 0o644)             # another user's file in their 0755 folder
+    give_away(ws.state.parent, 0o755)
+    before = fingerprint(ws.state)
+    fake_split.reset_log()
+
+    status = as_other(ws, "status")
+    assert status.returncode == 0 and "Snapshot:" in status.stdout, status.stderr
+    plan = as_other(ws, "plan", "--detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    history = as_other(ws, "history", "ann@example.org")
+    assert history.returncode == 0 and "create" in history.stdout, history.stderr
+    assert fingerprint(ws.state) == before             # not a byte written, no side file left
+
+    sync = as_other(ws, "sync")
+    assert sync.returncode == 1
+    one_sentence(sync.stderr, f"{ws.state}: the snapshot cannot be written by this user "
+                              "(root)", "owned by nobody, mode 0644",
+                 "plan, status and history only read it")
+    check = as_other(ws, "check")
+    assert check.returncode == 1
+    one_sentence(check.stdout, "FAIL", "cannot be written by this user (root)")
+    assert fake_split.writes() == []
+    assert fingerprint(ws.state) == before
+
+
+@as_root_only
+def test_a_writable_file_in_a_folder_the_user_cannot_write_is_named(synced_ws):
+    ws = synced_ws
+    give_away(ws.state, 0o666)
+    give_away(ws.state.parent, 0o755)
+    sync = as_other(ws, "sync")
+    assert sync.returncode == 1
+    one_sentence(sync.stderr, "cannot be written by this user (root)",
+                 f"{ws.state.parent} is owned by nobody, mode 0755",
+                 f"its folder {ws.state.parent}, where SQLite keeps its journal")
+    assert as_other(ws, "plan").returncode == 0           # reading needs no -shm of its own
+
+
+@as_root_only
+@pytest.mark.parametrize("command", ["status", "plan", "sync", "history ann@example.org"])
+def test_a_snapshot_left_by_root_is_named_with_its_owner(synced_ws, command):
+    ws = synced_ws
+    give_away(ws.state, 0o600)
+    give_away(ws.state.parent, 0o755)
+    result = as_other(ws, *command.split())
+    assert result.returncode == 1
+    one_sentence(result.stderr, f"{ws.state}: this user (root) cannot read the snapshot "
+                                "(owned by nobody, mode 0600)", "chown",
+                 "a command run as root next to the service")
+
+
+@as_root_only
+@pytest.mark.parametrize("command", ["status", "plan", "sync"])
+def test_a_state_folder_the_user_cannot_enter_is_named(synced_ws, command):
+    ws = synced_ws
+    give_away(ws.state.parent, 0o700)
+    result = as_other(ws, command)
+    assert result.returncode == 1
+    one_sentence(result.stderr, f"this user (root) cannot enter {ws.state.parent} "
+                                "(owned by nobody, mode 0700)")
+
+
+def _point_state_at(ws: Workspace, path: Path) -> None:
+    ws.config.write_text(ws.config.read_text().replace('path = "state/agent.db"',
+                                                       f'path = "{path}"'))
+
+
+@pytest.mark.parametrize("command", ["status", "plan", "sync", "check"])
+def test_a_parent_that_is_a_file_is_named(split_ws, capsys, tmp_path, command):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    _point_state_at(split_ws, blocked / "sub" / "agent.db")
+    code = main(["--config", str(split_ws.config), command])
+    out, err = capsys.readouterr()
+    assert code == 1
+    one_sentence(out + err, f"{blocked} is a file, not a folder")
+
+
+@pytest.mark.parametrize("command", ["status", "plan", "sync", "check"])
+def test_a_path_that_is_a_folder_is_named(split_ws, capsys, tmp_path, command):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    _point_state_at(split_ws, folder)
+    code = main(["--config", str(split_ws.config), command])
+    out, err = capsys.readouterr()
+    assert code == 1
+    one_sentence(out + err, f"{folder}: is a folder, not a snapshot file")
+
+
+def test_readers_upgrade_an_older_snapshot_in_memory_and_leave_the_file_alone(split_ws,
+                                                                                capsys):
+    old = SCHEMA_VERSION - 1
+    split_ws.state.parent.mkdir(parents=True)
+    import sqlite_utils
+    db = sqlite_utils.Database(sqlite3.connect(split_ws.state))
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for version in range(1, old + 1):
+        MIGRATIONS[version](db)
+    db["meta"].upsert({"key": "schema_version", "value": str(old)}, pk="key")
+    db.conn.commit()
+    db.close()
+    before = fingerprint(split_ws.state)
+    split_ws.write_directory([user("1", "ann@example.org")], [])
+
+    for command in (["status"], ["plan"], ["history", "ann@example.org"]):
+        code = main(["--config", str(split_ws.config), *command])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        one_sentence(err)
+    assert fingerprint(split_ws.state) == before
+    assert main(["--config", str(split_ws.config), "sync"]) == 0       # the writer upgrades it
+    with sqlite3.connect(split_ws.state) as conn:
+        stored = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert int(stored[0]) == SCHEMA_VERSION
