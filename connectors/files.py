@@ -196,6 +196,7 @@ def _csv_rows(path: Path, required: tuple[str, ...], trailer: bool, checksum: bo
     text, announced = exports.split_trailer(path, exports.decode(path, data), trailer)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows = []
+    start = 1
     try:
         names = [n for n in (reader.fieldnames or []) if n]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -204,14 +205,16 @@ def _csv_rows(path: Path, required: tuple[str, ...], trailer: bool, checksum: bo
         missing = [c for c in required if c not in names]
         if missing:
             raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
+        start = reader.line_num + 1     # the line the record being read begins on
         for row in reader:
             if None in row:
-                raise SourceError(f"{path}: line {reader.line_num}: more fields than columns")
+                raise SourceError(f"{path}: line {start}: more fields than columns")
             if None in row.values():    # a cut-off export must not read as a smaller one
-                raise SourceError(f"{path}: line {reader.line_num}: fewer fields than columns")
-            rows.append((reader.line_num, {k: v for k, v in row.items() if k}))
+                raise SourceError(f"{path}: line {start}: fewer fields than columns")
+            rows.append((start, {k: v for k, v in row.items() if k}))
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise SourceError(f"{path}: line {reader.line_num}: malformed CSV ({exc}); an export "
+        raise SourceError(f"{path}: line {start}: malformed CSV ({exc}); an export "
                           "cut inside a quoted value ends like this") from None
     exports.check_row_count(path, len(rows), announced)
     return rows

@@ -242,6 +242,20 @@ def test_csv_missing_fields(tmp_path):
     assert str(users_file) in message and "line 3" in message
 
 
+@pytest.mark.parametrize("body, line", [
+    # a record spanning lines (a quoted newline) is named by the line it begins on
+    ('id,userName,givenName\r\nu-1,a@example.org,"Ann\r\nMarie"\r\nu-2,b@example.org\r\n', 4),
+    ('id,userName,givenName\r\nu-1,a@example.org,"Ann\r\nMarie",x\r\n', 2),
+    # an export cut inside a quoted value: the record that was left open
+    ('id,userName,givenName\r\nu-1,a@example.org,A\r\nu-2,"b@example.org,B\r\n', 3),
+])
+def test_csv_errors_name_the_line_the_record_begins_on(tmp_path, body, line):
+    (tmp_path / "users.csv").write_bytes(body.encode())
+    write_csv(tmp_path / "groups.csv", ["group_id", "displayName", "member_id"], [])
+    message = csv_error(tmp_path)
+    assert f"users.csv: line {line}:" in message, message
+
+
 def test_csv_bad_active_value(tmp_path):
     users_file = write_csv(tmp_path / "users.csv", ["id", "userName", "active"],
                            [["u-1", "a@example.org", "true"], ["u-2", "b@example.org", "maybe"]])
