@@ -25,6 +25,7 @@ Errors are modelled by what the caller must do::
         ├── ConflictError          409 uniqueness: look the object up and adopt it
         ├── NotFoundError          404: the object vanished on the target; recreate or forget
         ├── RejectedError          400 and friends: skip this object, report it, go on
+        │   └── UnsupportedError   501: the target does not implement this request at all
         └── FatalTargetError       401/403 or a broken endpoint: stop the whole run now
 """
 
@@ -417,6 +418,12 @@ class NotFoundError(TargetError):
 
 class RejectedError(TargetError):
     """The target refused this object (400 and similar); skip it, report it."""
+
+
+class UnsupportedError(RejectedError):
+    """501 Not Implemented (RFC 7644 §3.12): the target does not support this kind of request.
+    Permanent: never retried; it says what was refused so the operator can tell the target's
+    limit from a bad record."""
 
 
 class FatalTargetError(TargetError):

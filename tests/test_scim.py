@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from connectors.base import FatalTargetError, Secret
+from connectors.base import FatalTargetError, RejectedError, Secret, UnsupportedError
 from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
 from connectors.scim.codec import filter_value, flat_user, user_patch, user_resource
@@ -92,6 +92,21 @@ def test_removing_members_already_gone_counts_as_done():
     done = []
     target.remove_members("g1", ["u1", "u2"], on_chunk=done.extend)
     assert done == ["u1", "u2"]
+
+
+def test_a_501_names_the_refused_request_and_is_sent_once():
+    sent = []
+
+    def not_implemented(request):
+        sent.append(request)
+        return httpx.Response(501, json={"status": 501, "detail": ""})
+    target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(not_implemented))
+    with pytest.raises(UnsupportedError) as caught:
+        target.remove_members("g1", ["u1"])
+    assert len(sent) == 1                                  # not retried: 501 means "never"
+    assert caught.value.status == 501 and isinstance(caught.value, RejectedError)
+    assert "does not implement" in str(caught.value)
+    assert "remove members[value eq ...]" in str(caught.value)
 
 
 def test_error_bodies_with_numeric_status_are_read(fake_split):
