@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
-from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
+from connectors.base import TARGET_DIALECTS, USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
 from . import sandbox
 from .core.expressions import Expression, ExpressionError
@@ -122,6 +122,9 @@ class TargetConfig:
     admin_group_name: str = _help("target name of the administrators group "
                                   "(\"_fme_admins\" on Harness FME)",
                                   default="Split_Administrators")
+    dialect: str = _help("request shapes to send: \"entra\" (as Microsoft Entra's provisioning "
+                         "service does), \"okta\" (as Okta's SCIM client does) or \"rfc\"",
+                         default=TARGET_DIALECTS[0])
 
 
 @dataclass(frozen=True)
@@ -480,6 +483,9 @@ def _check_values(config: Config, ctx: _Context) -> None:
         raise ctx.error("[target] timeout", "must be positive")
     if not 1 <= t.max_attempts <= 20:
         raise ctx.error("[target] max_attempts", "must be between 1 and 20")
+    if t.dialect not in TARGET_DIALECTS:
+        raise ctx.error("[target] dialect", f"{t.dialect!r} is not one of "
+                                            f"{', '.join(TARGET_DIALECTS)}")
     s = config.schedule
     if s.interval and s.cron:
         raise ctx.error("[schedule]", "set interval or cron, not both")

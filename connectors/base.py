@@ -201,6 +201,11 @@ ENTERPRISE_USER_ATTRIBUTES = (
 )
 USER_ATTRIBUTES = frozenset(CORE_USER_ATTRIBUTES + ENTERPRISE_USER_ATTRIBUTES)
 
+# The request dialects a target can speak (``[target] dialect``): the shapes Microsoft Entra's
+# or Okta's SCIM client sends, or RFC 7644 read literally. What each sends is the target
+# implementation's business (connectors/scim/dialects.py); the first is the default.
+TARGET_DIALECTS = ("entra", "okta", "rfc")
+
 
 @dataclass(frozen=True, slots=True)
 class TargetUser:

@@ -1,8 +1,9 @@
-"""Flat attributes <-> SCIM JSON, PATCH building and filter quoting: private to this package.
+"""Flat attributes <-> SCIM JSON, attribute paths and filter quoting: private to this package.
 
 The engine speaks flat attribute names (``userName``, ``email``, ``name.givenName``, ...; see
 ``connectors.base.USER_ATTRIBUTES``); this module alone knows where each lives in a SCIM
-resource (RFC 7643 §4.1 core, §4.3 enterprise extension).
+resource (RFC 7643 §4.1 core, §4.3 enterprise extension). What each request looks like is
+the dialect's business (:mod:`.dialects`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
-_TOP_LEVEL = ("userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
+TOP_LEVEL = ("userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
               "locale", "timezone", "profileUrl")
-_NAME_PARTS = ("givenName", "familyName", "middleName", "formatted", "honorificPrefix",
+NAME_PARTS = ("givenName", "familyName", "middleName", "formatted", "honorificPrefix",
                "honorificSuffix")
-_ENTERPRISE = ("employeeNumber", "costCenter", "organization", "division", "department")
+ENTERPRISE_ATTRIBUTES = ("employeeNumber", "costCenter", "organization", "division", "department")
 
 
 def user_resource(attributes: Mapping[str, str], active: bool, external_id: str) -> dict:
@@ -28,15 +29,15 @@ def user_resource(attributes: Mapping[str, str], active: bool, external_id: str)
     name = {}
     enterprise: dict[str, Any] = {}
     for key, value in attributes.items():
-        if key in _TOP_LEVEL:
+        if key in TOP_LEVEL:
             body[key] = value
-        elif key.startswith("name.") and key[5:] in _NAME_PARTS:
+        elif key.startswith("name.") and key[5:] in NAME_PARTS:
             name[key[5:]] = value
         elif key == "email":
             body["emails"] = [{"value": value, "type": "work", "primary": True}]
         elif key == "phoneNumber":
             body["phoneNumbers"] = [{"value": value, "type": "work", "primary": True}]
-        elif key in _ENTERPRISE:
+        elif key in ENTERPRISE_ATTRIBUTES:
             enterprise[key] = value
         elif key == "manager":
             enterprise["manager"] = {"value": value}
@@ -51,11 +52,11 @@ def user_resource(attributes: Mapping[str, str], active: bool, external_id: str)
 def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
     """Flat attributes and ``active`` of a user the target returned (for adoption)."""
     flat: dict[str, str] = {}
-    for key in _TOP_LEVEL:
+    for key in TOP_LEVEL:
         if resource.get(key) not in (None, ""):
             flat[key] = str(resource[key])
     for part, value in (resource.get("name") or {}).items():
-        if part in _NAME_PARTS and value not in (None, ""):
+        if part in NAME_PARTS and value not in (None, ""):
             flat[f"name.{part}"] = str(value)
     for attr, flat_key in (("emails", "email"), ("phoneNumbers", "phoneNumber")):
         values = [v for v in resource.get(attr) or [] if isinstance(v, dict) and v.get("value")]
@@ -64,7 +65,7 @@ def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
                 or next((v for v in values if v.get("type") == "work"), values[0])
             flat[flat_key] = str(best["value"])
     enterprise = resource.get(ENTERPRISE_USER) or {}
-    for key in _ENTERPRISE:
+    for key in ENTERPRISE_ATTRIBUTES:
         if enterprise.get(key) not in (None, ""):
             flat[key] = str(enterprise[key])
     manager = enterprise.get("manager")
@@ -76,8 +77,9 @@ def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
     return flat, bool(active)
 
 
-def _path(key: str) -> str:
-    if key in _TOP_LEVEL:
+def flat_path(key: str) -> str:
+    """The PATCH path of a flat attribute (RFC 7644 §3.5.2, attribute path grammar)."""
+    if key in TOP_LEVEL:
         return key
     if key.startswith("name."):
         return key
@@ -85,38 +87,11 @@ def _path(key: str) -> str:
         return "emails"
     if key == "phoneNumber":
         return "phoneNumbers"
-    if key in _ENTERPRISE:
+    if key in ENTERPRISE_ATTRIBUTES:
         return f"{ENTERPRISE_USER}:{key}"
     if key == "manager":
         return f"{ENTERPRISE_USER}:manager"
     raise ValueError(f"no SCIM path for attribute {key!r}")
-
-
-def user_patch(changed: Mapping[str, str | None], active: bool | None = None) -> list[dict]:
-    """PATCH operations for changed flat attributes (their new values, None to remove);
-    ``active`` when it changes.
-
-    Multi-valued e-mail and phone are replaced whole: we own the one primary work value, and
-    a value-filter path would fail on servers that have none to match yet.
-    """
-    ops = []
-    for key, new in changed.items():
-        path = _path(key)
-        if new in (None, ""):
-            ops.append({"op": "remove", "path": path})
-        elif key == "email":
-            ops.append({"op": "replace", "path": path,
-                        "value": [{"value": new, "type": "work", "primary": True}]})
-        elif key == "phoneNumber":
-            ops.append({"op": "replace", "path": path,
-                        "value": [{"value": new, "type": "work", "primary": True}]})
-        elif key == "manager":
-            ops.append({"op": "replace", "path": path, "value": {"value": new}})
-        else:
-            ops.append({"op": "replace", "path": path, "value": new})
-    if active is not None:
-        ops.append({"op": "replace", "path": "active", "value": active})
-    return ops
 
 
 def filter_value(value: str) -> str:
