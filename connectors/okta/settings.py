@@ -30,6 +30,9 @@ class Settings:
         "help": "kid of that key, needed when the app has several keys"})
     scopes: tuple[str, ...] = field(default=DEFAULT_SCOPES, metadata={
         "help": "OAuth scopes to request (granted on the app's 'Okta API Scopes' tab)"})
+    dpop: bool = field(default=True, metadata={
+        "help": "send DPoP proofs (RFC 9449) with the service app's requests, as Okta requires "
+                "for apps with 'Require DPoP' on (its default); false for apps with it off"})
     groups: tuple[str, ...] = field(default=(), metadata={
         "help": "Okta group names or ids: only their members are in scope (empty = all)"})
     include_staged: bool = field(default=False, metadata={
