@@ -335,6 +335,11 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
             validate()
         except SettingError as exc:
             raise ctx.error(f"[source] {exc.key}" if exc.key else "[source]", exc.message)
+    # a source setting may choose among the source's own mappings (Okta's username); what
+    # [source.attributes] says explicitly still wins
+    chosen = getattr(settings, "mapping_overrides", None)
+    if chosen is not None:
+        mapped = {**{k: Expression.parse(tuple(v)) for k, v in chosen().items()}, **mapped}
     return SourceConfig(type=type_name, settings=settings, attributes=mapped,
                         group_attributes=group_mapped, scope=scope)
 

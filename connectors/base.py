@@ -316,7 +316,9 @@ class Source(Protocol):
         ``[source]`` table against its fields and types (``Secret`` fields accept the secret
         forms of the config contract). If it has a ``validate()`` method, the loader calls it
         at once; it raises :class:`SettingError` naming the key, and the loader adds the file.
-        Checks that need a secret's value skip secrets that are not ``resolved``.
+        Checks that need a secret's value skip secrets that are not ``resolved``. If it has a
+        ``mapping_overrides()`` method, its entries replace ``default_mapping``'s (a setting
+        that picks one of the source's own mappings); ``[source.attributes]`` still wins.
     ``supports_changes``
         True when :meth:`read_changes` is a real change feed; such a source's ``Settings``
         has ``full_read_every`` (a timedelta), how often a complete read replaces change reads.

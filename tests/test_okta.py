@@ -589,3 +589,40 @@ def test_read_returns_a_directory_with_a_cursor(okta):
     okta.add_user("a@example.org", "A", "A")
     directory = source_for(okta).read()
     assert isinstance(directory, Directory) and directory.cursor.startswith("okta1;")
+
+
+# ---------------------------------------------------------------------------------------------
+# The userName: profile.email (default) or profile.login
+
+
+def okta_config(tmp_path, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('[state]\npath = "s.db"\n[source]\ntype = "okta"\n'
+                    'org_url = "https://acme.okta.com"\ntoken = "t"\n' + extra
+                    + '\n[target]\nurl = "https://split.example.test/scim/v2"\n')
+    return path
+
+
+def test_user_name_is_the_email_by_default_and_the_login_on_request(okta, tmp_path):
+    from agent.config import load
+    from agent.core.mapping import MappingRules, map_directory
+    okta.add_user("ann@example.org", "Ann", "A", login="ann.a")
+    okta.add_user("ann@example.org", "Ann", "Alt", login="ann.alt")   # Okta keeps no e-mail unique
+    directory = source_for(okta).read()
+    for extra, expected, problems in (("", set(), 2), ('username = "login"', {"ann.a", "ann.alt"}, 0)):
+        config = load(okta_config(tmp_path, extra), resolve_target_secrets=False)
+        rules = MappingRules.for_source(OktaSource, config.source.attributes)
+        desired = map_directory(directory, rules)
+        assert {u.user_name for u in desired.users.values()} == expected
+        assert len(desired.problems) == problems          # two people, one e-mail: held
+    explicit = load(okta_config(tmp_path, 'username = "login"\n[source.attributes]\n'
+                                'userName = "profile.email"'), resolve_target_secrets=False)
+    rules = MappingRules.for_source(OktaSource, explicit.source.attributes)
+    assert {u.user_name for u in map_directory(directory, rules).users.values()} == set()
+    # the table wins: back on the (shared) e-mail, so both are held as duplicates
+
+
+def test_the_username_setting_is_checked_at_load(tmp_path):
+    from agent.config import ConfigError, load
+    with pytest.raises(ConfigError, match=r"\[source\] username: 'upn' is not one of email, login"):
+        load(okta_config(tmp_path, 'username = "upn"'), resolve_target_secrets=False)

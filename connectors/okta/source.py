@@ -46,6 +46,7 @@ class OktaSource:
     supports_changes: ClassVar[bool] = True
     Settings: ClassVar[type] = Settings
     default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
+        # [source] username = "login" makes it ("profile.login",) (Settings.mapping_overrides)
         "userName": ("profile.email", "profile.login"),
         "email": ("profile.email",),
         "name.givenName": ("profile.firstName",),
