@@ -222,7 +222,7 @@ class FakeOkta:
                 "passwordChanged": None, "type": {"id": "oty1162QAr8hJjTaq0g4"},
                 "profile": {"firstName": first, "lastName": last, "mobilePhone": None,
                             "secondEmail": None, "login": email, "email": email, **profile},
-                "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
+                "credentials": {"password": {}, "provider": {"type": "OKTA", "name": "OKTA"}},
                 "_links": {"self": {"href": f"{self.url}/api/v1/users/{uid}"}},
             }
         return uid
@@ -251,12 +251,26 @@ class FakeOkta:
                   type: str = "OKTA_GROUP", description: str = "") -> str:
         gid = gid or "00g" + secrets.token_hex(8)
         stamp = iso(self.now())
+        profile = {"name": name, "description": description}
+        extra: dict = {}
+        if type == "APP_GROUP":
+            # an AD-sourced group as Okta shows it (tests/vectors/okta.py APP_GROUP)
+            profile.update(groupType="Security", samAccountName=name,
+                           objectSid="S-1-5-21-717838489-685202119-709183397-"
+                                     + str(1000 + len(self.groups)),
+                           groupScope="Global", dn=f"CN={name},OU=Groups,DC=corp,DC=example",
+                           windowsDomainQualifiedName=f"CORP\\{name}",
+                           externalId=base64.b64encode(secrets.token_bytes(16)).decode())
+            extra["source"] = {"id": "0oa" + secrets.token_hex(8)}
+        elif type == "BUILT_IN" and not description:
+            profile["description"] = "All users in your organization"
         with self._lock:
             self.groups[gid] = {
                 "id": gid, "created": stamp, "lastUpdated": stamp,
                 "lastMembershipUpdated": stamp,
-                "objectClass": ["okta:user_group"], "type": type,
-                "profile": {"name": name, "description": description},
+                "objectClass": ["okta:windows_security_principal" if type == "APP_GROUP"
+                                else "okta:user_group"], "type": type,
+                "profile": profile, **extra,
                 "_links": {"users": {"href": f"{self.url}/api/v1/groups/{gid}/users"}},
             }
             self.members[gid] = list(members)
