@@ -471,6 +471,7 @@ class FakeSplit:
         self._max_in_flight = 0
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._hang_posts = 0
+        self._refusals: dict[tuple[str, str], tuple[int, str, str | None]] = {}
         self._chaos: tuple[random.Random, float, float] | None = None
         self._rate: tuple[int, float] | None = None
         self._window_end = 0.0
@@ -572,6 +573,18 @@ class FakeSplit:
                 return rnd.choice(((500, 502, 503, 504), (502, 504))[which])
         return None
 
+    def refuse(self, method: str, path: str, status: int = 400,
+               detail: str = "refused by a rule of the service", scim_type: str | None =
+               "invalidValue") -> None:
+        """Answer every ``method path`` (e.g. ``PATCH /Users/<id>``) with ``status`` until
+        :meth:`stop_refusing`: a service-side rule the agent cannot know in advance."""
+        with self._store_lock:
+            self._refusals[(method, path)] = (status, detail, scim_type)
+
+    def stop_refusing(self) -> None:
+        with self._store_lock:
+            self._refusals.clear()
+
     def hang_after_write_next(self, n: int) -> None:
         """Apply the next ``n`` POSTs but hold each answer back for ``hang_seconds``."""
         with self._store_lock:
@@ -642,6 +655,10 @@ class FakeSplit:
             self._authenticate(headers)
             if body_error is not None:
                 raise body_error
+            with self._store_lock:
+                refusal = self._refusals.get((method, path))
+            if refusal is not None:
+                raise ScimError(refusal[0], refusal[1], refusal[2])
             delay = self._take_hang() if method == "POST" else 0.0
             with self._store_lock:
                 response = self._route(method, path, query, body)
