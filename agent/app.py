@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 
 from connectors.base import Source, Target
 from connectors.http import HttpPolicy
+from connectors.redaction import keep_secret
 from connectors.scim import ScimTarget
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, secrets_of
 from .engine.cycle import Agent
 
 
@@ -35,7 +36,8 @@ def make_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
         raise ConfigError(f"{config.path}: [target] token: is required for this command")
     t = config.target
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
-                        max_attempts=t.max_attempts, ca_file=t.ca_file)
+                        max_attempts=t.max_attempts, max_wait=t.max_wait.total_seconds(),
+                        max_body=t.max_response_mb << 20, ca_file=t.ca_file)
     return ScimTarget(t.url, t.token, policy, dialect=t.dialect, clock=clock, sleep=sleep)
 
 
@@ -45,8 +47,12 @@ def build_agent(config: Config, *,
                 clock: Callable[[], float] = time.monotonic,
                 now: Callable[[], dt.datetime] = utc_now,
                 sleep: Callable[[float], None] = time.sleep) -> Agent:
-    """The engine for ``config`` with the real parts, unless a test hands its own."""
+    """The engine for ``config`` with the real parts, unless a test hands its own. The
+    config's secrets are registered for redaction (connectors/redaction.py) first."""
+    for secret in secrets_of(config):
+        keep_secret(secret.reveal())
+
     def real_target(cfg: Config) -> Target:
         return make_target(cfg, clock=clock, sleep=sleep)
     return Agent(config, make_source=source_factory or make_source,
-                 make_target=target_factory or real_target, clock=clock, now=now)
+                 make_target=target_factory or real_target, clock=clock, now=now, sleep=sleep)

@@ -115,8 +115,14 @@ class TargetConfig:
                                           "one-year expiry", default=None)
     rate_limit: float = _help("requests per second, ceiling", default=10.0)
     concurrency: int = _help("requests in flight", default=4)
-    timeout: float = _help("seconds per request", default=30.0)
+    timeout: float = _help("seconds per request, all of it (connecting, sending, the whole "
+                           "answer)", default=30.0)
     max_attempts: int = _help("attempts per request before it counts as failed", default=6)
+    max_wait: dt.timedelta = _help("longest wait honoured from the server's Retry-After or "
+                                   "rate-limit reset headers; a longer one is cut to this",
+                                   default=dt.timedelta(minutes=5))
+    max_response_mb: int = _help("largest answer read from the target, in MB (decoded); a "
+                                 "larger one stops the run", default=100)
     ca_file: Path | None = _help("CA bundle to verify the target's certificate "
                                  "(default: the public CA store)", default=None)
     admin_group_name: str = _help("target name of the administrators group "
@@ -143,6 +149,9 @@ class SyncConfig:
     reconcile_every: dt.timedelta = _help("re-read Split this often to put right changes made "
                                           "there by hand (as sync --reconcile does)",
                                           default=dt.timedelta(hours=24))
+    max_cycle_time: dt.timedelta = _help("a cycle that has run this long sends nothing new; "
+                                         "what is left waits for the next cycle",
+                                         default=dt.timedelta(hours=6))
 
 
 @dataclass(frozen=True)
@@ -491,6 +500,17 @@ def _check_values(config: Config, ctx: _Context) -> None:
     if t.dialect not in TARGET_DIALECTS:
         raise ctx.error("[target] dialect", f"{t.dialect!r} is not one of "
                                             f"{', '.join(TARGET_DIALECTS)}")
+    if t.max_wait > dt.timedelta(hours=1):
+        raise ctx.error("[target] max_wait", "must be at most 1h (a longer wait is a stalled "
+                                             "cycle; the next cycle tries again)")
+    if not 1 <= t.max_response_mb <= 4096:
+        raise ctx.error("[target] max_response_mb", "must be between 1 and 4096")
+    if t.ca_file is not None:
+        from connectors.http import tls_context
+        try:
+            tls_context(t.ca_file)          # read now: a bad bundle is a config error
+        except SettingError as exc:
+            raise ctx.error("[target] ca_file", exc.message)
     s = config.schedule
     if s.interval and s.cron:
         raise ctx.error("[schedule]", "set interval or cron, not both")

@@ -124,6 +124,8 @@ def _resolve(value: Any, base: Path, error: Callable[[str], Exception], resolve:
 def _read_secret_file(path: Path, error: Callable[[str], Exception]) -> str:
     try:
         mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):      # a folder, or a pipe that would block the read
+            raise error(f"secret file {path} is not a regular file")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         hidden = sandbox.hidden_by_unit(path)

@@ -15,20 +15,33 @@ An export without groups (no ``"groups"`` key, no ``groups.csv``) says nothing a
 the engine then leaves every group as it is. An *empty* groups section says there are none,
 and the safety guard stops a cycle that would delete every managed group because of it.
 
-Any malformed record stops the read with an error naming the file and the record: a file
-that is half-right must not become half a directory.
+Complete reads only (:mod:`connectors.exports`): a file cut anywhere is refused (JSON that
+does not parse; CSV that does not end with a newline, or ends inside a quoted field), and so
+is a file padded with NUL bytes. A CSV file cut exactly at a line boundary cannot be told
+from a smaller export, so scripts may prove completeness: a ``# rows: N`` trailer line
+(``require_trailer`` makes it mandatory) or a ``sha256sum`` side file (``require_checksum``).
+
+Any malformed record stops the read with one sentence naming the file and the record (a
+lone surrogate, an id longer than :data:`MAX_ID_LENGTH`, a value of the wrong type, a key
+given twice, nesting too deep to parse): a file that is half-right must not become half a
+directory.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Directory, FullReadOnly, GroupRecord, SourceError, UserRecord
+from . import exports
+from .base import Directory, FullReadOnly, GroupRecord, SettingError, SourceError, UserRecord
+
+MAX_ID_LENGTH = 1024     # a stable id is a GUID, a DN or a number; more is a broken export
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -57,16 +70,31 @@ class FileSource(FullReadOnly):
     class Settings:
         path: Path = field(metadata={"help": "a JSON export, or a folder with users.csv "
                                              "and groups.csv"})
+        require_trailer: bool = field(default=False, metadata={
+            "help": "every CSV file must end with a '# rows: N' line (N data rows), so an "
+                    "export cut at a line boundary is refused"})
+        require_checksum: bool = field(default=False, metadata={
+            "help": "every file must have a <file>.sha256 beside it, as sha256sum writes "
+                    "it, matching the bytes read"})
+
+        def validate(self) -> None:
+            if self.require_trailer and self.path.suffix.lower() == ".json":
+                raise SettingError("require_trailer", "is for CSV exports: a JSON export is "
+                                   "complete when it parses (require_checksum binds it to "
+                                   "its exporter)")
 
     def __init__(self, settings: "FileSource.Settings", *, attributes: Iterable[str] = ()):
         """A file holds every attribute it has: ``attributes`` is not needed."""
         self.settings = settings
 
     def read(self) -> Directory:
-        path = self.settings.path
+        path, s = self.settings.path, self.settings
         if path.is_dir():
-            return _read_csv_folder(path)
-        return _read_json(path)
+            return _read_csv_folder(path, s.require_trailer, s.require_checksum)
+        if s.require_trailer:
+            raise SourceError(f"{path}: [source] require_trailer is for CSV exports; a JSON "
+                              "export is complete when it parses")
+        return _read_json(path, s.require_checksum)
 
     def check(self) -> dict[str, int | str]:
         directory = self.read()
@@ -78,118 +106,207 @@ class FileSource(FullReadOnly):
         }
 
 
-def _read_json(path: Path) -> Directory:
+def _read_json(path: Path, checksum: bool) -> Directory:
+    data = exports.read_bytes(path)
+    exports.check_whole(path, data, newline=False)
+    if checksum:
+        exports.verify_checksum(path, data)
+    text = exports.decode(path, data)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SourceError(f"{path}: source file not found")
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read the source file: {exc.strerror}")
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: not UTF-8 text")
+        document = json.loads(text, object_pairs_hook=_no_twice, parse_constant=_no_constant,
+                              parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise SourceError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): "
-                          f"{exc.msg}")
-    if not isinstance(data, dict) or not isinstance(data.get("users", []), list) \
-            or not isinstance(data.get("groups", []), list):
+                          f"{exc.msg}") from None
+    except _Refused as exc:
+        raise SourceError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise SourceError(f"{path}: nested too deeply to be a directory export") from None
+    except ValueError as exc:        # an integer of thousands of digits
+        raise SourceError(f"{path}: not a usable JSON document: {exc}".split("; use ")[0]) \
+            from None
+    if not isinstance(document, dict) or not isinstance(document.get("users", []), list) \
+            or not isinstance(document.get("groups", []), list):
         raise SourceError(f'{path}: expected {{"users": [...], "groups": [...]}}')
-    if "users" not in data:
+    if "users" not in document:
         raise SourceError(f'{path}: no "users" list')
-    users = [_user(record, f"{path}: users[{i}]") for i, record in enumerate(data["users"])]
+    users = [_user(record, f"{path}: users[{i}]") for i, record in enumerate(document["users"])]
     groups = [_group(record, f"{path}: groups[{i}]")
-              for i, record in enumerate(data.get("groups", []))]
+              for i, record in enumerate(document.get("groups", []))]
     # No "groups" key is not "no groups": the export said nothing about them.
-    return _directory(users, groups, path, groups_read="groups" in data)
+    return _directory(users, groups, path, groups_read="groups" in document)
 
 
-def _read_csv_folder(folder: Path) -> Directory:
+class _Refused(ValueError):
+    """Raised from inside the JSON parser: a document no export should be."""
+
+
+def _no_twice(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(f"an object gives the key {_shown(key)} twice; which one is meant?")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> float:
+    raise _Refused(f"{name} is not a value a directory export holds")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:40]} is too large")
+    return value
+
+
+def _read_csv_folder(folder: Path, trailer: bool, checksum: bool) -> Directory:
     users_file, groups_file = folder / "users.csv", folder / "groups.csv"
     users = [_user(row, f"{users_file}: line {line}")
-             for line, row in _csv_rows(users_file, required=("id", "userName"))]
+             for line, row in _csv_rows(users_file, ("id", "userName"), trailer, checksum)]
+    has_groups = groups_file.exists() or groups_file.is_symlink()
+    if not has_groups and checksum and exports.checksum_file(groups_file).exists():
+        raise SourceError(f"{groups_file}: missing, but {groups_file.name}.sha256 is there: "
+                          "the export is incomplete")
     groups: dict[str, dict[str, Any]] = {}
-    if groups_file.exists():
-        for line, row in _csv_rows(groups_file, required=("group_id", "displayName", "member_id")):
+    if has_groups:
+        for line, row in _csv_rows(groups_file, ("group_id", "displayName", "member_id"),
+                                   trailer, checksum):
             where = f"{groups_file}: line {line}"
             gid, name = row["group_id"].strip(), row["displayName"].strip()
             if not gid or not name:
                 raise SourceError(f"{where}: group_id and displayName are required")
             group = groups.setdefault(gid, {"id": gid, "displayName": name, "members": []})
             if group["displayName"] != name:
-                raise SourceError(f"{where}: group {gid!r} has two names "
-                                  f"({group['displayName']!r} and {name!r})")
+                raise SourceError(f"{where}: group {_shown(gid)} has two names "
+                                  f"({_shown(group['displayName'])} and {_shown(name)})")
             if row["member_id"].strip():
                 group["members"].append(row["member_id"].strip())
-    group_records = [_group(g, f"{groups_file}: group {gid!r}") for gid, g in groups.items()]
-    return _directory(users, group_records, folder, groups_read=groups_file.exists())
+    group_records = [_group(g, f"{groups_file}: group {_shown(gid)}") for gid, g in groups.items()]
+    return _directory(users, group_records, folder, groups_read=has_groups)
 
 
-def _csv_rows(path: Path, required: tuple[str, ...]):
+def _csv_rows(path: Path, required: tuple[str, ...], trailer: bool, checksum: bool):
+    """(line, row) for each data row of a CSV file read whole and checked complete."""
+    data = exports.read_bytes(path)
+    exports.check_whole(path, data, newline=True)
+    if checksum:
+        exports.verify_checksum(path, data)
+    text, announced = exports.split_trailer(path, exports.decode(path, data), trailer)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    rows = []
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, strict=True)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
-            for row in reader:
-                if None in row:
-                    raise SourceError(f"{path}: line {reader.line_num}: more fields than columns")
-                if None in row.values():    # a cut-off export must not read as a smaller one
-                    raise SourceError(f"{path}: line {reader.line_num}: fewer fields than columns")
-                yield reader.line_num, {k: (v or "") for k, v in row.items()}
-    except FileNotFoundError:
-        raise SourceError(f"{path}: source file not found")
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: not UTF-8 text")
+        names = [n for n in (reader.fieldnames or []) if n]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise SourceError(f"{path}: line 1: the column(s) {', '.join(twice)} appear twice")
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
+        for row in reader:
+            if None in row:
+                raise SourceError(f"{path}: line {reader.line_num}: more fields than columns")
+            if None in row.values():    # a cut-off export must not read as a smaller one
+                raise SourceError(f"{path}: line {reader.line_num}: fewer fields than columns")
+            rows.append((reader.line_num, {k: v for k, v in row.items() if k}))
     except csv.Error as exc:
-        raise SourceError(f"{path}: malformed CSV: {exc}")
+        raise SourceError(f"{path}: line {reader.line_num}: malformed CSV ({exc}); an export "
+                          "cut inside a quoted value ends like this") from None
+    exports.check_row_count(path, len(rows), announced)
+    return rows
 
 
 def _user(record: Any, where: str) -> UserRecord:
     if not isinstance(record, dict):
-        raise SourceError(f"{where}: expected an object")
-    uid = _text(record.get("id"), where, "id")
+        raise SourceError(f"{where}: expected an object, not {_kind(record)}")
+    uid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH)
     name = _text(record.get("userName"), where, "userName")
     active = _active(record.get("active", True), where)
     attributes = {}
     for key, value in record.items():
+        _check_text(key, where, "an attribute name")
         if key in ("id", "active") or value is None or value == "":
             continue
         if isinstance(value, (dict, list)):
-            raise SourceError(f"{where}: {key} must be a single value")
-        attributes[key] = str(value) if not isinstance(value, str) else value.strip()
+            raise SourceError(f"{where}: {_shown(key)} must be a single value, not {_kind(value)}")
+        if isinstance(value, str):
+            _check_text(value, where, key)
+            attributes[key] = value.strip()
+        else:
+            attributes[key] = str(value)
     attributes["userName"] = name
     return UserRecord(id=uid, attributes=attributes, active=active)
 
 
 def _group(record: Any, where: str) -> GroupRecord:
     if not isinstance(record, dict):
-        raise SourceError(f"{where}: expected an object")
-    gid = _text(record.get("id"), where, "id")
+        raise SourceError(f"{where}: expected an object, not {_kind(record)}")
+    gid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH)
     name = _text(record.get("displayName"), where, "displayName")
     members = record.get("members", [])
-    if not isinstance(members, list) or not all(isinstance(m, (str, int)) for m in members):
-        raise SourceError(f"{where}: members must be a list of ids")
-    return GroupRecord(id=gid, attributes={"displayName": name},
-                       members=frozenset(str(m) for m in members))
+    if not isinstance(members, list):
+        raise SourceError(f"{where}: members must be a list of ids, not {_kind(members)}")
+    for i, member in enumerate(members):
+        if isinstance(member, bool) or not isinstance(member, (str, int)):
+            raise SourceError(f"{where}: members must be a list of ids (members[{i}] is "
+                              f"{_kind(member)})")
+    ids = [_text(m, where, f"members[{i}]", limit=MAX_ID_LENGTH) for i, m in enumerate(members)]
+    return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
 
 
-def _text(value: Any, where: str, key: str) -> str:
+def _text(value: Any, where: str, key: str, limit: int | None = None) -> str:
+    """A required text value: a string or a whole number, stripped, not empty."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value.strip():
+    elif value is not None and not isinstance(value, str):
+        raise SourceError(f"{where}: {key} must be text or a whole number, not {_kind(value)}")
+    if value is None or not value.strip():
         raise SourceError(f"{where}: {key} is required")
-    return value.strip()
+    _check_text(value, where, key)
+    value = value.strip()
+    if limit is not None and len(value) > limit:
+        raise SourceError(f"{where}: {key} is {len(value)} characters long; an id longer than "
+                          f"{limit} is not an id")
+    return value
+
+
+def _check_text(value: str, where: str, key: str) -> None:
+    """Refuse a lone surrogate (JSON can spell one, ``"\\ud800"``; it is not text, and neither
+    the snapshot nor the target could store it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SourceError(f"{where}: {key if key.isprintable() else 'a key'} holds a lone "
+                          f"surrogate (\\u{ord(value[exc.start]):04x}), which is not text") \
+            from None
 
 
 def _active(value: Any, where: str) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, (dict, list)):
+        raise SourceError(f"{where}: active must be true or false, not {_kind(value)}")
     text = str(value).strip().lower()
     if text == "" or text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    raise SourceError(f"{where}: active must be true or false, not {value!r}")
+    raise SourceError(f"{where}: active must be true or false, not {_shown(value)}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "an object", list: "a list", float: "a number with a fraction",
+            type(None): "null", str: "text", int: "a number"}.get(type(value), "a value")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message may quote it: short, escaped, one line."""
+    text = value if isinstance(value, str) else str(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return ascii(text) if not text.isprintable() else repr(text)
 
 
 def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path,
@@ -198,6 +315,6 @@ def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path,
         seen: set[str] = set()
         for record in records:
             if record.id in seen:
-                raise SourceError(f"{origin}: two {kind}s have the id {record.id!r}")
+                raise SourceError(f"{origin}: two {kind}s have the id {_shown(record.id)}")
             seen.add(record.id)
     return Directory.of(users, groups, groups_read=groups_read)

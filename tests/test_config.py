@@ -365,6 +365,9 @@ def test_relative_paths_are_relative_to_the_config_folder(tmp_path, monkeypatch)
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     target = 'url = "https://h/scim/v2"\nca_file = "certs/ca.pem"'
+    (folder / "certs").mkdir()                      # read at load: it must be a CA bundle
+    import certifi
+    (folder / "certs" / "ca.pem").write_text(Path(certifi.where()).read_text())
     config = load(write(folder, config_text(state='path = "var/state.db"', target=target)))
     assert config.state.path == folder / "var" / "state.db"
     assert config.source.settings.path == folder / "directory.json"
@@ -767,3 +770,14 @@ def test_a_target_url_pasted_with_spaces_or_typographic_characters_is_named(tmp_
     'unexpected InvalidURL'."""
     message = load_error(tmp_path, config_text(target=f'url = "{url}"'))
     assert f"[target] url: {url!r} {words}" in message, message
+
+def test_a_secret_file_that_is_a_pipe_or_a_folder_is_refused_not_read_for_ever(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "token.fifo")
+    (tmp_path / "token.dir").mkdir()
+    for name in ("token.fifo", "token.dir"):
+        path = write(tmp_path, config_text(target=f'url = "https://h/scim/v2"\n'
+                                                   f'token = {{ file = "{name}" }}'))
+        with pytest.raises(ConfigError, match=rf"\[target\] token: secret file .*{name} is "
+                                              r"not a regular file"):
+            load(path)

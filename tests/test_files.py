@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,157 @@ def test_check_reports_the_counts_and_the_file(tmp_path):
     report = source(path).check()
     assert report == {"users": len(PEOPLE), "groups": len(TEAMS),
                       "inactive users": sum(not p.active for p in PEOPLE), "file": str(path)}
+
+
+# ------------------------------------------------------------------ odd input: one sentence each
+
+
+def write_raw(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "directory.json"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+ODD_JSON = {
+    "lone surrogate in a userName":
+        ('{"users": [{"id": "u-1", "userName": "a\\ud800@example.org"}]}',
+         r"users\[0\]: userName holds a lone surrogate \(\\ud800\)"),
+    "lone surrogate in an id":
+        ('{"users": [{"id": "\\udfff", "userName": "a@example.org"}]}',
+         r"users\[0\]: id holds a lone surrogate"),
+    "lone surrogate in an attribute": (
+        '{"users": [{"id": "u-1", "userName": "a@example.org", "title": "\\ud83d"}]}',
+        r"users\[0\]: title holds a lone surrogate"),
+    "lone surrogate in an attribute name": (
+        '{"users": [{"id": "u-1", "userName": "a@example.org", "ti\\ud800tle": "x"}]}',
+        r"users\[0\]: an attribute name holds a lone surrogate"),
+    "lone surrogate in a member": (
+        '{"users": [], "groups": [{"id": "g", "displayName": "G", "members": ["\\ud800"]}]}',
+        r"groups\[0\]: members\[0\] holds a lone surrogate"),
+    "an enormous id": (
+        json.dumps({"users": [{"id": "x" * 5000, "userName": "a@example.org"}]}),
+        r"users\[0\]: id is 5000 characters long; an id longer than 1024 is not an id"),
+    "an id of thousands of digits": (
+        '{"users": [{"id": ' + "9" * 5000 + ', "userName": "a@example.org"}]}',
+        r"not a usable JSON document: Exceeds the limit \(4300 digits\)"),
+    "an id of two thousand digits": (
+        '{"users": [{"id": ' + "9" * 2000 + ', "userName": "a@example.org"}]}',
+        r"users\[0\]: id is 2000 characters long"),
+    "an enormous member id": (
+        json.dumps({"users": [], "groups": [{"id": "g", "displayName": "G",
+                                             "members": ["m" * 2000]}]}),
+        r"groups\[0\]: members\[0\] is 2000 characters long"),
+    "deep nesting": ('{"users": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                     r"nested too deeply to be a directory export"),
+    "nesting inside a record": (
+        json.dumps({"users": [{"id": "u", "userName": "a@example.org", "title": [[["x"]]]}]}),
+        r"users\[0\]: 'title' must be a single value, not a list"),
+    "an id with a fraction": ('{"users": [{"id": 1.5, "userName": "a@example.org"}]}',
+                              r"users\[0\]: id must be text or a whole number, not a number "
+                              r"with a fraction"),
+    "an id that is true": ('{"users": [{"id": true, "userName": "a@example.org"}]}',
+                           r"users\[0\]: id must be text or a whole number, not true/false"),
+    "an id that is an object": ('{"users": [{"id": {"v": 1}, "userName": "a@example.org"}]}',
+                                r"users\[0\]: id must be text or a whole number, not an object"),
+    "a userName that is a list": ('{"users": [{"id": "u", "userName": ["a@example.org"]}]}',
+                                  r"users\[0\]: userName must be text or a whole number, "
+                                  r"not a list"),
+    "a user that is a string": ('{"users": ["a@example.org"]}',
+                                r"users\[0\]: expected an object, not text"),
+    "members that are an object": (
+        '{"users": [], "groups": [{"id": "g", "displayName": "G", "members": {"u": 1}}]}',
+        r"groups\[0\]: members must be a list of ids, not an object"),
+    "a member that is true": (
+        '{"users": [], "groups": [{"id": "g", "displayName": "G", "members": [true]}]}',
+        r"groups\[0\]: members must be a list of ids \(members\[0\] is true/false\)"),
+    "active that is an object": (
+        '{"users": [{"id": "u", "userName": "a@example.org", "active": {}}]}',
+        r"users\[0\]: active must be true or false, not an object"),
+    "NaN": ('{"users": [{"id": "u", "userName": "a@example.org", "title": NaN}]}',
+            r"NaN is not a value a directory export holds"),
+    "a number too large": ('{"users": [{"id": "u", "userName": "a@example.org", "x": 1e999}]}',
+                           r"the number 1e999 is too large"),
+    "a key given twice": ('{"users": [{"id": "u-1", "id": "u-2", "userName": "a@example.org"}]}',
+                          r"an object gives the key 'id' twice"),
+    "an empty file": ("", r"the file is empty"),
+    "NUL bytes": ('{"users": []}\n\0\0\0', r"line 2: NUL bytes"),
+    "a control character in an id is shown escaped": (
+        json.dumps({"users": [{"id": "u\n1", "userName": "a@example.org"},
+                              {"id": "u\n1", "userName": "b@example.org"}]}),
+        r"two users have the id 'u\\n1'"),
+}
+
+
+@pytest.mark.parametrize("what", list(ODD_JSON))
+def test_odd_json_input_is_one_sentence_naming_the_file_and_the_record(tmp_path, what):
+    text, expected = ODD_JSON[what]
+    path = write_raw(tmp_path, text)
+    with pytest.raises(SourceError) as info:
+        source(path).read()
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert re.search(expected, message), message
+    assert "\n" not in message and len(message) < 400, message
+
+
+def test_a_bad_byte_names_its_line(tmp_path):
+    path = tmp_path / "directory.json"
+    path.write_bytes(b'{"users": [\n{"id": "u", "userName": "z\xe9@example.org"}]}')
+    with pytest.raises(SourceError, match=r"directory.json: line 2: not UTF-8 text \(byte 0xe9\)"):
+        source(path).read()
+    (tmp_path / "users.csv").write_bytes(b"id,userName\nu-1,a@example.org\nu-2,\xff@x.org\n")
+    with pytest.raises(SourceError, match=r"users.csv: line 3: not UTF-8 text"):
+        source(tmp_path).read()
+
+
+def test_a_folder_where_a_file_was_expected(tmp_path):
+    (tmp_path / "users.csv").mkdir()
+    with pytest.raises(SourceError, match=r"users.csv: is a folder, not a file"):
+        source(tmp_path).read()
+    (tmp_path / "users.csv").rmdir()
+    write_csv(tmp_path / "users.csv", ["id", "userName"], [["u-1", "a@example.org"]])
+    (tmp_path / "groups.csv").mkdir()
+    with pytest.raises(SourceError, match=r"groups.csv: is a folder, not a file"):
+        source(tmp_path).read()
+
+
+def test_a_pipe_is_refused_rather_than_read_for_ever(tmp_path):
+    import os
+    fifo = tmp_path / "directory.json"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match=r"directory.json: is not a regular file"):
+        source(fifo).read()
+
+
+def test_an_unreadable_file_is_named(tmp_path):
+    path = write_json(tmp_path / "directory.json", users(OK_USER))
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    with pytest.raises(SourceError, match=r"loop.json: cannot read the source file: Too many "
+                                          r"levels of symbolic links"):
+        source(tmp_path / "loop.json").read()
+    assert source(path).read().users
+
+
+def test_duplicate_csv_columns_are_refused_and_unnamed_ones_ignored(tmp_path):
+    (tmp_path / "users.csv").write_text("id,userName,id\nu-1,a@example.org,u-2\n")
+    with pytest.raises(SourceError, match=r"users.csv: line 1: the column\(s\) id appear twice"):
+        source(tmp_path).read()
+    (tmp_path / "users.csv").write_text("id,userName,\nu-1,a@example.org,\n")
+    assert dict(source(tmp_path).read().users["u-1"].attributes) == {"userName": "a@example.org"}
+
+
+@pytest.mark.parametrize("content", [
+    '{"users": [{"id": "u", "userName": "a\\ud800@example.org"}]}',
+    '{"users": ' + "[" * 50_000 + "]" * 50_000 + "}",
+    '{"users": [{"id": ' + "7" * 5000 + ', "userName": "a@example.org"}]}',
+    '{"users": [{"id": 2.5, "userName": "a@example.org"}]}',
+])
+def test_plan_on_odd_input_prints_one_line_and_no_traceback(tmp_path, capsys, content):
+    from agent.cli.main import main
+    from tests.conftest import Workspace
+    ws = Workspace(tmp_path, "http://127.0.0.1:9/scim/v2")
+    ws.source.write_text(content, encoding="utf-8")
+    assert main(["--config", str(ws.config), "plan"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {ws.source}: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "unexpected" not in err

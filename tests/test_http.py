@@ -262,8 +262,14 @@ def test_tls_context_ignores_ssl_cert_file(monkeypatch, tmp_path):
 
 
 def test_a_missing_ca_file_is_an_error_not_a_fallback(tmp_path):
-    with pytest.raises(OSError):
+    from connectors.base import SettingError
+    with pytest.raises(SettingError, match="corporate-ca.pem: cannot be used as a CA bundle"):
         tls_context(tmp_path / "corporate-ca.pem")
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    with pytest.raises(SettingError, match="no PEM certificate in it"):
+        tls_context(tmp_path / "garbage.pem")
+    with pytest.raises(SettingError, match=r"Is a directory|cannot be used"):
+        tls_context(tmp_path)
 
 
 def test_built_client_ignores_proxy_environment_and_redirects():

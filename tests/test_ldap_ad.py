@@ -21,7 +21,6 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-import ldap3
 import pytest
 from ldap3.utils.dn import escape_rdn
 

@@ -80,7 +80,9 @@ def test_listing_without_total_results_pages_until_a_short_page():
         start = int(request.url.params["startIndex"])
         pages.append(start)
         count = 100 if start < 201 else 7
-        return httpx.Response(200, json={"Resources": [{"id": str(start + i)} for i in range(count)]})
+        return httpx.Response(200, json={"Resources": [{"id": str(start + i),
+                                                        "userName": f"u{start + i}@example.org"}
+                                                       for i in range(count)]})
     target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(listing))
     assert len(list(target.users())) == 207
     assert pages == [1, 101, 201]

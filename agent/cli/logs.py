@@ -1,9 +1,11 @@
 """Logging for every command: one handler on stderr, text or JSON lines, secrets redacted.
 
-The redaction filter is the last line of defence: whatever code logged it, a secret value
-from the config never reaches a log line. :func:`redact_secrets_of` adds a config's secrets
-to it; ``main`` calls it for the loaded config and hands it to the daemon, which calls it for
-every config a reload brings in.
+Redaction is the last line of defence: whatever code logged it, a secret value from the
+config never reaches a log line, tracebacks included (the handler redacts the formatted
+line; :mod:`connectors.redaction` holds the secrets). :func:`redact_secrets_of` registers a
+config's secrets; ``main`` calls it for the loaded config and hands it to the daemon, which
+calls it for every config a reload brings in. Text lines escape control characters in the
+message, so a name from the directory cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -14,33 +16,34 @@ import os
 import sys
 from collections.abc import Sequence
 
+from connectors.redaction import keep_secret, known_secrets, printable, redact
+
 from ..config import Config, secrets_of
 
 QUIETED = ("httpx", "httpcore", "apscheduler", "msal", "ldap3", "urllib3")   # they print URLs
 
 
 class _Redact(logging.Filter):
-    """Replaces every known secret value in a record's message. One instance, installed by
-    :func:`setup_logging`; a reloaded config adds its secrets."""
-
-    def __init__(self, secrets: Sequence[str] = ()):
-        super().__init__()
-        self.secrets: list[str] = []
-        self.add(secrets)
-
-    def add(self, secrets: Sequence[str]) -> None:
-        # very short values would redact ordinary words; such a secret is no secret anyway
-        self.secrets = sorted(set(self.secrets) | {s for s in secrets if len(s) >= 4},
-                              key=len, reverse=True)
+    """Replaces every known secret value in a record's message (for any handler that looks
+    at the record itself). One instance, installed by :func:`setup_logging`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        if known_secrets():
             message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for s in self.secrets:
-                    message = message.replace(s, "[redacted]")
-                record.msg, record.args = message, None
+            clean = redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
         return True
+
+
+class _TextFormatter(logging.Formatter):
+    """The message with control characters escaped: one record, one line (a traceback, with
+    ``--debug``, follows on lines of its own)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        shown = logging.makeLogRecord(record.__dict__)
+        shown.message = printable(record.message)
+        return super().formatMessage(shown)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -54,10 +57,14 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the log call."""
+    """Writes to whatever ``sys.stderr`` is at the time of the log call; the formatted line
+    (traceback included) is redacted."""
 
     def __init__(self):
         super().__init__()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
     @property
     def stream(self):
@@ -72,7 +79,8 @@ _REDACT = _Redact()
 
 
 def add_secrets_to_redact(secrets: Sequence[str]) -> None:
-    _REDACT.add(secrets)
+    for secret in secrets:
+        keep_secret(secret)
 
 
 def config_secrets(config: Config) -> list[str]:
@@ -90,10 +98,10 @@ def setup_logging(level: int, fmt: str) -> logging.Handler:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     elif os.environ.get("JOURNAL_STREAM"):       # journald stamps lines itself
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(levelname)s %(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                               "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                            "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

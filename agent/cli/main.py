@@ -19,12 +19,15 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from connectors.base import ConnectorError
+from connectors.redaction import printable
 
 from .. import __version__
 from ..config import Config, ConfigError, config_path, load
@@ -32,9 +35,11 @@ from ..core.outcome import Outcome
 from ..app import build_agent
 from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..engine.saved import PlanFileError, read_plan, write_plan
+from ..store.sqlite import describe as describe_store_failure
 from ..store.state import StateError
 from .explain import cmd_explain
 from .logs import redact_secrets_of, setup_logging
+from .redacted import redacted_output
 from .render import Progress, Style, plan_json, print_sync, render_plan, sync_json
 from .history import history_report, print_history
 from .status import RUNS_READ, print_status, status_report
@@ -289,7 +294,7 @@ def cmd_check(agent: Agent, args) -> int:
             mark, detail = style("warn", "33"), detail[len("warning: "):]
         else:
             mark = style("ok  ", "32")
-        print(f"{mark} {what}: {detail}")
+        print(f"{mark} {what}: {printable(detail)}")
     return EXIT_OK if ok else EXIT_ERROR
 
 
@@ -318,18 +323,19 @@ def cmd_run(config: Config, args, config_file) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    log_format = _log_format_in(argv)       # known before parsing: a usage error obeys it too
-    setup_logging(logging.WARNING, log_format)
-    with json_stderr(log_format == "json"):
-        try:
-            args = _parse(build_parser(), argv)
-        except UsageError as exc:
-            if log_format != "json":
-                print(exc.usage, end="", file=sys.stderr)
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        with json_stderr(args.log_format == "json"):     # also when abbreviated (--log-f)
-            return _run(args)
+    with redacted_output():          # whatever is printed from here on, no secret gets out
+        log_format = _log_format_in(argv)   # known before parsing: a usage error obeys it too
+        setup_logging(logging.WARNING, log_format)
+        with json_stderr(log_format == "json"):
+            try:
+                args = _parse(build_parser(), argv)
+            except UsageError as exc:
+                if log_format != "json":
+                    print(exc.usage, end="", file=sys.stderr)
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            with json_stderr(args.log_format == "json"):     # also when abbreviated (--log-f)
+                return _run(args)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -387,7 +393,14 @@ def _run(args) -> int:
     except (ConfigError, StateError, ConnectorError, PlanFileError) as exc:
         if args.debug:
             log.exception("error")
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as exc:      # met reading the snapshot (a damaged page...)
+        if args.debug:
+            log.exception("error")
+        where = config.state.path if "config" in locals() else path
+        print(f"error: {printable(describe_store_failure(where, exc) or f'{where}: {exc}')}",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted at once: what was confirmed is recorded; run 'scim-agent status' to "
@@ -400,9 +413,10 @@ def _run(args) -> int:
         return EXIT_OK
     except Exception as exc:
         if args.debug:
-            raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
-              file=sys.stderr)
+            traceback.print_exc()          # through the redacting stderr
+            return EXIT_ERROR
+        print(f"error: unexpected {type(exc).__name__}: {printable(exc)} (run with --debug for "
+              "details)", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -1,5 +1,9 @@
 """What the commands print: the plan and the sync's outcome, as text for people or JSON for
-scripts (the plan JSON is a contract: docs/cli.md), and progress on long runs."""
+scripts (the plan JSON is a contract: docs/cli.md), and progress on long runs.
+
+Every name and message in text output goes through ``printable`` (control characters
+escaped): a group called ``"Team\n+ create user mallory"`` shows as one line, never two.
+JSON escapes them by itself."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import sys
 import time
 
 from ..core.outcome import Outcome
+from connectors.redaction import printable as _p
+
 from ..core.plan import Op, OpKind, Plan
 from ..engine.cycle import SyncResult
 from ..engine.observe import TargetRead
@@ -40,26 +46,26 @@ _SIGN = {
 
 
 def _q(value: str | None) -> str:
-    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
+    return "(none)" if value is None else _p(json.dumps(value, ensure_ascii=False))
 
 
 def _op_lines(op: Op, style: "Style", failed: str = "", drift: bool = False) -> list[str]:
     """One change as ``plan`` shows it, and ``sync`` shows it again once it was sent."""
     sign, colour, label = _SIGN[op.kind]
-    head = f"{style(sign, colour)} {label} {style(op.key, '1')}"
+    head = f"{style(sign, colour)} {label} {style(_p(op.key), '1')}"
     if op.reason:
-        head += f"  ({op.reason})"
+        head += f"  ({_p(op.reason)})"
     if drift:
         head += "  [drift: puts right a change made in Split]"
     if op.refused:
-        head = f"{style('!', '31;1')} {label} {op.key}: refused, not sent: {op.refused}"
+        head = f"{style('!', '31;1')} {label} {_p(op.key)}: refused, not sent: {_p(op.refused)}"
     elif failed:
-        head = f"{style('!', '31;1')} {label} {op.key}: failed: {failed}"
+        head = f"{style('!', '31;1')} {label} {_p(op.key)}: failed: {_p(failed)}"
     return [head, *_details(op)]
 
 
 def _problem_lines(plan: Plan, style: "Style") -> list[str]:
-    return [f"{style('!', '33;1')} {p.kind} {p.key}: not pushed: {p.reason}"
+    return [f"{style('!', '33;1')} {p.kind} {_p(p.key)}: not pushed: {_p(p.reason)}"
             for p in plan.problems]
 
 
@@ -77,20 +83,20 @@ def render_plan(plan: Plan, stream=None, guard_reason: str = "",
         lines.append("")
     lines.append(summary_line(plan, refreshed=target_read is not None))
     if guard_reason:
-        lines.append(style(f"Safety guard: {guard_reason}. A sync would stop here (exit 3) "
+        lines.append(style(f"Safety guard: {_p(guard_reason)}. A sync would stop here (exit 3) "
                            "unless run with --allow-mass-deactivation.", "31;1"))
     return "\n".join(lines)
 
 
 def _details(op: Op) -> list[str]:
     if op.kind in (OpKind.CREATE_USER, OpKind.CREATE_GROUP):
-        return [f"      {k}: {_q(v)}" for k, v in op.attributes.items()]
+        return [f"      {_p(k)}: {_q(v)}" for k, v in op.attributes.items()]
     if op.changed:
-        return [f"      {k}: {_q(old)} -> {_q(new)}" for k, (old, new) in op.changed.items()]
+        return [f"      {_p(k)}: {_q(old)} -> {_q(new)}" for k, (old, new) in op.changed.items()]
     if op.member_keys:
         shown = list(op.member_keys[:20])
         more = len(op.member_keys) - len(shown)
-        return [f"      {m}" for m in shown] + ([f"      ... and {more} more"] if more else [])
+        return [f"      {_p(m)}" for m in shown] + ([f"      ... and {more} more"] if more else [])
     return []
 
 
@@ -134,8 +140,8 @@ def plan_json(plan: Plan, guard_reason: str = "", target_read: TargetRead | None
 class Progress:
     """``applying 120/5000`` on a terminal; a log line every 10% otherwise."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr   # as it is now, not at import
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_step = -1
         self.last_draw = 0.0
@@ -205,22 +211,23 @@ def _in_plan_order(ops: list[Op]) -> list[Op]:
 
 def drift_lines(read: TargetRead, when: str = "below") -> list[str]:
     """What reading Split found: adoptions, drift attribute by attribute, objects gone."""
-    lines = [f"= adopted from Split: {key}" for key in read.adopted[:20]]
+    lines = [f"= adopted from Split: {_p(key)}" for key in read.adopted[:20]]
     if len(read.adopted) > 20:
         lines.append(f"= ... and {len(read.adopted) - 20} more adopted from Split")
     for drift in read.drift:
-        lines.append(f"= changed in Split by hand, put right {when}: {drift.kind} {drift.key}")
+        lines.append(f"= changed in Split by hand, put right {when}: {drift.kind} "
+                     f"{_p(drift.key)}")
         for name, (pushed, found) in drift.changed.items():
             if name == "members":
                 removed, added = pushed, found
                 if removed:
-                    lines.append(f"      members removed in Split: {', '.join(removed)}")
+                    lines.append(f"      members removed in Split: {_p(', '.join(removed))}")
                 if added:
-                    lines.append(f"      members added in Split: {', '.join(added)}")
+                    lines.append(f"      members added in Split: {_p(', '.join(added))}")
             else:
-                lines.append(f"      {name}: {_q(_text(pushed))} pushed, {_q(_text(found))} "
+                lines.append(f"      {_p(name)}: {_q(_text(pushed))} pushed, {_q(_text(found))} "
                              "in Split")
-    lines += [f"= gone from Split, created again: {key}" for key in read.vanished]
+    lines += [f"= gone from Split, created again: {_p(key)}" for key in read.vanished]
     return lines
 
 
@@ -236,14 +243,14 @@ def print_sync(result: SyncResult) -> None:
     style = Style(sys.stdout)
     if result.guard and result.plan is not None:
         print(render_plan(result.plan, sys.stdout))
-        print(style(f"Stopped by the safety guard: {result.guard.reason}. Nothing was applied. "
+        print(style(f"Stopped by the safety guard: {_p(result.guard.reason)}. Nothing was applied. "
                     "Check the source; if this is intended, run once with "
                     "--allow-mass-deactivation.", "31;1"))
         return
     if result.outcome is Outcome.DECLINED:
         return                                         # the prompt said so already
     if result.report is None:
-        print(style(f"error: {result.message}", "31;1"), file=sys.stderr)
+        print(style(f"error: {_p(result.message)}", "31;1"), file=sys.stderr)
         return
     report = result.report
     lines = drift_lines(result.target_read) if result.target_read is not None else []
@@ -286,7 +293,7 @@ def print_sync(result: SyncResult) -> None:
     for note in notes:
         print(note)
     if report.fatal:
-        print(style(f"error: {report.fatal}", "31;1"), file=sys.stderr)
+        print(style(f"error: {_p(report.fatal)}", "31;1"), file=sys.stderr)
         print("Stopped: nothing further was sent.", file=sys.stderr)
     for warning in result.warnings:
-        print(style(f"warning: {warning}", "33"), file=sys.stderr)
+        print(style(f"warning: {_p(warning)}", "33"), file=sys.stderr)

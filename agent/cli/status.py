@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from connectors.redaction import printable as _p
+
 from ..config import Config
 from ..engine.checks import token_days_left, token_warning
 from ..store.state import State, lock_holder
@@ -49,11 +51,11 @@ def print_status(report: dict) -> None:
         print(f"Managed: {counts['users']} users ({counts['active_users']} active), "
               f"{counts['groups']} groups, {counts['memberships']} memberships")
     if report.get("held"):
-        print(f"Pushing is HELD: {report['held']}")
+        print(f"Pushing is HELD: {_p(report['held'])}")
     if report.get("next_run"):
         print(f"Next run: {report['next_run']}")
     if report["token_warning"]:
-        print(f"Token: {report['token_warning']}")
+        print(f"Token: {_p(report['token_warning'])}")
     elif report["token_days_left"] is not None:
         print(f"Token: {report['token_days_left']} days left")
     if report["consecutive_failures"]:
@@ -62,21 +64,21 @@ def print_status(report: dict) -> None:
     if runs:
         print("\nLast runs (local time):")
         for line in _run_lines(runs)[:RUNS_SHOWN]:
-            print("  " + line)
+            print("  " + _p(line))
     failures = report.get("failures") or []
     attention = [f for f in failures if f["op"] in ATTENTION]
     failing = [f for f in failures if f["op"] not in ATTENTION]
     if attention:
         print("\nNeeds attention (refused or held: no retry mends these):")
         for f in attention:
-            print(f"  {f['kind']} {f['key']}: {f['error']} (since {_at(f['first_seen'])})")
+            print(_p(f"  {f['kind']} {f['key']}: {f['error']} (since {_at(f['first_seen'])})"))
     if failing:
         print("\nFailing objects (retried every cycle; refused ones with a growing wait):")
         for f in failing:
             wait = (f"; next attempt {_at(f['next_attempt'])} or when its source record "
                     "changes" if f.get("next_attempt") else "")
-            print(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last "
-                  f"{_at(f['last_seen'])}: {f['error']}{wait}")
+            print(_p(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last "
+                     f"{_at(f['last_seen'])}: {f['error']}{wait}"))
 
 
 def _local(moment: dt.datetime | None) -> str | None:
@@ -104,8 +106,8 @@ def _at(stamp: str | None) -> str:
         return "-"
     try:
         return dt.datetime.fromisoformat(stamp).astimezone().isoformat(timespec="seconds")
-    except ValueError:
-        return stamp
+    except (ValueError, TypeError, OverflowError):      # a row edited by hand: shown as is
+        return str(stamp)
 
 
 def _quiet(run: dict) -> bool:

@@ -30,7 +30,7 @@ from connectors.base import (FatalTargetError, Interrupted, NotFoundError, Rejec
 from ..core import references
 from ..core.outcome import Hold, HoldKind
 from ..core.plan import USER_OPS, Op, Plan
-from ..store.state import State
+from ..store.state import State, StateError
 from .observe import Learner
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,10 @@ class Applier:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
                         done += 1
-                        self._collect(future, report)
+                        try:
+                            self._collect(future, report)
+                        except StateError as exc:     # recording it failed: a full disk...
+                            self._stop_recording(report, exc)
                     self.progress(done, total)
                 if self._halted(report):
                     break
@@ -174,6 +177,12 @@ class Applier:
             report.failed.append((op, str(exc)))
             log.error("stopping: %s", exc)
             self._log(op, "failed", error=str(exc))
+            return
+        except StateError as exc:
+            # The snapshot cannot be written: nothing more may be sent, since its effect could
+            # not be recorded (a create's intent is on disk: the next run looks it up).
+            report.failed.append((op, str(exc)))
+            self._stop_recording(report, exc)
             return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
@@ -206,6 +215,12 @@ class Applier:
         log.debug("%s %s done%s", op.kind.value, op.key,
                   " (adopted)" if done is _Done.ADOPTED else "")
 
+    def _stop_recording(self, report: ApplyReport, exc: StateError) -> None:
+        self._fatal.set()
+        if not report.fatal:
+            report.fatal = str(exc)
+            log.error("stopping: %s", exc)
+
     # -- one operation ------------------------------------------------------------------
     # Each runs in a worker thread and says what became of it.
 
@@ -216,7 +231,7 @@ class Applier:
             raise _Refused(op.refused)
         try:
             return getattr(self, f"_{op.kind.value}")(op)
-        except FatalTargetError:
+        except (FatalTargetError, StateError):
             self._fatal.set()
             raise
 

@@ -9,16 +9,18 @@ the snapshot something new. ``agent/cli`` and ``agent/service`` call :class:`Age
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import (ConnectorError, FatalTargetError, Interrupted, Source, SourceError,
                              Target, TargetError)
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, format_duration
 from ..core.mapping import MappingRules, map_directory
 from ..core.model import DesiredState, Snapshot
 from ..core.outcome import Hold, HoldKind, Outcome
@@ -31,6 +33,7 @@ from .quarantine import defer_refused, quarantine
 from .binding import TargetChanged, bind, binding_problem, target_identity
 from .saved import Basis, SavedPlan, differences
 from .checks import Check, run_checks, token_warning
+from .deadline import CycleStop
 from .observe import Learner, TargetRead, read_target
 from .reading import ReadResult, SourceReader
 
@@ -87,12 +90,14 @@ class Agent:
                  make_source: Callable[[Config, Sequence[str]], Source],
                  make_target: Callable[[Config], Target],
                  clock: Callable[[], float],
-                 now: Callable[[], dt.datetime]):
+                 now: Callable[[], dt.datetime],
+                 sleep: Callable[[float], None] = time.sleep):
         self.config = config
         self._make_source = make_source
         self._target_factory = make_target
         self.clock = clock
         self.now = now
+        self.sleep = sleep
         self.source_cls = config.source.source_class
         self.rules = MappingRules.for_source(self.source_cls, config.source.attributes,
                                              config.source.group_attributes,
@@ -187,9 +192,11 @@ class Agent:
         ``rebind_target`` lets a snapshot made for another target forget it (binding.py);
         ``saved`` applies exactly a plan saved by ``plan --out`` (saved.py); ``confirm`` is
         shown the plan and may decline it before anything is sent."""
+        started = self.clock()
+        # from here on, ``stop`` is also set once the cycle has run for [sync] max_cycle_time
+        stop = CycleStop(stop, started, self.config.sync.max_cycle_time, self.clock, self.sleep)
         ask = SyncAsk(tuple(only), allow_mass_deactivation, stop, progress, reconcile, saved,
                       confirm)
-        started = self.clock()
         warnings = [w for w in [token_warning(self.config)] if w]
         for w in warnings:
             log.warning("%s", w)
@@ -199,7 +206,11 @@ class Agent:
             return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings,
                               busy=isinstance(exc, StateBusy))
         try:
-            run_id = self._run_id = state.start_run(mode)
+            try:
+                run_id = self._run_id = state.start_run(mode)
+            except StateError as exc:       # the snapshot cannot be written (a full disk...)
+                log.error("%s", exc)
+                return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings)
             try:
                 problem = "" if rebind_target else binding_problem(state,
                                                                     self.config.target.url)
@@ -210,6 +221,9 @@ class Agent:
                 else:
                     bind(state, self.config.target.url, rebind=rebind_target)
                     result = self._sync(state, ask)
+            except StateError as exc:
+                log.error("%s", exc)
+                return SyncResult(Outcome.ERROR, message=str(exc), warnings=warnings)
             except Exception as exc:        # a bug: still close the run record, then re-raise
                 state.finish_run(run_id, "error", {}, 0, f"internal error: {type(exc).__name__}",
                                  self.clock() - started)
@@ -221,12 +235,21 @@ class Agent:
                 raise
             result.duration = self.clock() - started
             result.warnings = warnings + result.warnings
+            if stop.expired:
+                result = self._out_of_time(result)
             report = result.report
-            state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
-                             len(report.failed) if report else 0, result.message, result.duration)
-            if mode == "sync" and result.outcome.succeeded:
-                state.meta.clear_hold()   # a running daemon resumes (agent/service/daemon.py)
-            state.prune_changes(dt.timedelta(days=self.config.state.history_days))
+            try:
+                state.finish_run(run_id, result.outcome.value, report.counts() if report else {},
+                                 len(report.failed) if report else 0, result.message,
+                                 result.duration)
+                if mode == "sync" and result.outcome.succeeded:
+                    state.meta.clear_hold()   # a running daemon resumes (agent/service/daemon.py)
+                state.prune_changes(dt.timedelta(days=self.config.state.history_days))
+            except StateError as exc:
+                log.error("the run could not be recorded: %s", exc)
+                if result.outcome.succeeded:
+                    return SyncResult(Outcome.ERROR, plan=result.plan, report=report,
+                                      message=str(exc), warnings=result.warnings)
             return result
         finally:
             state.close()
@@ -252,6 +275,8 @@ class Agent:
             target = self._target_factory(self.config)
         except (ConfigError, TargetError) as exc:
             return SyncResult(Outcome.ERROR, message=str(exc))
+        except ConnectorError as exc:       # a setting the target's constructor refused
+            return SyncResult(Outcome.ERROR, message=f"{self.config.path}: [target] {exc}")
         target.cancel = stop
         try:
             try:
@@ -330,6 +355,36 @@ class Agent:
         log.info("%s", message)
         return SyncResult(outcome, plan=plan, report=report, message=message, adopted=adopted,
                           target_read=fetched)
+
+    def _out_of_time(self, result: SyncResult) -> SyncResult:
+        """A cycle that reached [sync] max_cycle_time sent nothing more: what it applied is
+        recorded, the rest waits for the next cycle. Said as such, not as a stop request."""
+        limit = format_duration(self.config.sync.max_cycle_time)
+        report = result.report
+        if report is None or not report.interrupted:
+            return result
+        report.interrupted = False
+        left = report.planned - len(report.applied) - len(report.failed) - len(report.refused)
+        if report.planned and left <= 0:        # the time ran out just as the last one ended
+            outcome = (Outcome.PARTIAL if report.failed else
+                       Outcome.REFUSED if report.refused else Outcome.OK)
+            message = result.message.removeprefix("interrupted: ").removesuffix(
+                "; nothing more was sent")
+            return dataclasses.replace(result, outcome=outcome, message=message)
+        if not report.planned:
+            message = (f"the cycle reached [sync] max_cycle_time ({limit}) before sending "
+                       "anything (a slow source read or target?); nothing was applied")
+            log.error("%s", message)
+            return SyncResult(Outcome.ERROR, report=report, message=message, plan=result.plan,
+                              warnings=result.warnings, duration=result.duration)
+        message = (f"stopped sending after [sync] max_cycle_time ({limit}): applied "
+                   f"{len(report.applied)} of {report.planned} operations"
+                   + (f", {len(report.failed)} failed" if report.failed else "")
+                   + f"; {left} wait for the next cycle")
+        log.warning("%s", message)
+        return SyncResult(Outcome.PARTIAL, plan=result.plan, report=report, message=message,
+                          adopted=result.adopted, warnings=result.warnings + [message],
+                          target_read=result.target_read, duration=result.duration)
 
     def _read_target(self, target: Target, state: State, desired: DesiredState,
                      reconcile: bool, allow_mass_deactivation: bool, *,

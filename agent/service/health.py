@@ -16,6 +16,8 @@ from pathlib import Path
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
+from connectors.redaction import redact
+
 from ..config import ConfigError
 from ..core.outcome import Outcome
 from ..engine.cycle import SyncResult
@@ -192,7 +194,7 @@ class HealthServer:
     def answer(self, path: str) -> tuple[int, bytes, str]:
         if path == "/healthz":
             status, body = self._health()
-            return status, json.dumps(body).encode() + b"\n", "application/json"
+            return status, redact(json.dumps(body)).encode() + b"\n", "application/json"
         if path == "/metrics":
             return 200, self._metrics.render(), CONTENT_TYPE_LATEST
         return 404, b"not found: try /healthz or /metrics\n", "text/plain"

@@ -13,6 +13,8 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
+from connectors.redaction import printable, redact
+
 from . import clock
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ class Notifier:
     def send(self, *lines: str) -> None:
         if self._sock is None:
             return
+        # One assignment per line: a newline inside a value (a message quoting a name) would
+        # add an assignment of its own (READY=1, MAINPID=...), so values are made printable.
+        lines = tuple(f"{k}={redact(printable(v))}" for k, _, v in
+                      (line.partition("=") for line in lines))
         try:
             self._sock.sendto("\n".join(lines).encode(), self.address)
         except OSError as exc:  # systemd went away or the socket is full: never fatal

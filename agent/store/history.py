@@ -1,5 +1,8 @@
 """The run history and the failing objects, kept in the snapshot beside what was pushed.
 
+Messages are redacted as they are written (:mod:`connectors.redaction`): an error that
+quoted a secret never reaches the file.
+
 ``status`` reads both; the daemon reads the runs to see whether a manual sync succeeded while
 it held pushing. Mixed into :class:`agent.store.state.State`, whose ``db`` they use.
 """
@@ -13,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlite_utils
+
+from connectors.redaction import redact
 
 
 def now() -> str:
@@ -40,6 +45,36 @@ def migrate_v3(db: sqlite_utils.Database) -> None:
 STALE = "the process stopped before the run ended (killed, or the machine went down)"
 
 
+# A run row edited by hand or half-written by an old version is shown as best it can be,
+# never a traceback: ``status`` is what an operator runs when something is wrong.
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _counts(text) -> dict:
+    try:
+        counts = json.loads(text or "{}")
+    except (ValueError, TypeError):
+        return {}
+    if not isinstance(counts, dict):
+        return {}
+    return {str(k): n for k, n in counts.items() if isinstance(n, int)}
+
+
+def _number(value, kind):
+    try:
+        return kind(value) if value is not None else None
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _record(r) -> RunRecord:
+    return RunRecord(r[0], _text(r[1]), r[2] and _text(r[2]), _text(r[3]),
+                     r[4] and _text(r[4]), _counts(r[5]), _number(r[6], int) or 0,
+                     _text(r[7] or ""), _number(r[8], float), _number(r[9], int))
+
+
 class RunHistory:
     db: sqlite_utils.Database
 
@@ -60,14 +95,14 @@ class RunHistory:
         with self.db.atomic():
             self.db.execute("UPDATE runs SET finished = ?, outcome = ?, counts = ?, failed = ?, "
                             "message = ?, duration = ? WHERE id = ?",
-                            [now(), outcome, json.dumps(counts), failed, message, duration, run_id])
+                            [now(), outcome, json.dumps(counts), failed, redact(message),
+                             duration, run_id])
 
     def runs(self, limit: int = 10) -> list[RunRecord]:
         rows = self.db.execute("SELECT id, started, finished, mode, outcome, counts, failed, "
                                "message, duration, pid FROM runs ORDER BY id DESC LIMIT ?",
                                [limit])
-        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6] or 0,
-                          r[7] or "", r[8], r[9]) for r in rows]
+        return [_record(r) for r in rows]
 
     def last_run(self, mode: str, outcomes: Iterable[str]) -> RunRecord | None:
         """The newest finished run of ``mode`` that ended as one of ``outcomes``."""
@@ -77,10 +112,7 @@ class RunHistory:
                               "message, duration, pid FROM runs WHERE mode = ? AND finished IS "
                               f"NOT NULL AND outcome IN ({marks}) ORDER BY id DESC LIMIT 1",
                               [mode, *outcomes]).fetchone()
-        if row is None:
-            return None
-        return RunRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5] or "{}"),
-                         row[6] or 0, row[7] or "", row[8], row[9])
+        return None if row is None else _record(row)
 
     # Failures are kept per object (its source id) and operation: a rename leaves no stale
     # entry, and one operation's success does not hide another's failure on the same object.
@@ -93,7 +125,7 @@ class RunHistory:
                 "last_seen) VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(kind, source_id, op) DO "
                 "UPDATE SET key = excluded.key, error = excluded.error, count = count + 1, "
                 "last_seen = excluded.last_seen",
-                [kind, source_id, key, op, error, stamp, stamp])
+                [kind, source_id, key, op, redact(error), stamp, stamp])
 
     def clear_failure(self, kind: str, source_id: str, op: str) -> None:
         with self.db.atomic():

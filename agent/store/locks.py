@@ -7,12 +7,19 @@ so a second daemon exits at once while a manual ``sync`` between cycles still wo
 Both are ``flock(2)`` locks on a private file that holds the holder's pid. The kernel drops a
 flock when its process dies, so a crash never leaves a stale lock behind; the pid is only
 there to name the holder in a message.
+
+A lock belongs to the snapshot file, not to how its path is spelled: the path is resolved
+(symlinks, ``..``, a relative path) before the lock file is named, so ``state/agent.db``, an
+absolute spelling and a symlink to it all take the same lock. A snapshot with a second hard
+link is refused: no path operation can tell the two names apart, and SQLite names its WAL
+after the path, so two names of one database would corrupt it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
@@ -38,7 +45,8 @@ class FileLock:
     @classmethod
     def take(cls, path: Path) -> "FileLock":
         """Take the lock now or raise :class:`LockHeld`; OSError if the file cannot be opened."""
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        # O_NOFOLLOW: a symlink planted in place of the lock must not aim our truncate elsewhere
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,12 +96,33 @@ def _read_pid(fd: int) -> int | None:
 # The snapshot's two locks
 
 
+def snapshot_file(db: Path) -> Path:
+    """The snapshot file itself, however ``db`` spells it: symlinks (of the file or of a folder
+    above it), ``..`` and a relative path resolved. A file with a second hard link is refused."""
+    real = Path(os.path.realpath(db))
+    try:
+        info = real.stat()
+    except OSError:
+        return real                      # not created yet (or unreadable: opening will say)
+    if stat.S_ISDIR(info.st_mode):
+        raise StateError(f"{db}: is a folder, not a snapshot file; [state] path must name a "
+                         "file (it is created on the first sync)")
+    links = info.st_nlink
+    if links > 1:
+        raise StateError(f"{db}: the snapshot has {links} hard links; keep one name for it "
+                         "(SQLite names its journal after the path, so two names of one "
+                         "snapshot would corrupt it)")
+    return real
+
+
 def snapshot_lock_path(db: Path) -> Path:
-    return db.with_name(db.name + ".lock")
+    real = snapshot_file(db)
+    return real.with_name(real.name + ".lock")
 
 
 def daemon_lock_path(db: Path) -> Path:
-    return db.with_name(db.name + ".daemon.lock")
+    real = snapshot_file(db)
+    return real.with_name(real.name + ".daemon.lock")
 
 
 def lock_snapshot(db: Path) -> FileLock:
@@ -107,13 +136,18 @@ def lock_snapshot(db: Path) -> FileLock:
         raise StateBusy(f"{db}: another scim-agent{f' (pid {held.pid})' if held.pid else ''} "
                         "is using this snapshot (the daemon, or a sync still running); try "
                         "again when it is done") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot take the snapshot lock: {exc.strerror}") from None
 
 
 def lock_daemon(db: Path) -> FileLock:
     """The daemon lock, for ``scim-agent run``: one daemon per snapshot."""
-    path = daemon_lock_path(db)
     try:
         db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{db.parent}: cannot create the state folder: {exc.strerror}") from None
+    path = daemon_lock_path(db)
+    try:
         return FileLock.take(path)
     except LockHeld as held:
         raise StateError(f"{db}: another scim-agent daemon is already running for this "
@@ -124,4 +158,7 @@ def lock_daemon(db: Path) -> FileLock:
 
 def lock_holder(db: Path) -> int | None:
     """The pid of the agent holding the snapshot lock (0 if unknown), or None when free."""
-    return holder(snapshot_lock_path(Path(db)))
+    try:
+        return holder(snapshot_lock_path(Path(db)))
+    except StateError:
+        return None

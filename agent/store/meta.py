@@ -18,6 +18,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from connectors.redaction import redact
+
 from .errors import StateError
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ class MetaStore:
             return 0
         try:
             return _decode(Meta.SCHEMA_VERSION, raw)
-        except ValueError:
+        except (ValueError, TypeError):
             raise CorruptMeta(f"{self._path}: the snapshot's schema_version is {raw!r}, not a "
                               "number; move the file aside and run sync to rebuild it from "
                               "the target") from None
@@ -148,9 +150,10 @@ class MetaStore:
             return None
         try:
             return _decode(key, raw)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):
             log.warning("%s: meta %s holds %r, which is not a %s; treating it as absent",
-                        self._path, key.value, raw, _TYPE[key].__name__)
+                        self._path, key.value, raw[:80] if isinstance(raw, str) else raw,
+                        _TYPE[key].__name__)
             return None
 
     def _raw(self, key: Meta) -> str | None:
@@ -167,7 +170,7 @@ def _encode(key: Meta, value: MetaValue) -> str:
             raise TypeError(f"meta {key.value}: a naive datetime; give it a time zone")
         return value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
     if kind is str and isinstance(value, str):
-        return value
+        return redact(value) if key is Meta.HELD else value    # a hold quotes an error
     raise TypeError(f"meta {key.value} holds {kind.__name__} values, not {type(value).__name__}")
 
 
@@ -180,5 +183,12 @@ def _decode(key: Meta, raw: str) -> MetaValue:
         moment = dt.datetime.fromisoformat(raw)
         if moment.tzinfo is None:
             raise ValueError("no time zone")
+        # a year this agent cannot have written would overflow local-time arithmetic later
+        if not _EARLIEST <= moment <= _LATEST:
+            raise ValueError("out of range")
         return moment
     return raw
+
+
+_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)

@@ -13,6 +13,7 @@ are private (0600/0700). The schema carries a version; :data:`MIGRATIONS` upgrad
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot
 from .meta import Meta, MetaStore, utc_now
 from .quarantine import Quarantine, migrate_v5
+from .sqlite import REBUILD, connect
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
@@ -81,6 +83,9 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         """Open (creating if needed) the snapshot. ``lock`` takes an exclusive lock so that
         two agents can never write the same snapshot; it fails at once if another holds it."""
         path = Path(path)
+        if path.is_dir():
+            raise StateError(f"{path}: is a folder, not a snapshot file; [state] path must "
+                             "name a file (it is created on the first sync)")
         if not path.exists() and not create:
             raise StateError(f"{path}: no snapshot yet (run sync first)")
         try:
@@ -92,7 +97,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if not path.exists():
                 fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
                 os.close(fd)
-            conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
+            conn = connect(path)
             db = sqlite_utils.Database(conn)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -152,11 +157,12 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         members: dict[str, set[str]] = {}
         for group_id, user_id in self.db.execute("SELECT group_id, user_id FROM memberships"):
             members.setdefault(group_id, set()).add(user_id)
-        users = {
-            row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]), json.loads(row[4]), row[5])
-            for row in self.db.execute(
-                "SELECT source_id, scim_id, user_name, active, attributes, digest FROM users")
-        }
+        with self._rows("users"):
+            users = {
+                row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]), _object(row[4]), row[5])
+                for row in self.db.execute(
+                    "SELECT source_id, scim_id, user_name, active, attributes, digest FROM users")
+            }
         groups = {
             row[0]: PushedGroup(row[0], row[1], row[2], row[3], frozenset(members.get(row[0], ())))
             for row in self.db.execute(
@@ -281,14 +287,16 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         cursor = self.meta.source_cursor()
         if cursor is None:
             return None
-        users = {
-            row[0]: UserRecord(row[0], json.loads(row[1]), bool(row[2]))
-            for row in self.db.execute("SELECT id, attributes, active FROM source_users")
-        }
-        groups = {
-            row[0]: GroupRecord(row[0], json.loads(row[1]), frozenset(json.loads(row[2])))
-            for row in self.db.execute("SELECT id, attributes, members FROM source_groups")
-        }
+        with self._rows("source_users"):
+            users = {
+                row[0]: UserRecord(row[0], _object(row[1]), bool(row[2]))
+                for row in self.db.execute("SELECT id, attributes, active FROM source_users")
+            }
+        with self._rows("source_groups"):
+            groups = {
+                row[0]: GroupRecord(row[0], _object(row[1]), frozenset(json.loads(row[2])))
+                for row in self.db.execute("SELECT id, attributes, members FROM source_groups")
+            }
         return Directory(users, groups, cursor)
 
     def save_source_view(self, view: Directory, source_config: str, full_read: bool,
@@ -338,6 +346,24 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             self.db.execute("DELETE FROM source_groups")
             for key in (Meta.SOURCE_CURSOR, Meta.LAST_FULL_READ):
                 self.meta.set(key, None)
+
+
+    @contextlib.contextmanager
+    def _rows(self, table: str):
+        """A row that does not read (a file edited by hand, a disk that lied) is a damaged
+        snapshot, said as such, never a traceback."""
+        try:
+            yield
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StateError(f"{self.path}: the snapshot is damaged (a row of {table} does not "
+                             f"read: {type(exc).__name__}); {REBUILD}") from None
+
+
+def _object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError("not an object")
+    return value
 
 
 def _release(lock: FileLock | None) -> None:

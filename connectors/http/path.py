@@ -10,7 +10,11 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
         ├── vendor.before_send()           e.g. Okta's per-endpoint budget
         ├── limiter.acquire()              the shared token bucket (a ceiling)
         ├── auth.headers()                 a fixed header, or a token fetched when due
-        ├── httpx send                     a transport error: vendor.transport_error(Failure)
+        ├── httpx send, read the answer    within policy.timeout in all (bounds.deadline),
+        │                                  at most policy.max_body bytes (else vendor.broken());
+        │                                  a transport error: vendor.transport_error(Failure)
+        ├── scrub the answer               no secret, and not the credentials this request
+        │                                  carried, survives in its body or headers
         ├── vendor.after_answer()          e.g. Okta's budget headers, the server's Date
         ├── 401 and auth.renew()?          one more try with a fresh credential
         └── judge(response)                2xx: the answer
@@ -36,6 +40,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from ..base import ConnectorError, Interrupted, TransientError
+from .bounds import TooLarge, credentials_of, deadline, read_capped, scrubbed
 from .transport import Failure, HttpPolicy, build_client, failure_of
 from .waits import RateLimiter, retrying, server_wait_hint
 
@@ -200,17 +205,28 @@ class HttpClient:
         self.vendor.before_send(request)
         self.limiter.acquire()
         headers = dict(request.headers or {})
+        credentials: dict[str, str] = {}
         if request.authenticate and self.auth is not None:
-            headers.update(self.auth.headers(request))
+            credentials = dict(self.auth.headers(request))
+            headers.update(credentials)
         self.requests_sent += 1
         if request.method != "GET":
             self.write_requests += 1
+        outgoing = self.client.build_request(request.method, request.url, params=request.params,
+                                             json=request.json, data=request.data,
+                                             headers=headers)
         try:
-            response = self.client.request(request.method, request.url, params=request.params,
-                                           json=request.json, data=request.data,
-                                           headers=headers)
+            with deadline(self.policy.timeout):
+                streamed = self.client.send(outgoing, stream=True)
+                try:
+                    response = read_capped(streamed, self.policy.max_body)
+                finally:
+                    streamed.close()
         except httpx.TransportError as exc:
             raise self.vendor.transport_error(request, failure_of(exc), exc) from None
+        except TooLarge as exc:
+            raise self.vendor.broken(request, f"{exc}; refusing to read it") from None
+        response = scrubbed(response, credentials_of(credentials, request.data))
         self.vendor.after_answer(request, response)
         return response
 

@@ -5,7 +5,8 @@ One ``httpx.Client`` per remote, built by :func:`build_client`: TLS always verif
 ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE`` variables are deliberately not consulted so that a
 config means the same thing on every machine), no proxy or ``.netrc`` from the environment,
 redirects never followed. Every request sent and every answer received counts as progress for
-the daemon's watchdog (:func:`connectors.base.activity`).
+the daemon's watchdog (:func:`connectors.base.activity`). Its sockets honour the deadline of
+the request in progress (:mod:`.bounds`): ``timeout`` bounds the whole exchange, not each read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import certifi
 import httpx
 
-from ..base import activity
+from ..base import SettingError, activity
+from . import bounds
 
 # httpx logs every request URL at INFO (query strings hold e-mail addresses; a URL may hold
 # credentials); httpcore logs headers at DEBUG. Neither belongs in an operator's log.
@@ -29,19 +31,29 @@ for _name in ("httpx", "httpcore"):
 
 @dataclass(frozen=True)
 class HttpPolicy:
-    timeout: float = 30.0          # seconds per request (read/write); connect is capped at 10
+    timeout: float = 30.0          # seconds per request, all of it: connecting (at most 10),
+                                   # sending, and receiving the whole answer
     rate_limit: float = 10.0       # requests per second, ceiling
     concurrency: int = 4           # requests in flight
     max_attempts: int = 6          # per request, first try included
     max_wait: float = 300.0        # longest single wait we accept from a server hint
     backoff_base: float = 0.5      # first exponential backoff step, seconds
     backoff_cap: float = 30.0      # longest exponential backoff step, seconds
+    max_body: int = 100 << 20      # bytes: a larger answer (decoded) is refused, not read
     ca_file: Path | None = None
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A verifying TLS context: hostname checked, certificate required. Never anything else."""
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else certifi.where())
+    """A verifying TLS context: hostname checked, certificate required. Never anything else.
+    A ``ca_file`` that cannot be used (missing, a folder, not PEM certificates) is a
+    SettingError naming it, never a fallback to another store."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else certifi.where())
+    except OSError as exc:                 # ssl.SSLError is one too
+        reason = ("no PEM certificate in it" if isinstance(exc, ssl.SSLError)
+                  else exc.strerror or str(exc))
+        raise SettingError("ca_file", f"{ca_file}: cannot be used as a CA bundle ({reason})") \
+            from None
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.keylog_filename = None      # SSLKEYLOGFILE must not write session keys to a file
@@ -57,15 +69,16 @@ def build_client(base_url: str, policy: HttpPolicy, headers: dict[str, str] | No
     timeout = httpx.Timeout(policy.timeout, connect=min(policy.timeout, 10.0))
     limits = httpx.Limits(max_connections=max(policy.concurrency, 1),
                           max_keepalive_connections=max(policy.concurrency, 1))
+    context = tls_context(policy.ca_file)
     return httpx.Client(
         base_url=base_url,
         headers={"User-Agent": "scim-agent/0.1", **(headers or {})},
         timeout=timeout,
         limits=limits,
-        verify=tls_context(policy.ca_file),
+        verify=context,
         trust_env=False,
         follow_redirects=False,
-        transport=transport,
+        transport=transport or bounds.transport(context, limits),
         # a request going out and an answer coming in both prove the process is not hung
         event_hooks={"request": [_beat], "response": [_beat]},
     )

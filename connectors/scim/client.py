@@ -19,6 +19,7 @@ from ..base import (ConflictError, FatalTargetError, NotFoundError, RejectedErro
                     TransientError, UnsupportedError, is_loopback)
 from ..http import (Failure, HeaderAuth, HttpClient, HttpPolicy, RateLimiter, Request, Vendor,
                     os_reason)
+from . import answers
 
 SCIM_JSON = "application/scim+json"
 PAGE_SIZE = 100
@@ -156,28 +157,39 @@ class ScimClient:
                                       idempotent=idempotent))
 
     def pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
-        """Every resource of a list, paged by 1-based startIndex, advancing by what came back."""
-        seen = 0
-        last_ids: list | None = None
+        """Every resource of a list, paged by 1-based startIndex, advancing by what came back.
+
+        The listing must make sense, or it stops (FatalTargetError) rather than loop or be
+        trusted: each page is a ListResponse (:mod:`.answers`); a page that brings nothing new
+        (the same page again, a server ignoring startIndex) or more objects than
+        ``totalResults`` announced stops it; an object seen on an earlier page (a shift while
+        paging) is yielded once; the shared path caps the pages (``MAX_PAGES``).
+        """
+        seen: set[str] = set()
 
         def read(request: Request, response: httpx.Response):
-            nonlocal seen, last_ids
-            page = response.json()
-            resources = page.get("Resources") or []
-            ids = [r.get("id") if isinstance(r, dict) else r for r in resources]
-            if resources and ids == last_ids:
+            try:
+                resources, total = answers.page_of(request.where,
+                                                   answers.json_of(request.where, response))
+            except answers.Malformed as exc:
+                raise FatalTargetError(str(exc)) from None
+            fresh = [r for r in resources if answers.id_of(request.where, r) not in seen]
+            if resources and not fresh:
                 # a server that ignores startIndex answers the same page for ever
-                raise self.http.vendor.broken(request, "the same page came back for a later "
-                                                       "startIndex; stopping rather than looping")
-            last_ids = ids
-            seen += len(resources)
-            total = page.get("totalResults")
-            if not resources or (total is not None and seen >= int(total)):
-                return resources, None
+                raise self.http.vendor.broken(request, "the page brought nothing new (the same "
+                                                       "page came back for a later startIndex?); "
+                                                       "stopping rather than looping")
+            seen.update(answers.id_of(request.where, r) for r in fresh)
+            if total is not None and len(seen) > total:
+                raise self.http.vendor.broken(request, f"the listing holds more than the {total} "
+                                                       "objects it announced (totalResults); "
+                                                       "stopping rather than trusting it")
+            if not resources or (total is not None and len(seen) >= total):
+                return fresh, None
             if total is None and len(resources) < PAGE_SIZE:
-                return resources, None          # no total given: a short page is the last one
+                return fresh, None              # no total given: a short page is the last one
             start = int(request.params["startIndex"]) + len(resources)
-            return resources, Request("GET", path, params={**request.params, "startIndex": start})
+            return fresh, Request("GET", path, params={**request.params, "startIndex": start})
 
         first = Request("GET", path, params={**(params or {}), "startIndex": 1,
                                              "count": PAGE_SIZE})
@@ -218,4 +230,5 @@ def _error_body(response: httpx.Response) -> tuple[str, str | None]:
     if not isinstance(body, dict):
         return "", None
     detail = body.get("detail") or body.get("message") or ""
-    return str(detail)[:300], body.get("scimType")
+    scim_type = body.get("scimType")
+    return str(detail)[:300], scim_type[:60] if isinstance(scim_type, str) else None

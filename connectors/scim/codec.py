@@ -50,31 +50,52 @@ def user_resource(attributes: Mapping[str, str], active: bool, external_id: str)
 
 
 def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
-    """Flat attributes and ``active`` of a user the target returned (for adoption)."""
+    """Flat attributes and ``active`` of a user the target returned (for adoption). A value
+    of the wrong type (an object where text was due) reads as absent: these attributes are
+    only compared, and the next update puts them right."""
     flat: dict[str, str] = {}
     for key in TOP_LEVEL:
-        if resource.get(key) not in (None, ""):
-            flat[key] = str(resource[key])
-    for part, value in (resource.get("name") or {}).items():
-        if part in NAME_PARTS and value not in (None, ""):
-            flat[f"name.{part}"] = str(value)
+        if _scalar(resource.get(key)) is not None:
+            flat[key] = _scalar(resource[key])
+    name = resource.get("name")
+    for part, value in (name.items() if isinstance(name, dict) else ()):
+        if part in NAME_PARTS and _scalar(value) is not None:
+            flat[f"name.{part}"] = _scalar(value)
     for attr, flat_key in (("emails", "email"), ("phoneNumbers", "phoneNumber")):
-        values = [v for v in resource.get(attr) or [] if isinstance(v, dict) and v.get("value")]
+        listed = resource.get(attr)
+        values = [v for v in (listed if isinstance(listed, list) else [])
+                  if isinstance(v, dict) and _scalar(v.get("value")) is not None]
         if values:
-            best = next((v for v in values if v.get("primary")), None) \
+            best = next((v for v in values if v.get("primary") is True), None) \
                 or next((v for v in values if v.get("type") == "work"), values[0])
-            flat[flat_key] = str(best["value"])
-    enterprise = resource.get(ENTERPRISE_USER) or {}
+            flat[flat_key] = _scalar(best["value"])
+    enterprise = resource.get(ENTERPRISE_USER)
+    enterprise = enterprise if isinstance(enterprise, dict) else {}
     for key in ENTERPRISE_ATTRIBUTES:
-        if enterprise.get(key) not in (None, ""):
-            flat[key] = str(enterprise[key])
+        if _scalar(enterprise.get(key)) is not None:
+            flat[key] = _scalar(enterprise[key])
     manager = enterprise.get("manager")
-    if isinstance(manager, dict) and manager.get("value"):
-        flat["manager"] = str(manager["value"])
+    if isinstance(manager, dict) and _scalar(manager.get("value")) is not None:
+        flat["manager"] = _scalar(manager["value"])
     active = resource.get("active", True)
     if isinstance(active, str):       # some servers (old Entra-facing ones) speak "False"
         active = active.strip().lower() != "false"
     return flat, bool(active)
+
+
+def _scalar(value: Any) -> str | None:
+    """A single value as text; None for nothing, or for a value that is not a single one."""
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")       # a lone surrogate is not text: nothing could print it
+        except UnicodeEncodeError:
+            return None
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None
 
 
 def flat_path(key: str) -> str:

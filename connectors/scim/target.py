@@ -20,6 +20,7 @@ links an existing group of that name rather than creating a second one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,31 +28,33 @@ from typing import Any
 
 import httpx
 
-from ..base import (ConflictError, Created, NotFoundError, RejectedError, Secret, TargetGroup,
-                    TargetUser, TransientError)
+from ..base import (ConflictError, Created, FatalTargetError, NotFoundError, RejectedError,
+                    Secret, TargetGroup, TargetUser, TransientError)
 from ..http import HttpPolicy
+from . import answers
+from .answers import Malformed
 from .client import ScimClient
-from .codec import PATCH_OP, chunks, flat_user
+from .codec import PATCH_OP, chunks
 from .dialects import Dialect, dialect_named
 
 log = logging.getLogger(__name__)
 
 
-def _user(resource: Mapping[str, Any]) -> TargetUser:
-    attributes, active = flat_user(resource)
-    external = resource.get("externalId")
-    return TargetUser(id=str(resource.get("id", "")), user_name=str(resource.get("userName", "")),
-                      active=active, attributes=attributes,
-                      external_id=str(external) if external not in (None, "") else None)
+def _user(resource: Mapping[str, Any], where: str = "the target") -> TargetUser:
+    return answers.user_of(where, resource)
 
 
-def _group(resource: Mapping[str, Any]) -> TargetGroup:
-    members = frozenset(str(m["value"]) for m in resource.get("members") or []
-                        if isinstance(m, dict) and m.get("value") not in (None, ""))
-    external = resource.get("externalId")
-    return TargetGroup(id=str(resource.get("id", "")),
-                       display_name=str(resource.get("displayName", "")), members=members,
-                       external_id=str(external) if external not in (None, "") else None)
+def _group(resource: Mapping[str, Any], where: str = "the target") -> TargetGroup:
+    return answers.group_of(where, resource)
+
+
+@contextlib.contextmanager
+def _reading():
+    """A listing or a lookup of the wrong shape stops the run: nothing can be planned from it."""
+    try:
+        yield
+    except Malformed as exc:
+        raise FatalTargetError(str(exc)) from None
 
 
 class ScimTarget:
@@ -96,43 +99,49 @@ class ScimTarget:
         params: dict[str, Any] = {"count": 1, "startIndex": 1}
         if path == "Groups":
             params["excludedAttributes"] = "members"
-        return int(self.wire.call("GET", path, params=params).json().get("totalResults", 0))
+        response = self.wire.call("GET", path, params=params)
+        with _reading():
+            _, total = answers.page_of(f"GET {path}", answers.json_of(f"GET {path}", response))
+        return total or 0
 
     # -- reading --------------------------------------------------------------------------
 
     def users(self) -> Iterator[TargetUser]:
-        for resource in self.wire.pages("Users"):
-            if isinstance(resource, dict):
-                yield _user(resource)
+        with _reading():
+            for resource in self.wire.pages("Users"):
+                yield _user(resource, "GET Users")
 
     def groups(self) -> Iterator[TargetGroup]:
-        for resource in self.wire.pages("Groups"):
-            if isinstance(resource, dict):
-                yield _group(resource)
+        with _reading():
+            for resource in self.wire.pages("Groups"):
+                yield _group(resource, "GET Groups")
 
-    def _find(self, path: str, attribute: str, value: str,
-              params: Mapping[str, Any]) -> dict | None:
-        page = self.wire.call("GET", path, params=params).json()
-        for resource in page.get("Resources") or []:
-            if isinstance(resource, dict) and \
-                    str(resource.get(attribute, "")).casefold() == value.casefold():
-                return resource
+    def _find(self, path: str, attribute: str, value: str, params: Mapping[str, Any],
+              decode):
+        where = f"GET {path}"
+        response = self.wire.call("GET", path, params=params)
+        with _reading():
+            resources, _ = answers.page_of(where, answers.json_of(where, response))
+            for resource in resources:
+                if str(resource.get(attribute, "")).casefold() == value.casefold():
+                    return decode(resource, where)
         return None
 
     def find_user(self, user_name: str) -> TargetUser | None:
-        found = self._find("Users", "userName", user_name, self.dialect.user_lookup(user_name))
-        return _user(found) if found is not None else None
+        return self._find("Users", "userName", user_name, self.dialect.user_lookup(user_name),
+                          _user)
 
     def find_group(self, display_name: str) -> TargetGroup | None:
         found = self._find("Groups", "displayName", display_name,
-                           self.dialect.group_lookup(display_name))
-        if found is None:
-            return None
-        if self.dialect.group_lookup_omits_members:
-            # The lookup left the members out (as Entra asks); what the group holds matters to
-            # the one who links it, so read it whole. Only when found: rare, on onboarding.
-            found = self.wire.call("GET", f"Groups/{found['id']}").json()
-        return _group(found)
+                           self.dialect.group_lookup(display_name), _group)
+        if found is None or not self.dialect.group_lookup_omits_members:
+            return found
+        # The lookup left the members out (as Entra asks); what the group holds matters to
+        # the one who links it, so read it whole. Only when found: rare, on onboarding.
+        where = f"GET Groups/{found.id}"
+        response = self.wire.call("GET", f"Groups/{found.id}")
+        with _reading():
+            return _group(answers.json_of(where, response), where)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -157,11 +166,16 @@ class ScimTarget:
                 return Created(found, existed=True)
             raise TransientError(f"{exc}; the create may still land, so it is not resent "
                                  "until the next cycle", exc.status, sent=True) from None
-        resource = response.json() if response.content else {}
-        if not isinstance(resource, dict) or not resource.get("id"):
-            raise RejectedError(f"{what}: the target answered {response.status_code} but "
-                                "returned no id", response.status_code)
-        return Created(decode(resource), existed=False)
+        where = f"POST {path}"
+        try:
+            resource = answers.json_of(where, response) if response.content else {}
+            if not isinstance(resource, dict) or not resource.get("id"):
+                raise Malformed(f"{what}: the target answered {response.status_code} but "
+                                "returned no id")
+            return Created(decode(resource, where), existed=False)
+        except Malformed as exc:
+            # The create may well have landed: the next cycle's POST meets a 409 and adopts it.
+            raise RejectedError(str(exc), response.status_code) from None
 
     def create_user(self, attributes: Mapping[str, str], active: bool,
                     external_id: str) -> Created:
@@ -179,7 +193,12 @@ class ScimTarget:
         if active is not None:
             self._patch(f"Users/{user_id}", [self.dialect.active_op(active)])
         if changed:
-            current = self.wire.call("GET", f"Users/{user_id}").json()
+            where = f"GET Users/{user_id}"
+            try:
+                current = answers.object_of(where, answers.json_of(
+                    where, self.wire.call("GET", f"Users/{user_id}")))
+            except Malformed as exc:    # nothing to PUT back: this update fails, not the run
+                raise RejectedError(str(exc), 200) from None
             self.wire.call("PUT", f"Users/{user_id}",
                            json=self.dialect.put_body(current, changed))
 

@@ -1,0 +1,94 @@
+"""The snapshot's SQLite connection: what goes wrong underneath is a StateError with a sentence.
+
+A full disk, a read-only or immutable file, an I/O error, a damaged file or another process
+holding a write lock are not bugs: they are the machine telling the operator something.
+:func:`connect` opens a connection whose statements raise :class:`StoreFailure` (a
+:class:`StateError`) for them, naming the file and what to do, wherever in the store the
+statement was made; :func:`describe` does the same for an error met elsewhere (a cursor
+read). Anything else (a programming error) stays a ``sqlite3`` error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .errors import OWNERSHIP_HINT, StateError
+
+# primary result codes (https://www.sqlite.org/rescode.html)
+_PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = (
+    3, 5, 6, 8, 10, 11, 13, 14, 26)
+
+REBUILD = "move it aside and run sync to rebuild it from the target"
+SAFE = ("what was recorded before is safe, and an operation whose answer could not be "
+        "recorded is looked up on the next run, not sent twice")
+
+
+class StoreFailure(StateError):
+    """The snapshot file could not be read or written; the message says why and what to do."""
+
+
+def describe(path: Path, exc: sqlite3.Error) -> StoreFailure | None:
+    """The StateError an environmental SQLite failure means, or None for any other error."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc)
+    if code == _FULL or "disk is full" in text:
+        return StoreFailure(f"{path}: the snapshot cannot be written: the disk is full; free "
+                            f"some space and run again ({SAFE})")
+    if code == _READONLY or "readonly" in text:
+        return StoreFailure(f"{path}: the snapshot cannot be written: the file or its folder "
+                            "is read-only (permissions, a read-only mount, or the immutable "
+                            "attribute: lsattr); make both writable by the user the agent runs "
+                            "as")
+    if code == _IOERR or "disk I/O error" in text:
+        return StoreFailure(f"{path}: the snapshot cannot be written: a disk I/O error "
+                            f"({text}); check the disk and run again ({SAFE})")
+    if code in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
+        return StoreFailure(f"{path}: not a usable snapshot database ({text}); {REBUILD}")
+    if code in (_BUSY, _LOCKED) or "database is locked" in text:
+        return StoreFailure(f"{path}: the snapshot is locked by another process (a copy or a "
+                            "backup tool?); try again when it is done")
+    if code in (_CANTOPEN, _PERM) or "unable to open" in text:
+        return StoreFailure(f"{path}: the snapshot cannot be opened ({text}): {OWNERSHIP_HINT}")
+    return None
+
+
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection, with environmental failures raised as :class:`StoreFailure`."""
+
+    def __init__(self, database, *args, **kwargs):
+        super().__init__(database, *args, **kwargs)
+        self.snapshot_path = Path(database)
+
+    def _failed(self, exc: sqlite3.Error) -> BaseException:
+        return describe(self.snapshot_path, exc) or exc
+
+    def execute(self, *args, **kwargs):
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    def executemany(self, *args, **kwargs):
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    def executescript(self, *args, **kwargs):
+        try:
+            return super().executescript(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    def commit(self):
+        try:
+            return super().commit()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the snapshot at ``path`` for the store (any thread may use it; the
+    store serialises its writes)."""
+    return sqlite3.connect(path, timeout=10, check_same_thread=False, factory=_Connection)
