@@ -10,7 +10,7 @@ import json
 from agent.cli.main import main
 from agent.core.outcome import Outcome
 from agent.core.quarantine import BACKOFF, Deferral, backoff, waiting
-from tests.conftest import group, user
+from tests.conftest import user
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import email.utils
-import json
 
 import httpx
 import pytest
@@ -117,7 +116,7 @@ def test_the_fake_okta_serves_the_recorded_user_and_group_shapes(fake_okta):
               for t in ("OKTA_GROUP", "APP_GROUP", "BUILT_IN")}
     with httpx.Client(base_url=fake_okta.url, trust_env=False,
                       headers={"Authorization": f"SSWS {fake_okta.api_token}"}) as client:
-        served_user = client.get(f"/api/v1/users").json()[0]
+        served_user = client.get("/api/v1/users").json()[0]
         served_groups = {g["type"]: g for g in client.get("/api/v1/groups").json()}
     recorded = shape(O.USER_WITH_NULLS)
     served = shape(served_user)
