@@ -38,7 +38,7 @@ def make_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
                         max_attempts=t.max_attempts, max_wait=t.max_wait.total_seconds(),
                         max_body=t.max_response_mb << 20, ca_file=t.ca_file)
-    return ScimTarget(t.url, t.token, policy, clock=clock, sleep=sleep)
+    return ScimTarget(t.url, t.token, policy, dialect=t.dialect, clock=clock, sleep=sleep)
 
 
 def build_agent(config: Config, *,

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
-from connectors.base import USER_ATTRIBUTES, Secret, SettingError, is_loopback
+from connectors.base import TARGET_DIALECTS, USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
 from . import sandbox
 from .core.expressions import Expression, ExpressionError
@@ -128,6 +128,9 @@ class TargetConfig:
     admin_group_name: str = _help("target name of the administrators group "
                                   "(\"_fme_admins\" on Harness FME)",
                                   default="Split_Administrators")
+    dialect: str = _help("request shapes to send: \"entra\" (as Microsoft Entra's provisioning "
+                         "service does), \"okta\" (as Okta's SCIM client does) or \"rfc\"",
+                         default=TARGET_DIALECTS[0])
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,11 @@ def _build_source(table: Any, ctx: _Context) -> SourceConfig:
             validate()
         except SettingError as exc:
             raise ctx.error(f"[source] {exc.key}" if exc.key else "[source]", exc.message)
+    # a source setting may choose among the source's own mappings (Okta's username); what
+    # [source.attributes] says explicitly still wins
+    chosen = getattr(settings, "mapping_overrides", None)
+    if chosen is not None:
+        mapped = {**{k: Expression.parse(tuple(v)) for k, v in chosen().items()}, **mapped}
     return SourceConfig(type=type_name, settings=settings, attributes=mapped,
                         group_attributes=group_mapped, scope=scope)
 
@@ -489,6 +497,9 @@ def _check_values(config: Config, ctx: _Context) -> None:
         raise ctx.error("[target] timeout", "must be positive")
     if not 1 <= t.max_attempts <= 20:
         raise ctx.error("[target] max_attempts", "must be between 1 and 20")
+    if t.dialect not in TARGET_DIALECTS:
+        raise ctx.error("[target] dialect", f"{t.dialect!r} is not one of "
+                                            f"{', '.join(TARGET_DIALECTS)}")
     if t.max_wait > dt.timedelta(hours=1):
         raise ctx.error("[target] max_wait", "must be at most 1h (a longer wait is a stalled "
                                              "cycle; the next cycle tries again)")

@@ -25,6 +25,7 @@ Errors are modelled by what the caller must do::
         ├── ConflictError          409 uniqueness: look the object up and adopt it
         ├── NotFoundError          404: the object vanished on the target; recreate or forget
         ├── RejectedError          400 and friends: skip this object, report it, go on
+        │   └── UnsupportedError   501: the target does not implement this request at all
         └── FatalTargetError       401/403 or a broken endpoint: stop the whole run now
 """
 
@@ -200,6 +201,11 @@ ENTERPRISE_USER_ATTRIBUTES = (
 )
 USER_ATTRIBUTES = frozenset(CORE_USER_ATTRIBUTES + ENTERPRISE_USER_ATTRIBUTES)
 
+# The request dialects a target can speak (``[target] dialect``): the shapes Microsoft Entra's
+# or Okta's SCIM client sends, or RFC 7644 read literally. What each sends is the target
+# implementation's business (connectors/scim/dialects.py); the first is the default.
+TARGET_DIALECTS = ("entra", "okta", "rfc")
+
 
 @dataclass(frozen=True, slots=True)
 class TargetUser:
@@ -310,7 +316,9 @@ class Source(Protocol):
         ``[source]`` table against its fields and types (``Secret`` fields accept the secret
         forms of the config contract). If it has a ``validate()`` method, the loader calls it
         at once; it raises :class:`SettingError` naming the key, and the loader adds the file.
-        Checks that need a secret's value skip secrets that are not ``resolved``.
+        Checks that need a secret's value skip secrets that are not ``resolved``. If it has a
+        ``mapping_overrides()`` method, its entries replace ``default_mapping``'s (a setting
+        that picks one of the source's own mappings); ``[source.attributes]`` still wins.
     ``supports_changes``
         True when :meth:`read_changes` is a real change feed; such a source's ``Settings``
         has ``full_read_every`` (a timedelta), how often a complete read replaces change reads.
@@ -417,6 +425,12 @@ class NotFoundError(TargetError):
 
 class RejectedError(TargetError):
     """The target refused this object (400 and similar); skip it, report it."""
+
+
+class UnsupportedError(RejectedError):
+    """501 Not Implemented (RFC 7644 §3.12): the target does not support this kind of request.
+    Permanent: never retried; it says what was refused so the operator can tell the target's
+    limit from a bad record."""
 
 
 class FatalTargetError(TargetError):

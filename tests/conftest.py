@@ -68,10 +68,11 @@ def group(gid: str, name: str, members=()) -> dict:
 class Workspace:
     """A temporary folder with a directory file and a config pointing at a target."""
 
-    def __init__(self, root: Path, url: str, token: str = TOKEN):
+    def __init__(self, root: Path, url: str, token: str = TOKEN, dialect: str | None = None):
         self.root = root
         self.url = url
         self.token = token
+        self.dialect = dialect        # None: the default ([target] dialect left out)
         self.source = root / "directory.json"
         self.config = root / "config.toml"
         self.state = root / "state" / "agent.db"
@@ -97,7 +98,8 @@ class Workspace:
             concurrency = 4
             timeout = 5
             max_attempts = 4
-            """) + textwrap.dedent(target_extra) + "\n" + textwrap.dedent(extra))
+            """) + (f'dialect = "{self.dialect}"\n' if self.dialect else "")
+            + textwrap.dedent(target_extra) + "\n" + textwrap.dedent(extra))
 
     def agent(self, **kwargs):
         from agent.app import build_agent
@@ -112,4 +114,6 @@ def split_ws(tmp_path, fake_split):
 
 @pytest.fixture
 def scim2_ws(tmp_path, scim2):
-    return Workspace(tmp_path, scim2.base_url)
+    # scim2-server refuses Entra's group schema and value-list member removal (RFC 7644 read
+    # literally), so the end-to-end runs there speak Okta's dialect
+    return Workspace(tmp_path, scim2.base_url, dialect="okta")

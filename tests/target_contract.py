@@ -29,14 +29,17 @@ def person(i: int) -> dict[str, str]:
 
 
 class TargetContract:
-    """Subclass with a ``server`` fixture (``base_url``, ``token``)."""
+    """Subclass with a ``server`` fixture (``base_url``, ``token``) and the ``dialect`` the
+    server is run with (every dialect the server accepts gets its own subclass)."""
+
+    dialect = "entra"
 
     @pytest.fixture
     def target(self, server):
         fake_time = FakeTime()      # retries and pacing wait on a fake clock
         target = ScimTarget(server.base_url, Secret(server.token),
                             HttpPolicy(rate_limit=1000, max_attempts=3, timeout=10),
-                            clock=fake_time.clock, sleep=fake_time.sleep)
+                            dialect=self.dialect, clock=fake_time.clock, sleep=fake_time.sleep)
         yield target
         target.close()
 

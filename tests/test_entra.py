@@ -160,7 +160,8 @@ def test_full_read_selects_mapped_attributes_and_pages(fake, make_source):
     assert users_calls[0]["$top"] == "999"
     selected = set(users_calls[0]["$select"].split(","))
     assert {"id", "accountEnabled", "mail", "userPrincipalName", "givenName", "surname",
-            "displayName", "jobTitle", "department", "employeeId"} == selected
+            "displayName", "jobTitle", "department", "employeeId",
+            "userType", "otherMails", "externalUserState"} == selected   # always, for guests
     assert len(users_calls) == 3                      # 6 users, pages of 2, via nextLink
     assert all("$skiptoken" in q for q in users_calls[1:])
     assert directory.cursor is not None
@@ -674,3 +675,70 @@ def test_settings_fields_have_help():
 def test_a_credential_repr_never_shows_the_secret():
     from connectors.entra import Credential
     assert "s3cr3t-value" not in repr(Credential("s3cr3t-value", "client secret"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Guests (userType, otherMails, externalUserState: Graph v1.0 user resource)
+
+GUEST_UPN = "ann_partner.example#EXT#@contoso.onmicrosoft.com"
+
+
+def seed_guests(fake: FakeEntra) -> None:
+    fake.add_user(oid("member"), mail=None, userPrincipalName="max@contoso.example",
+                  givenName="Max", surname="M", userType="Member")
+    fake.add_user(oid("redeemed"), mail="ann@partner.example", userPrincipalName=GUEST_UPN,
+                  otherMails=["ann@partner.example"], userType="Guest",
+                  externalUserState="Accepted")
+    fake.add_user(oid("invited"), mail=None,
+                  userPrincipalName="bo_partner.example#EXT#@contoso.onmicrosoft.com",
+                  otherMails=["bo@partner.example"], userType="Guest",
+                  externalUserState="PendingAcceptance")
+    fake.add_user(oid("nowhere"), mail=None,
+                  userPrincipalName="cy_partner.example#EXT#@contoso.onmicrosoft.com",
+                  otherMails=[], userType="Guest", externalUserState="PendingAcceptance")
+
+
+def test_guests_are_pushed_with_a_deliverable_address_never_their_ext_upn(fake, make_source):
+    seed_guests(fake)
+    source = make_source()
+    directory = source.read()
+    desired = map_directory(directory, MappingRules.for_source(EntraSource))
+    names = {u.source_id: u.user_name for u in desired.users.values()}
+    assert names == {oid("member"): "max@contoso.example",          # a member keeps its UPN
+                     oid("redeemed"): "ann@partner.example",
+                     oid("invited"): "bo@partner.example"}          # the invited address
+    assert all("#EXT#" not in (u.attributes.get("email") or "") for u in desired.users.values())
+    # no address at all: reported, not pushed under a mailbox nobody reads
+    assert [p.source_id for p in desired.problems] == [oid("nowhere")]
+    guest = directory.users[oid("invited")].attributes
+    assert guest["userType"] == "Guest" and guest["externalUserState"] == "PendingAcceptance"
+    assert "userPrincipalName" not in guest
+
+
+def test_a_guest_who_later_gets_mail_keeps_the_same_user_name(fake, make_source):
+    seed_guests(fake)
+    source = make_source()
+    first = source.read()
+    fake.update_user(oid("invited"), mail="bo@partner.example", externalUserState="Accepted")
+    changes = source.read_changes(first.cursor, first)
+    view = changes.apply_to(first)
+    desired = map_directory(view, MappingRules.for_source(EntraSource))
+    assert {u.user_name for u in desired.users.values() if u.source_id == oid("invited")} == \
+        {"bo@partner.example"}
+    assert "userPrincipalName" not in view.users[oid("invited")].attributes
+
+
+def test_guests_skip_leaves_them_out_and_a_member_turned_guest_leaves_the_scope(fake,
+                                                                                 make_source):
+    seed_guests(fake)
+    source = make_source(guests="skip")
+    first = source.read()
+    assert set(first.users) == {oid("member")}
+    fake.update_user(oid("member"), userType="Guest")
+    changes = source.read_changes(first.cursor, first)
+    assert changes.removed_users == {oid("member")} and not changes.users
+
+
+def test_guests_setting_is_checked_at_load(tmp_path):
+    path = write_config(tmp_path, guests="invite")
+    assert "[source] guests: 'invite' is not one of push, skip" in load_error(path)

@@ -202,9 +202,14 @@ def test_group_membership_patches(split, client):
     assert client.patch(f"/Groups/{group_id}", json=remove).status_code == 204
     assert members() == {bob}
 
-    legacy = ops({"op": "Remove", "path": "members", "value": [{"value": bob}]})
-    assert client.patch(f"/Groups/{group_id}", json=legacy).status_code == 400
-    assert members() == {bob}
+    everyone = ops({"op": "remove", "path": "members"})
+    assert client.patch(f"/Groups/{group_id}", json=everyone).status_code == 400
+    assert members() == {bob}                     # never "remove every member"
+    entra = ops({"op": "Remove", "path": "members", "value": [{"$ref": None, "value": bob}]})
+    assert client.patch(f"/Groups/{group_id}", json=entra).status_code == 204
+    assert members() == set()                     # Entra's shape removes just those listed
+    client.patch(f"/Groups/{group_id}", json=ops({"op": "Add", "path": "members",
+                                                  "value": [{"$ref": None, "value": bob}]}))
     unknown = ops({"op": "add", "path": "members", "value": [{"value": "ghost"}]})
     assert client.patch(f"/Groups/{group_id}", json=unknown).status_code == 400
 

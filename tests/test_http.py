@@ -400,6 +400,17 @@ def test_an_idempotent_request_is_retried_until_the_attempts_are_spent():
     assert len(fake_time.sleeps) == 2                # backoff, on the injected sleep
 
 
+@pytest.mark.parametrize("status", [501, 505])
+def test_a_permanent_5xx_is_a_refusal_sent_once_never_retried(status):
+    script = Script(httpx.Response(status), httpx.Response(200))
+    vendor = Plain()
+    client, fake_time = http_client(script, vendor)
+    with pytest.raises(ConnectorError, match=f"HTTP {status}") as caught:
+        client.call(Request("PATCH", "things/1", json={}))
+    assert not isinstance(caught.value, TransientError)
+    assert len(script.requests) == 1 and fake_time.sleeps == [] and vendor.gave_up_on == []
+
+
 def test_the_vendor_classification_comes_before_the_shared_rules():
     class Picky(Plain):
         def classify(self, request, response):

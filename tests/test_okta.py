@@ -427,7 +427,7 @@ def test_oauth_service_app_reads_with_a_cached_token(okta, kind):
     src = oauth_source(okta, kind)
     assert len(src.read().users) == len(PEOPLE)
     src.read()
-    assert okta.count("/oauth2/v1/token") == 1
+    assert okta.count("/oauth2/v1/token", status=200) == 1   # after one DPoP nonce round trip
     assert okta.count(status=401) == 0
 
 
@@ -438,10 +438,10 @@ def test_the_access_token_is_renewed_before_it_expires(clock):
         src.read()
         clock.advance(100)
         src.read()
-        assert okta.count("/oauth2/v1/token") == 1      # still comfortably valid
+        assert okta.count("/oauth2/v1/token", status=200) == 1    # still comfortably valid
         clock.advance(10)                               # inside the renewal margin
         src.read()
-        assert okta.count("/oauth2/v1/token") == 2
+        assert okta.count("/oauth2/v1/token", status=200) == 2
         assert okta.count(status=401) == 0
 
 
@@ -451,7 +451,7 @@ def test_a_revoked_access_token_is_replaced_once(okta):
     src.read()
     okta.access_tokens.clear()
     assert len(src.read().users) == 1
-    assert okta.count("/oauth2/v1/token") == 2
+    assert okta.count("/oauth2/v1/token", status=200) == 2
 
 
 def test_oauth_failures_are_one_clear_sentence(okta):
@@ -589,3 +589,40 @@ def test_read_returns_a_directory_with_a_cursor(okta):
     okta.add_user("a@example.org", "A", "A")
     directory = source_for(okta).read()
     assert isinstance(directory, Directory) and directory.cursor.startswith("okta1;")
+
+
+# ---------------------------------------------------------------------------------------------
+# The userName: profile.email (default) or profile.login
+
+
+def okta_config(tmp_path, extra: str = "") -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text('[state]\npath = "s.db"\n[source]\ntype = "okta"\n'
+                    'org_url = "https://acme.okta.com"\ntoken = "t"\n' + extra
+                    + '\n[target]\nurl = "https://split.example.test/scim/v2"\n')
+    return path
+
+
+def test_user_name_is_the_email_by_default_and_the_login_on_request(okta, tmp_path):
+    from agent.config import load
+    from agent.core.mapping import MappingRules, map_directory
+    okta.add_user("ann@example.org", "Ann", "A", login="ann.a")
+    okta.add_user("ann@example.org", "Ann", "Alt", login="ann.alt")   # Okta keeps no e-mail unique
+    directory = source_for(okta).read()
+    for extra, expected, problems in (("", set(), 2), ('username = "login"', {"ann.a", "ann.alt"}, 0)):
+        config = load(okta_config(tmp_path, extra), resolve_target_secrets=False)
+        rules = MappingRules.for_source(OktaSource, config.source.attributes)
+        desired = map_directory(directory, rules)
+        assert {u.user_name for u in desired.users.values()} == expected
+        assert len(desired.problems) == problems          # two people, one e-mail: held
+    explicit = load(okta_config(tmp_path, 'username = "login"\n[source.attributes]\n'
+                                'userName = "profile.email"'), resolve_target_secrets=False)
+    rules = MappingRules.for_source(OktaSource, explicit.source.attributes)
+    assert {u.user_name for u in map_directory(directory, rules).users.values()} == set()
+    # the table wins: back on the (shared) e-mail, so both are held as duplicates
+
+
+def test_the_username_setting_is_checked_at_load(tmp_path):
+    from agent.config import ConfigError, load
+    with pytest.raises(ConfigError, match=r"\[source\] username: 'upn' is not one of email, login"):
+        load(okta_config(tmp_path, 'username = "upn"'), resolve_target_secrets=False)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from connectors.base import FatalTargetError, Secret
+from connectors.base import FatalTargetError, RejectedError, Secret, UnsupportedError
 from connectors.http import HttpPolicy
 from connectors.scim import ScimTarget
-from connectors.scim.codec import filter_value, flat_user, user_patch, user_resource
+from connectors.scim.codec import filter_value, flat_user, user_resource
+from connectors.scim.dialects import dialect_named
 from tests.conftest import TOKEN, FakeTime
 
 
-def target_for(url: str, transport=None) -> ScimTarget:
+def target_for(url: str, transport=None, dialect: str = "entra") -> ScimTarget:
     fake_time = FakeTime()
     return ScimTarget(url, Secret(TOKEN), HttpPolicy(rate_limit=1000, max_attempts=2),
-                      transport=transport, clock=fake_time.clock, sleep=fake_time.sleep)
+                      dialect=dialect, transport=transport, clock=fake_time.clock,
+                      sleep=fake_time.sleep)
 
 
 def test_filter_values_are_quoted_and_escaped():
@@ -38,8 +40,8 @@ def test_an_entra_style_string_active_is_read_as_a_boolean():
     assert flat_user({"userName": "a", "active": "False"})[1] is False
 
 
-def test_patch_ops_are_lowercase_and_replace_the_email_whole():
-    ops = user_patch({"email": "b@x", "title": None}, active=False)
+def test_rfc_patch_ops_are_lowercase_and_replace_the_email_whole():
+    ops = dialect_named("rfc").user_patch({"email": "b@x", "title": None}, active=False)
     assert ops == [
         {"op": "replace", "path": "emails", "value": [{"value": "b@x", "type": "work", "primary": True}]},
         {"op": "remove", "path": "title"},
@@ -96,6 +98,22 @@ def test_removing_members_already_gone_counts_as_done():
     assert done == ["u1", "u2"]
 
 
+def test_a_501_names_the_refused_request_and_is_sent_once():
+    sent = []
+
+    def not_implemented(request):
+        sent.append(request)
+        return httpx.Response(501, json={"status": 501, "detail": ""})
+    target = target_for("https://split.example.org/scim/v2", httpx.MockTransport(not_implemented),
+                        dialect="okta")
+    with pytest.raises(UnsupportedError) as caught:
+        target.remove_members("g1", ["u1"])
+    assert len(sent) == 1                                  # not retried: 501 means "never"
+    assert caught.value.status == 501 and isinstance(caught.value, RejectedError)
+    assert "does not implement" in str(caught.value)
+    assert "remove members[value eq ...]" in str(caught.value)
+
+
 def test_error_bodies_with_numeric_status_are_read(fake_split):
     fake_split.status_as_int = True
     target = target_for(fake_split.base_url)
@@ -105,12 +123,15 @@ def test_error_bodies_with_numeric_status_are_read(fake_split):
     assert len(fake_split.users) == 1
 
 
-def test_an_existing_group_of_that_name_is_linked_not_created(fake_split):
-    existing = fake_split.seed_group("Engineering")
-    target = target_for(fake_split.base_url)
+@pytest.mark.parametrize("dialect, reads", [("rfc", 1), ("okta", 1), ("entra", 2)])
+def test_an_existing_group_of_that_name_is_linked_not_created(fake_split, dialect, reads):
+    alice = fake_split.seed_user("alice@example.org")
+    existing = fake_split.seed_group("Engineering", [alice])
+    target = target_for(fake_split.base_url, dialect=dialect)
     created = target.create_group("engineering", "g-1")
     assert created.existed and created.record.id == existing
-    assert [r.method for r in fake_split.requests] == ["GET"]
+    assert created.record.members == {alice}      # what it holds, even when looked up without
+    assert [r.method for r in fake_split.requests] == ["GET"] * reads
 
 
 def test_patch_answers_with_a_body_are_accepted(fake_split):

@@ -567,7 +567,15 @@ def deactivations(split) -> list[str]:
     users = {sid: u["userName"] for sid, u in split.users.items()}
     return sorted(users[r.path.split("/")[2]] for r in split.writes()
                   if r.method == "PATCH" and r.path.startswith("/Users/")
-                  and {"op": "replace", "path": "active", "value": False} in r.body["Operations"])
+                  and any(_switches_off(op) for op in r.body["Operations"]))
+
+
+def _switches_off(op: dict) -> bool:
+    """``active`` set to false, in any dialect's spelling (with a path, or Okta's no-path)."""
+    if str(op.get("op", "")).lower() != "replace":
+        return False
+    return (op.get("path") == "active" and op.get("value") is False) or \
+        (op.get("path") is None and op.get("value") == {"active": False})
 
 
 @pytest.fixture(scope="module")

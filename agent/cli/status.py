@@ -74,10 +74,12 @@ def print_status(report: dict) -> None:
         for f in attention:
             print(_p(f"  {f['kind']} {f['key']}: {f['error']} (since {_at(f['first_seen'])})"))
     if failing:
-        print("\nFailing objects (retried every cycle):")
+        print("\nFailing objects (retried every cycle; refused ones with a growing wait):")
         for f in failing:
+            wait = (f"; next attempt {_at(f['next_attempt'])} or when its source record "
+                    "changes" if f.get("next_attempt") else "")
             print(_p(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last "
-                     f"{_at(f['last_seen'])}: {f['error']}"))
+                     f"{_at(f['last_seen'])}: {f['error']}{wait}"))
 
 
 def _local(moment: dt.datetime | None) -> str | None:

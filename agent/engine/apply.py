@@ -49,6 +49,8 @@ class ApplyReport:
     applied: list[Op] = field(default_factory=list)
     failed: list[tuple[Op, str]] = field(default_factory=list)
     refused: list[Op] = field(default_factory=list)       # planned as refused: never sent
+    rejected: list[Op] = field(default_factory=list)      # sent, refused by the target
+    deferred: list[Op] = field(default_factory=list)      # held back: refused before
     adopted: int = 0
     learned: int = 0                   # facts recorded that the plan did not foresee
     planned: int = 0                   # operations in the plans applied
@@ -67,6 +69,7 @@ class ApplyReport:
         self.applied += later.applied
         self.failed += later.failed
         self.refused += [op for op in later.refused if op not in self.refused]
+        self.rejected += later.rejected
         self.adopted += later.adopted
         self.learned = later.learned
         self.planned += later.planned
@@ -183,6 +186,8 @@ class Applier:
             return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
+            if isinstance(exc, RejectedError) and not isinstance(exc, _IdentityConflict):
+                report.rejected.append(op)      # the target said no: quarantined (cycle.py)
             self.record(self.state.record_failure, kind, op.source_id, op.key, op.kind.value,
                         str(exc))
             log.warning("%s %s failed: %s", op.kind.value, op.key, exc)
@@ -255,7 +260,7 @@ class Applier:
                 if conflict:
                     self.state.clear_intent("user", user.source_id)
             if conflict:
-                raise RejectedError(conflict, 409)
+                raise _IdentityConflict(conflict, 409)
             return _Done.ADOPTED
         self.record(self.state.record_user, references.as_recorded(user, deferred),
                     created.record.id)
@@ -383,6 +388,11 @@ def hold_for(exc: FatalTargetError) -> Hold | None:
     if exc.status is not None:
         return Hold(HoldKind.ENDPOINT, str(exc))
     return None
+
+
+class _IdentityConflict(RejectedError):
+    """Refused by the engine, not the target: the account found belongs to someone still in
+    the source. It mends itself when the other object moves, so it is not held back."""
 
 
 class _NotSent(Exception):

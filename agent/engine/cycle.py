@@ -29,6 +29,7 @@ from ..core.guard import GuardStop, guard, guard_target_read
 from ..core.plan import USER_OPS, Plan, PlanOptions, make_plan
 from ..store.state import State, StateBusy, StateError
 from .apply import REFUSED, Applier, ApplyReport, hold_for
+from .quarantine import defer_refused, quarantine
 from .binding import TargetChanged, bind, binding_problem, target_identity
 from .saved import Basis, SavedPlan, differences
 from .checks import Check, run_checks, token_warning
@@ -318,6 +319,9 @@ class Agent:
                                   message=result.guard.reason, adopted=adopted,
                                   hold=Hold(HoldKind.GUARD,
                                             f"safety guard: {result.guard.reason}"))
+            reached = f"{self.config.target.url} {self.config.target.dialect}"
+            plan, deferred = ((plan, []) if only or ask.saved is not None else
+                              defer_refused(plan, state, desired, self.now(), reached))
             if ask.confirm is not None and plan.sendable and not ask.confirm(plan):
                 return SyncResult(Outcome.DECLINED, plan=plan, adopted=adopted,
                                   message="not applied: declined at the prompt")
@@ -325,8 +329,10 @@ class Agent:
             applier = Applier(target, state, learner, self.config.target.concurrency, stop=stop,
                               progress=ask.progress, run_id=self._run_id)
             report = applier.apply(plan)
+            report.deferred = deferred
             if ask.saved is None:   # a saved plan is applied as reviewed, nothing more
                 self._follow_up(applier, state, desired, report, only)
+            quarantine(report.rejected, state, desired, self.now(), reached)
         finally:
             target.close()
 
@@ -341,6 +347,8 @@ class Agent:
             state.keep_only_failures([(_kind(op), op.source_id, op.kind.value)
                                       for op, _ in report.failed]
                                      + [(_kind(op), op.source_id, REFUSED) for op in report.refused]
+                                     + [(_kind(op), op.source_id, op.kind.value)
+                                        for op in report.deferred]
                                      + [(p.kind, p.source_id, HELD) for p in held])
             self.reader.save(state, read)
         outcome, message = _outcome(report, held)
@@ -464,12 +472,14 @@ def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
     failed, refused = len(report.failed), len(report.refused) + len(held)
     message = (f"applied {len(report.applied)} of {report.planned} operations"
                + (f"; {failed} failed (retried next cycle)" if failed else "")
+               + (f"; {len(report.deferred)} held back after the target refused them "
+                  "(see status for the next attempt)" if report.deferred else "")
                + (f"; {len(report.refused)} refused (not sent)" if report.refused else "")
                + (f"; {len(held)} pushed object(s) held until their source record is fixed"
                   if held else ""))
     if report.interrupted:
         return Outcome.INTERRUPTED, f"interrupted: {message}; nothing more was sent"
-    if failed:
+    if failed or report.deferred:
         return Outcome.PARTIAL, message
     return (Outcome.REFUSED if refused else Outcome.OK), message
 

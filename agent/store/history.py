@@ -144,7 +144,8 @@ class RunHistory:
 
     def failures(self, limit: int = 50) -> list[dict]:
         rows = self.db.execute("SELECT kind, source_id, key, op, error, count, first_seen, "
-                               "last_seen FROM failures ORDER BY count DESC, last_seen DESC "
-                               "LIMIT ?", [limit])
-        cols = ("kind", "source_id", "key", "op", "error", "count", "first_seen", "last_seen")
+                               "last_seen, next_attempt FROM failures ORDER BY count DESC, "
+                               "last_seen DESC LIMIT ?", [limit])
+        cols = ("kind", "source_id", "key", "op", "error", "count", "first_seen", "last_seen",
+                "next_attempt")
         return [dict(zip(cols, r)) for r in rows]

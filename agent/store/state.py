@@ -34,12 +34,13 @@ from .history import RunHistory, RunRecord, migrate_v3, now
 from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot
 from .meta import Meta, MetaStore, utc_now
+from .quarantine import Quarantine, migrate_v5
 from .sqlite import REBUILD, connect
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -59,10 +60,10 @@ def _v1(db: sqlite_utils.Database) -> None:
                           pk=("kind", "source_id", "op"))
 
 
-MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4}   # version -> brings the schema from version-1 to it
+MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5}   # version -> brings the schema from version-1 to it
 
 
-class State(RunHistory, CreateIntents, ChangeLog):
+class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
     """An open snapshot. Use :meth:`open`; close it (or use ``with``) when done.
 
     ``meta`` answers the typed questions (:mod:`agent.store.meta`); the run history and the

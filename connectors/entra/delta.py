@@ -11,6 +11,11 @@
 - The cursor holds the users and groups delta links in one JSON string, with the ``$select``
   and scope it was made for: a config change, or links for another Graph host, force a full
   read.
+- Guests (``userType`` ``Guest``): their ``userPrincipalName`` is ``…#EXT#@tenant.
+  onmicrosoft.com``, an address no mail reaches, and it changes when the guest later gets
+  ``mail``. A guest record therefore never offers it (:func:`guest_safe`): the address is
+  ``mail``, else the first of ``otherMails`` (the invited address, Graph user resource), else
+  there is none and the engine reports the guest instead of pushing it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from .client import origin
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
 CURSOR_FORMAT = 1
+# read on every user whatever the mapping: activation, and what guests are made of
+ALWAYS_SELECTED = ("id", "accountEnabled", "userType", "otherMails", "externalUserState")
 
 
 def clean_attributes(raw: Mapping[str, Any]) -> dict[str, Value]:
@@ -57,14 +64,28 @@ def user_select(raw_names: Iterable[Iterable[str]]) -> tuple[str, ...]:
     """``$select`` for users: id, accountEnabled and the top-level property of every mapped
     attribute (``onPremisesExtensionAttributes.extensionAttribute1`` selects the whole
     complex property)."""
-    names = {"id", "accountEnabled"}
+    names = set(ALWAYS_SELECTED)
     for raws in raw_names:
         names.update(raw.split(".")[0] for raw in raws if raw)
     return tuple(sorted(names))
 
 
+def is_guest(attributes: Mapping[str, Any]) -> bool:
+    return str(attributes.get("userType") or "").casefold() == "guest"
+
+
+def guest_safe(attributes: dict[str, Value]) -> dict[str, Value]:
+    """A guest's ``#EXT#`` userPrincipalName is not offered as an address (see the module
+    docstring); members keep theirs."""
+    upn = attributes.get("userPrincipalName")
+    if is_guest(attributes) and isinstance(upn, str) and "#EXT#" in upn.upper():
+        attributes.pop("userPrincipalName")
+    return attributes
+
+
 def user_record(raw: Mapping[str, Any]) -> UserRecord:
-    return UserRecord(raw["id"], clean_attributes(raw), raw.get("accountEnabled") is not False)
+    return UserRecord(raw["id"], guest_safe(clean_attributes(raw)),
+                      raw.get("accountEnabled") is not False)
 
 
 def merge_user_delta(items: Iterable[Mapping[str, Any]], known: Directory
@@ -84,6 +105,7 @@ def merge_user_delta(items: Iterable[Mapping[str, Any]], known: Directory
         base = changed.get(uid) or known.users.get(uid)
         attrs = dict(base.attributes) if base else {}
         attrs.update(clean_attributes(item))
+        guest_safe(attrs)
         if "accountEnabled" in item:
             active = item["accountEnabled"] is not False
         else:

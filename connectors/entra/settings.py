@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from ..base import Secret, SettingError
 from .auth import load_certificate
 
+GUEST_POLICIES = ("push", "skip")
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$", re.I)
 # multi-tenant authorities: msal calls them unreliable for the client-credentials flow
@@ -30,6 +31,9 @@ class Settings:
         "help": "PEM with the private key and certificate, usually {file = \"...\"}"})
     groups: tuple[str, ...] = field(default=(), metadata={
         "help": "group names or ids whose transitive members are in scope; empty = all"})
+    guests: str = field(default="push", metadata={
+        "help": "guests (userType Guest): \"push\" them with a deliverable address (mail, "
+                "else otherMails; never the #EXT# userPrincipalName), or \"skip\" them"})
     authority: str = field(default="https://login.microsoftonline.com", metadata={
         "help": "sign-in host (national clouds: login.microsoftonline.us, "
                 "login.chinacloudapi.cn)"})
@@ -75,6 +79,9 @@ class Settings:
         for entry in self.groups:
             if not entry.strip():
                 raise SettingError("groups", "holds an empty group name")
+        if self.guests not in GUEST_POLICIES:
+            raise SettingError("guests", f"{self.guests!r} is not one of "
+                                         f"{', '.join(GUEST_POLICIES)}")
         if self.timeout <= 0:
             raise SettingError("timeout", "must be positive")
         if self.ca_file is not None and not self.ca_file.is_file():

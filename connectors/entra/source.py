@@ -25,8 +25,8 @@ from ..base import ChangeSet, Directory, GroupRecord, SourceError, UserRecord
 from ..http import HttpPolicy
 from .auth import GraphAuth, credential_of
 from .client import GRAPH_RATE_LIMIT, PAGE_SIZE, GraphClient, NotFound, odata_quote
-from .delta import (GROUP_TYPE, USER_TYPE, decode_cursor, encode_cursor, merge_group_delta,
-                    merge_user_delta, user_record, user_select)
+from .delta import (GROUP_TYPE, USER_TYPE, decode_cursor, encode_cursor, is_guest,
+                    merge_group_delta, merge_user_delta, user_record, user_select)
 from .settings import GUID, Settings
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ class EntraSource:
     supports_changes: ClassVar[bool] = True
     Settings: ClassVar[type] = Settings
     default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
-        "userName": ("mail", "userPrincipalName"),
-        "email": ("mail", "userPrincipalName"),
+        # a guest's userPrincipalName never comes through (delta.guest_safe): mail, else the
+        # invited address in otherMails
+        "userName": ("mail", "otherMails", "userPrincipalName"),
+        "email": ("mail", "otherMails", "userPrincipalName"),
         "name.givenName": ("givenName",),
         "name.familyName": ("surname",),
         "displayName": ("displayName",),
@@ -83,17 +85,22 @@ class EntraSource:
         cursor = self._latest_cursor()
         if self._scoped:
             scope_users, scope_groups = self._scope()
-            users = [user_record(raw) for raw in scope_users.values()]
+            users = [user_record(raw) for raw in scope_users.values() if self._wanted(raw)]
             groups = [self._group_with_members(gid, name)
                       for gid, name in scope_groups.items()]
         else:
             users = [user_record(raw) for raw in self.graph.list(
-                "/v1.0/users", {"$select": ",".join(self.user_select), "$top": str(PAGE_SIZE)})]
+                "/v1.0/users", {"$select": ",".join(self.user_select), "$top": str(PAGE_SIZE)})
+                if self._wanted(raw)]
             groups = [self._group_with_members(raw["id"], raw.get("displayName"))
                       for raw in self.graph.list("/v1.0/groups", {"$select": "id,displayName",
                                                              "$top": str(PAGE_SIZE)})]
         log.info("read %d users and %d groups from Entra ID", len(users), len(groups))
         return Directory.of(users, groups, cursor)
+
+    def _wanted(self, raw: Mapping[str, Any]) -> bool:
+        """``guests = "skip"`` leaves guests out of scope (a pushed one is then deactivated)."""
+        return self.settings.guests != "skip" or not is_guest(raw)
 
     def _group_with_members(self, gid: str, name: Any) -> GroupRecord:
         members = self.graph.list(f"/v1.0/groups/{gid}/members",
@@ -162,6 +169,10 @@ class EntraSource:
         user_items, users_link = self.graph.delta(users_link)
         group_items, groups_link = self.graph.delta(groups_link)
         users, removed_users = merge_user_delta(user_items, known)
+        for uid in [u for u, record in users.items() if not self._wanted(record.attributes)]:
+            del users[uid]                  # became (or is) a guest while guests are skipped
+            if uid in known.users:
+                removed_users.add(uid)
         groups, removed_groups = merge_group_delta(group_items, known)
         if self._scoped:
             users, removed_users, groups, removed_groups = self._rescope(
@@ -185,8 +196,9 @@ class EntraSource:
         scope_users, scope_groups = self._scope()
         # the scope listing was read after the delta and is complete: it has the last word
         users = {uid: user_record(raw) for uid, raw in scope_users.items()
-                 if uid in users or uid not in known.users}
-        removed_users = {uid for uid in known.users if uid not in scope_users}
+                 if (uid in users or uid not in known.users) and self._wanted(raw)}
+        removed_users = {uid for uid in known.users
+                         if uid not in scope_users or not self._wanted(scope_users[uid])}
         groups = {gid: rec for gid, rec in groups.items()
                   if gid in scope_groups and gid in known.groups}
         for gid, name in scope_groups.items():

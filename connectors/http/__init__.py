@@ -10,10 +10,10 @@
 A fix to 429 handling, a transport error or a paging loop is made here, once.
 """
 
-from .path import MAX_PAGES, Auth, HeaderAuth, HttpClient, Request, Vendor
+from .path import MAX_PAGES, PERMANENT_5XX, Auth, HeaderAuth, HttpClient, Request, Vendor
 from .transport import Failure, HttpPolicy, build_client, os_reason, tls_context
 from .waits import RateLimiter, parse_retry_after, retrying, server_wait_hint
 
 __all__ = ["Auth", "Failure", "HeaderAuth", "HttpClient", "HttpPolicy", "MAX_PAGES",
-           "RateLimiter", "Request", "Vendor", "build_client", "os_reason",
+           "PERMANENT_5XX", "RateLimiter", "Request", "Vendor", "build_client", "os_reason",
            "parse_retry_after", "retrying", "server_wait_hint", "tls_context"]

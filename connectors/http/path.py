@@ -21,6 +21,7 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
                                            vendor.classify(): what only this vendor means
                                            throttled or 5xx: TransientError, wait =
                                                vendor.wait_hint() (Retry-After and friends)
+                                           501/505: a permanent refusal, never retried
                                            anything else: vendor.rejected()
     pages(first, read)                     read(request, response) -> (items, next request);
                                            a repeated next request or more than max_pages
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_PAGES = 100_000                  # a loop guard, far above any real directory
+# 5xx answers that say "never", not "not now": 501 Not Implemented is RFC 7644's answer for an
+# operation the service provider does not support (§3.12), 505 a protocol it will not speak.
+# Retrying them only repeats the refusal; they go to vendor.rejected() like a 4xx.
+PERMANENT_5XX = frozenset({501, 505})
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,7 @@ class HttpClient:
         error = self.vendor.classify(request, response)
         if error is not None:
             raise error
-        if self.vendor.throttled(response) or status >= 500:
+        if self.vendor.throttled(response) or (status >= 500 and status not in PERMANENT_5XX):
             # Only a 503 or a 429 reliably means "not processed"; behind a gateway a 500, 502
             # or 504 may come after the request was carried out.
             raise TransientError(self.vendor.describe(request, response), status,

@@ -28,7 +28,8 @@ import httpx
 
 from ..base import SourceAuthError, SourceError, TransientError
 from ..http import Failure, HttpClient, HttpPolicy, RateLimiter, Request, Vendor, server_wait_hint
-from .auth import TOKEN_PATH, api_token, service_app
+from .auth import TOKEN_PATH, NonceRequired, api_token, service_app
+from .dpop import dpop_error
 from .settings import Settings, org_base
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,10 @@ class OktaVendor(Vendor):
     """What Okta's answers mean, and the per-endpoint budgets around every request."""
 
     def __init__(self, host: str, client_id: str | None, budgets: Budgets, max_attempts: int,
-                 on_date: Callable[[float], None]):
+                 on_date: Callable[[float], None], dpop: bool = False):
         self.host, self.client_id, self.budgets = host, client_id, budgets
         self.max_attempts, self._on_date = max_attempts, on_date
+        self.dpop = dpop                  # [source] dpop: proofs are sent
         self.name = f"Okta {host}"
 
     def _where(self, request: Request) -> str:
@@ -102,6 +104,9 @@ class OktaVendor(Vendor):
 
     def classify(self, request: Request, response: httpx.Response) -> Exception | None:
         status, what = response.status_code, describe(response)
+        refusal = self._dpop_refusal(request, response)
+        if refusal is not None:
+            return refusal
         if request.path == TOKEN_PATH and status in (400, 401, 403):
             return SourceAuthError(
                 f"Okta {self.host} refused the OAuth client assertion of client "
@@ -117,6 +122,29 @@ class OktaVendor(Vendor):
         if status == 404 and request.path.startswith("/api/v1/groups/"):
             return Gone(f"{self._where(request)} answered {what}")
         return None
+
+    def _dpop_refusal(self, request: Request, response: httpx.Response) -> Exception | None:
+        """What a DPoP error means: a nonce to send again with, or which setting to fix."""
+        if response.status_code not in (400, 401):
+            return None
+        error, description = dpop_error(response)
+        said = f"{error}: {description.rstrip('.')}" if description else error
+        if error == "use_dpop_nonce" and request.path == TOKEN_PATH:
+            nonce = response.headers.get("DPoP-Nonce")
+            if nonce:
+                return NonceRequired(f"Okta {self.host} asked for a DPoP nonce", nonce)
+            return SourceAuthError(f"Okta {self.host} asked for a DPoP nonce at {TOKEN_PATH} "
+                                   "but sent none")
+        if error != "invalid_dpop_proof":
+            return None
+        if not self.dpop:
+            return SourceAuthError(
+                f"Okta {self.host} requires DPoP for client {self.client_id} ({said}), but "
+                f"[source] dpop = false: set dpop = true, or switch off \"Require Demonstrating "
+                f"Proof of Possession (DPoP) header in token requests\" on the app")
+        return SourceAuthError(
+            f"Okta {self.host} refused the DPoP proof of {request.where} ({said}); check this "
+            f"machine's clock (proofs carry the time) and [source] org_url")
 
     def throttled(self, response: httpx.Response) -> bool:
         return response.status_code == 429 or _error_code(response) == RATE_LIMITED
@@ -179,12 +207,13 @@ class OktaClient:
                                self.policy.max_wait)
         self.first_date: float | None = None    # the server's Date of the first answer
         vendor = OktaVendor(self.host, settings.client_id if settings.oauth else None,
-                            self.budgets, self.policy.max_attempts, self._saw_date)
+                            self.budgets, self.policy.max_attempts, self._saw_date,
+                            dpop=settings.oauth and settings.dpop)
         if settings.oauth:
             assert settings.client_id and settings.private_key is not None
             auth: Any = service_app(settings.client_id, settings.private_key, settings.key_id,
                                     settings.scopes, self.base, self.host, clock,
-                                    self._token_request)
+                                    self._token_request, dpop=settings.dpop)
         else:
             assert settings.token is not None
             auth = api_token(settings.token)
@@ -200,8 +229,10 @@ class OktaClient:
         if self.first_date is None:
             self.first_date = moment
 
-    def _token_request(self, form: Mapping[str, str]) -> httpx.Response:
-        return self.http.call(Request("POST", TOKEN_PATH, data=form, authenticate=False))
+    def _token_request(self, form: Mapping[str, str],
+                       headers: Mapping[str, str] | None = None) -> httpx.Response:
+        return self.http.call(Request("POST", TOKEN_PATH, data=form, headers=headers or None,
+                                      authenticate=False))
 
     def get(self, url: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
         return self.http.call(Request("GET", url, params=params))

@@ -30,6 +30,13 @@ class Settings:
         "help": "kid of that key, needed when the app has several keys"})
     scopes: tuple[str, ...] = field(default=DEFAULT_SCOPES, metadata={
         "help": "OAuth scopes to request (granted on the app's 'Okta API Scopes' tab)"})
+    dpop: bool = field(default=True, metadata={
+        "help": "send DPoP proofs (RFC 9449) with the service app's requests, as Okta requires "
+                "for apps with 'Require DPoP' on (its default); false for apps with it off"})
+    username: str = field(default="email", metadata={
+        "help": "what becomes the Split userName: \"email\" (profile.email, the address "
+                "Split keys users on) or \"login\" (profile.login, unique in Okta, what "
+                "Okta's own SCIM client sends)"})
     groups: tuple[str, ...] = field(default=(), metadata={
         "help": "Okta group names or ids: only their members are in scope (empty = all)"})
     include_staged: bool = field(default=False, metadata={
@@ -42,6 +49,11 @@ class Settings:
     rate_limit_headroom: int | None = field(default=None, metadata={
         "help": "requests left unused in each Okta rate-limit window "
                 "(default: 10% of the limit)"})
+
+    def mapping_overrides(self) -> dict[str, tuple[str, ...]]:
+        if self.username == "login":
+            return {"userName": ("profile.login",)}
+        return {}
 
     @property
     def oauth(self) -> bool:
@@ -69,6 +81,8 @@ class Settings:
                                              "okta.groups.read")
             if self.private_key.resolved:
                 signing_key(self.private_key)
+        if self.username not in ("email", "login"):
+            raise SettingError("username", f"{self.username!r} is not one of email, login")
         for name in self.groups:
             if not name.strip():
                 raise SettingError("groups", "holds an empty group name")

@@ -46,6 +46,7 @@ class OktaSource:
     supports_changes: ClassVar[bool] = True
     Settings: ClassVar[type] = Settings
     default_mapping: ClassVar[dict[str, tuple[str, ...]]] = {
+        # [source] username = "login" makes it ("profile.login",) (Settings.mapping_overrides)
         "userName": ("profile.email", "profile.login"),
         "email": ("profile.email",),
         "name.givenName": ("profile.firstName",),
@@ -103,8 +104,7 @@ class OktaSource:
         directory = self._directory(snap)
         report: dict[str, int | str] = {
             "org": self._host,
-            "auth": (f"OAuth service app {self.settings.client_id}" if self.settings.oauth
-                     else "API token (SSWS)"),
+            "auth": self._auth_line(),
             "users": len(directory.users),
             "groups": len(directory.groups),
             "inactive": sum(1 for u in directory.users.values() if not u.active),
@@ -123,6 +123,13 @@ class OktaSource:
         for bucket, budget in sorted(self.client.budgets.by_bucket.items()):
             report[f"rate limit {bucket}"] = f"{budget.remaining} of {budget.limit} left"
         return report
+
+    def _auth_line(self) -> str:
+        if not self.settings.oauth:
+            return "API token (SSWS)"
+        kind = ("DPoP-bound token" if getattr(self.client.auth, "bound", False)
+                else "bearer token")
+        return f"OAuth service app {self.settings.client_id} ({kind})"
 
     def close(self) -> None:
         self.client.close()

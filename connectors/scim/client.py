@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..base import (ConflictError, FatalTargetError, NotFoundError, RejectedError, Secret,
-                    TransientError, is_loopback)
+                    TransientError, UnsupportedError, is_loopback)
 from ..http import (Failure, HeaderAuth, HttpClient, HttpPolicy, RateLimiter, Request, Vendor,
                     os_reason)
 from . import answers
@@ -54,6 +54,12 @@ class ScimVendor(Vendor):
         if status == 409:
             detail, scim_type = _error_body(response)
             return ConflictError(f"{where}: {detail or 'already exists'}", status, scim_type)
+        if status == 501:
+            detail, scim_type = _error_body(response)
+            return UnsupportedError(f"{where}: the SCIM target does not implement this request"
+                                    f"{' (' + what_of(request) + ')' if what_of(request) else ''}"
+                                    f"{': ' + detail if detail else ''}; it is not retried",
+                                    status, scim_type)
         return None
 
     def describe(self, request: Request, response: httpx.Response) -> str:
@@ -189,6 +195,22 @@ class ScimClient:
                                              "count": PAGE_SIZE})
         for resources in self.http.pages(first, read):
             yield from resources
+
+
+def what_of(request: Request) -> str:
+    """The PATCH operations of a request in a few words (``remove members[value eq ...]``), so
+    a refusal names the request shape the target does not support."""
+    body = request.json if isinstance(request.json, dict) else {}
+    shapes = []
+    for operation in body.get("Operations") or []:
+        if isinstance(operation, dict):
+            path = str(operation.get("path") or "(no path)")
+            if path.startswith("members["):
+                path = "members[value eq ...]"
+            shape = f"{operation.get('op')} {path}"
+            if shape not in shapes:
+                shapes.append(shape)
+    return ", ".join(shapes[:3])
 
 
 def _https_or_loopback(url: str) -> bool:

@@ -1,8 +1,9 @@
-"""Flat attributes <-> SCIM JSON, PATCH building and filter quoting: private to this package.
+"""Flat attributes <-> SCIM JSON, attribute paths and filter quoting: private to this package.
 
 The engine speaks flat attribute names (``userName``, ``email``, ``name.givenName``, ...; see
 ``connectors.base.USER_ATTRIBUTES``); this module alone knows where each lives in a SCIM
-resource (RFC 7643 §4.1 core, §4.3 enterprise extension).
+resource (RFC 7643 §4.1 core, §4.3 enterprise extension). What each request looks like is
+the dialect's business (:mod:`.dialects`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
-_TOP_LEVEL = ("userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
+TOP_LEVEL = ("userName", "displayName", "nickName", "title", "userType", "preferredLanguage",
               "locale", "timezone", "profileUrl")
-_NAME_PARTS = ("givenName", "familyName", "middleName", "formatted", "honorificPrefix",
+NAME_PARTS = ("givenName", "familyName", "middleName", "formatted", "honorificPrefix",
                "honorificSuffix")
-_ENTERPRISE = ("employeeNumber", "costCenter", "organization", "division", "department")
+ENTERPRISE_ATTRIBUTES = ("employeeNumber", "costCenter", "organization", "division", "department")
 
 
 def user_resource(attributes: Mapping[str, str], active: bool, external_id: str) -> dict:
@@ -28,15 +29,15 @@ def user_resource(attributes: Mapping[str, str], active: bool, external_id: str)
     name = {}
     enterprise: dict[str, Any] = {}
     for key, value in attributes.items():
-        if key in _TOP_LEVEL:
+        if key in TOP_LEVEL:
             body[key] = value
-        elif key.startswith("name.") and key[5:] in _NAME_PARTS:
+        elif key.startswith("name.") and key[5:] in NAME_PARTS:
             name[key[5:]] = value
         elif key == "email":
             body["emails"] = [{"value": value, "type": "work", "primary": True}]
         elif key == "phoneNumber":
             body["phoneNumbers"] = [{"value": value, "type": "work", "primary": True}]
-        elif key in _ENTERPRISE:
+        elif key in ENTERPRISE_ATTRIBUTES:
             enterprise[key] = value
         elif key == "manager":
             enterprise["manager"] = {"value": value}
@@ -53,12 +54,12 @@ def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
     of the wrong type (an object where text was due) reads as absent: these attributes are
     only compared, and the next update puts them right."""
     flat: dict[str, str] = {}
-    for key in _TOP_LEVEL:
+    for key in TOP_LEVEL:
         if _scalar(resource.get(key)) is not None:
             flat[key] = _scalar(resource[key])
     name = resource.get("name")
     for part, value in (name.items() if isinstance(name, dict) else ()):
-        if part in _NAME_PARTS and _scalar(value) is not None:
+        if part in NAME_PARTS and _scalar(value) is not None:
             flat[f"name.{part}"] = _scalar(value)
     for attr, flat_key in (("emails", "email"), ("phoneNumbers", "phoneNumber")):
         listed = resource.get(attr)
@@ -70,7 +71,7 @@ def flat_user(resource: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
             flat[flat_key] = _scalar(best["value"])
     enterprise = resource.get(ENTERPRISE_USER)
     enterprise = enterprise if isinstance(enterprise, dict) else {}
-    for key in _ENTERPRISE:
+    for key in ENTERPRISE_ATTRIBUTES:
         if _scalar(enterprise.get(key)) is not None:
             flat[key] = _scalar(enterprise[key])
     manager = enterprise.get("manager")
@@ -97,8 +98,9 @@ def _scalar(value: Any) -> str | None:
     return None
 
 
-def _path(key: str) -> str:
-    if key in _TOP_LEVEL:
+def flat_path(key: str) -> str:
+    """The PATCH path of a flat attribute (RFC 7644 §3.5.2, attribute path grammar)."""
+    if key in TOP_LEVEL:
         return key
     if key.startswith("name."):
         return key
@@ -106,38 +108,11 @@ def _path(key: str) -> str:
         return "emails"
     if key == "phoneNumber":
         return "phoneNumbers"
-    if key in _ENTERPRISE:
+    if key in ENTERPRISE_ATTRIBUTES:
         return f"{ENTERPRISE_USER}:{key}"
     if key == "manager":
         return f"{ENTERPRISE_USER}:manager"
     raise ValueError(f"no SCIM path for attribute {key!r}")
-
-
-def user_patch(changed: Mapping[str, str | None], active: bool | None = None) -> list[dict]:
-    """PATCH operations for changed flat attributes (their new values, None to remove);
-    ``active`` when it changes.
-
-    Multi-valued e-mail and phone are replaced whole: we own the one primary work value, and
-    a value-filter path would fail on servers that have none to match yet.
-    """
-    ops = []
-    for key, new in changed.items():
-        path = _path(key)
-        if new in (None, ""):
-            ops.append({"op": "remove", "path": path})
-        elif key == "email":
-            ops.append({"op": "replace", "path": path,
-                        "value": [{"value": new, "type": "work", "primary": True}]})
-        elif key == "phoneNumber":
-            ops.append({"op": "replace", "path": path,
-                        "value": [{"value": new, "type": "work", "primary": True}]})
-        elif key == "manager":
-            ops.append({"op": "replace", "path": path, "value": {"value": new}})
-        else:
-            ops.append({"op": "replace", "path": path, "value": new})
-    if active is not None:
-        ops.append({"op": "replace", "path": "active", "value": active})
-    return ops
 
 
 def filter_value(value: str) -> str:

@@ -1,15 +1,16 @@
-"""The SCIM 2.0 Target, with Split's profile.
+"""The SCIM 2.0 Target, with Split's profile, speaking one request dialect.
 
-What it sends is the intersection of what Okta and Entra send as SCIM clients (see
-reference/scim.md §4), since that is what Split's service was built to accept:
+What goes on the wire is a dialect's (:mod:`.dialects`, ``[target] dialect``): the shapes
+Microsoft Entra's provisioning service sends (the default), Okta's SCIM client's, or RFC 7644
+read literally. Split accepts both IdPs as clients, so copying one is the surest way to be
+accepted on first contact (``docs/targets/dialects.md`` has them side by side). What holds in
+every dialect:
 
 - users are keyed by ``userName`` = the e-mail, which is also the one primary work e-mail;
-- PATCH ops are lowercase; deactivation is ``replace active false``, never DELETE;
+  deactivation is ``active false``, never DELETE;
 - groups are created empty, then members are added by PATCH, at most 100 per request;
-  a member is removed with ``members[value eq "id"]`` (never the legacy Entra form, which
-  a conforming server reads as "remove every member");
 - PATCH answers may be 204 or 200 with a body; error bodies may carry ``status`` as a string
-  or a number.
+  or a number; a 501 is the target's "not supported" and is never retried.
 
 Creates cost one request: POST, and only on a 409 or an unknown outcome (a timeout after the
 request went out, a 5xx) look the object up by ``userName``/``displayName`` and answer what
@@ -33,11 +34,10 @@ from ..http import HttpPolicy
 from . import answers
 from .answers import Malformed
 from .client import ScimClient
-from .codec import GROUP, PATCH_OP, chunks, filter_value, user_patch, user_resource
+from .codec import PATCH_OP, chunks
+from .dialects import Dialect, dialect_named
 
 log = logging.getLogger(__name__)
-
-MEMBERS_PER_PATCH = 100
 
 
 def _user(resource: Mapping[str, Any], where: str = "the target") -> TargetUser:
@@ -61,9 +61,11 @@ class ScimTarget:
     """A SCIM 2.0 service provider, reached over one pooled, rate-limited client."""
 
     def __init__(self, url: str, token: Secret, policy: HttpPolicy = HttpPolicy(), *,
+                 dialect: str | Dialect = "entra",
                  transport: httpx.BaseTransport | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
+        self.dialect = dialect_named(dialect) if isinstance(dialect, str) else dialect
         self.wire = ScimClient(url, token, policy, transport=transport, clock=clock, sleep=sleep)
 
     # The engine sets ``cancel``; the counters are for reports and tests.
@@ -114,10 +116,10 @@ class ScimTarget:
             for resource in self.wire.pages("Groups"):
                 yield _group(resource, "GET Groups")
 
-    def _find(self, path: str, attribute: str, value: str, decode):
+    def _find(self, path: str, attribute: str, value: str, params: Mapping[str, Any],
+              decode):
         where = f"GET {path}"
-        response = self.wire.call("GET", path,
-                                  params={"filter": f"{attribute} eq {filter_value(value)}"})
+        response = self.wire.call("GET", path, params=params)
         with _reading():
             resources, _ = answers.page_of(where, answers.json_of(where, response))
             for resource in resources:
@@ -126,10 +128,20 @@ class ScimTarget:
         return None
 
     def find_user(self, user_name: str) -> TargetUser | None:
-        return self._find("Users", "userName", user_name, _user)
+        return self._find("Users", "userName", user_name, self.dialect.user_lookup(user_name),
+                          _user)
 
     def find_group(self, display_name: str) -> TargetGroup | None:
-        return self._find("Groups", "displayName", display_name, _group)
+        found = self._find("Groups", "displayName", display_name,
+                           self.dialect.group_lookup(display_name), _group)
+        if found is None or not self.dialect.group_lookup_omits_members:
+            return found
+        # The lookup left the members out (as Entra asks); what the group holds matters to
+        # the one who links it, so read it whole. Only when found: rare, on onboarding.
+        where = f"GET Groups/{found.id}"
+        response = self.wire.call("GET", f"Groups/{found.id}")
+        with _reading():
+            return _group(answers.json_of(where, response), where)
 
     # -- writing --------------------------------------------------------------------------
 
@@ -168,45 +180,54 @@ class ScimTarget:
     def create_user(self, attributes: Mapping[str, str], active: bool,
                     external_id: str) -> Created:
         user_name = attributes["userName"]
-        return self._create("Users", user_resource(attributes, active, external_id),
+        return self._create("Users", self.dialect.user_body(attributes, active, external_id),
                             lambda: self.find_user(user_name), f"user {user_name}", _user)
 
     def update_user(self, user_id: str, changed: Mapping[str, str | None],
                     active: bool | None = None) -> None:
-        operations = user_patch(changed, active=active)
+        if not self.dialect.updates_by_put:
+            self._patch(f"Users/{user_id}", self.dialect.user_patch(changed, active))
+            return
+        # Okta: (de)activation is a PATCH of its own, a profile change a GET and a PUT of the
+        # whole user (taken after the PATCH, so it carries the new ``active``)
+        if active is not None:
+            self._patch(f"Users/{user_id}", [self.dialect.active_op(active)])
+        if changed:
+            where = f"GET Users/{user_id}"
+            try:
+                current = answers.object_of(where, answers.json_of(
+                    where, self.wire.call("GET", f"Users/{user_id}")))
+            except Malformed as exc:    # nothing to PUT back: this update fails, not the run
+                raise RejectedError(str(exc), 200) from None
+            self.wire.call("PUT", f"Users/{user_id}",
+                           json=self.dialect.put_body(current, changed))
+
+    def _patch(self, path: str, operations: list[dict]) -> None:
         if operations:
-            self.wire.call("PATCH", f"Users/{user_id}",
-                           json={"schemas": [PATCH_OP], "Operations": operations})
+            self.wire.call("PATCH", path, json={"schemas": [PATCH_OP], "Operations": operations})
 
     def create_group(self, display_name: str, external_id: str) -> Created:
         found = self.find_group(display_name)
         if found is not None:
             return Created(found, existed=True)
-        body = {"schemas": [GROUP], "displayName": display_name, "members": []}
+        body = self.dialect.group_body(display_name, external_id)
         return self._create("Groups", body, lambda: self.find_group(display_name),
                             f"group {display_name}", _group)
 
     def rename_group(self, group_id: str, display_name: str) -> None:
-        self.wire.call("PATCH", f"Groups/{group_id}", json={"schemas": [PATCH_OP], "Operations": [
-            {"op": "replace", "path": "displayName", "value": display_name}]})
+        self._patch(f"Groups/{group_id}", self.dialect.rename_ops(group_id, display_name))
 
     def add_members(self, group_id: str, member_ids: Sequence[str],
                     on_chunk: Callable[[Sequence[str]], None] = lambda ids: None) -> None:
-        for chunk in chunks(list(member_ids), MEMBERS_PER_PATCH):
-            self.wire.call("PATCH", f"Groups/{group_id}", json={
-                "schemas": [PATCH_OP],
-                "Operations": [{"op": "add", "path": "members",
-                                "value": [{"value": m} for m in chunk]}]})
+        for chunk in chunks(list(member_ids), self.dialect.members_per_patch):
+            self._patch(f"Groups/{group_id}", self.dialect.add_member_ops(chunk))
             on_chunk(chunk)
 
     def remove_members(self, group_id: str, member_ids: Sequence[str],
                        on_chunk: Callable[[Sequence[str]], None] = lambda ids: None) -> None:
-        for chunk in chunks(list(member_ids), MEMBERS_PER_PATCH):
+        for chunk in chunks(list(member_ids), self.dialect.members_per_patch):
             try:
-                self.wire.call("PATCH", f"Groups/{group_id}", json={
-                    "schemas": [PATCH_OP],
-                    "Operations": [{"op": "remove", "path": f"members[value eq {filter_value(m)}]"}
-                                   for m in chunk]})
+                self._patch(f"Groups/{group_id}", self.dialect.remove_member_ops(chunk))
             except RejectedError as exc:
                 # RFC 7644 §3.5.2.2: a filter that matches nothing is "noTarget". The members
                 # are already gone (a lost response, a manual change): the goal is reached.

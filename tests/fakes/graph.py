@@ -21,9 +21,12 @@ Graph (``/v1.0/...``)
     and ``/transitiveMembers`` (directoryObjects with ``@odata.type``); ``/users/{id}``,
     ``/groups/{id}``; ``/users/delta`` and ``/groups/delta`` with nextLink/deltaLink pages,
     ``$deltatoken=latest``, ``@removed`` (``changed`` = soft delete, ``deleted`` = hard),
-    ``members@delta`` split over several pages for big groups; expired delta tokens (410 with
-    a ``Location`` header, or 400 ``syncStateNotFound``); 429 with ``Retry-After``; injected
+    ``members@delta`` split over several pages for big groups; members of every
+    directoryObject kind (users, groups, devices, service principals, org contacts); expired
+    delta tokens (410 with a ``Location`` header, or 400 ``syncStateNotFound``); 429 with
+    ``Retry-After`` and Graph's error body (``innerError`` date and request-id); injected
     faults (status codes or a dropped connection), optionally only on pages after the first.
+    The shapes are checked against tests/vectors/graph.py (tests/test_vendor_vectors.py).
 
 Every request is recorded in :attr:`FakeEntra.requests` (method, path, query) so tests can
 assert on what went over the wire; bodies and headers are not kept.
@@ -195,6 +198,8 @@ class FakeEntra:
     delta_page_size: int = 3                # objects per delta page
     members_delta_chunk: int = 2            # members@delta entries per group object per page
     devices: set[str] = field(default_factory=set)
+    # other directoryObjects a group can hold (Graph group-list-members.md): id -> @odata.type
+    others: dict[str, str] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
     token_requests: int = 0
@@ -300,12 +305,20 @@ class FakeEntra:
                     rule.times -= 1
                     if rule.drop:
                         return None
-                    extra = {"Retry-After": rule.retry_after} if rule.retry_after else {}
+                    request_id = str(uuid.uuid4())
+                    extra = {"request-id": request_id, "client-request-id": request_id}
+                    if rule.retry_after:
+                        extra["Retry-After"] = rule.retry_after
                     code = rule.code or ("TooManyRequests" if rule.status == 429 else
                                          "ServiceUnavailable" if rule.status == 503 else
                                          "UnknownError")
-                    return rule.status, extra, {"error": {"code": code, "message": "injected",
-                                                          "innerError": {}}}
+                    # the shape Graph throttles with (tests/vectors/graph.py THROTTLED_BODY)
+                    return rule.status, extra, {"error": {
+                        "code": code, "message": "injected",
+                        "innerError": {"date": dt.datetime.now(dt.timezone.utc)
+                                       .strftime("%Y-%m-%dT%H:%M:%S"),
+                                       "request-id": request_id,
+                                       "client-request-id": request_id}}}
         if path.startswith("/v1.0/"):
             return self._graph(method, path[len("/v1.0"):], query, headers)
         return self._login(method, path, body)
@@ -540,6 +553,8 @@ class FakeEntra:
                             **self._group_view(self.groups[oid], select)})
             elif oid in self.devices:  # another directoryObject type
                 out.append({"@odata.type": "#microsoft.graph.device", "id": oid})
+            elif oid in self.others:   # service principals, org contacts
+                out.append({"@odata.type": self.others[oid], "id": oid})
             # else: a deleted object; Graph lists only live members
         return out
 
@@ -651,7 +666,8 @@ class FakeEntra:
             entries = []
             for member, added in changes.items():
                 kind = (GROUP_TYPE if member in self.groups else
-                        "#microsoft.graph.device" if member in self.devices else USER_TYPE)
+                        "#microsoft.graph.device" if member in self.devices else
+                        self.others.get(member, USER_TYPE))
                 entry = {"@odata.type": kind, "id": member}
                 if not added:
                     entry["@removed"] = {"reason": "deleted"}

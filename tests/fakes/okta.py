@@ -18,11 +18,26 @@ What it reproduces (docs: ../shared/reference/sources.md section 1):
 - Rate limits per endpoint bucket and window: ``X-Rate-Limit-Limit/-Remaining/-Reset`` and
   ``Date`` on every response, 429 with an E0000047 body when the budget is spent, and the
   concurrent-limit 429 (limit and remaining 0) on demand. ``skew`` shifts the server clock.
-- Auth: ``SSWS <token>`` (a wrong one is 401 E0000011) or ``Bearer <access token>`` issued by
+- Auth: ``SSWS <token>`` (a wrong one is 401 E0000011) or an access token issued by
   ``POST /oauth2/v1/token`` for a registered service app: the client assertion's signature
   is checked against the registered public key, with aud = ``{org}/oauth2/v1/token``,
   iss = sub = client id, exp present, in the future and at most an hour away, jti not
-  replayed, scopes granted. Tokens last ``token_lifetime`` seconds; expired ones get 401.
+  replayed (spent even when the request then fails on its DPoP proof, as Okta does), scopes
+  granted. Tokens last ``token_lifetime`` seconds; expired ones get 401.
+- DPoP (RFC 9449), on for apps by default as the Admin Console creates them
+  (okta/okta-developer-docs ``guides/dpop``; support article "The DPoP Proof JWT Header Is
+  Missing"): a token request without a ``DPoP`` header is ``400 invalid_dpop_proof``; a proof
+  without the current nonce is ``400 use_dpop_nonce`` with a ``DPoP-Nonce`` header; then a
+  ``token_type: DPoP`` token bound to the proof key's thumbprint (``cnf.jkt``). API calls
+  with it need ``Authorization: DPoP`` and a proof checked every time: ``typ``, an asymmetric
+  ``alg``, a public-only ``jwk`` whose thumbprint is the token's, the signature, ``htm``,
+  ``htu`` (URL without query, decoded path), ``iat`` within the window, ``jti`` never seen,
+  ``ath`` the token's hash; a failure is ``400`` with ``WWW-Authenticate: DPoP
+  error="invalid_dpop_proof"`` (okta-sdk-python issue #541). The bound token as ``Bearer``
+  is 401. ``resource_nonce`` makes API calls demand a nonce too (401 ``use_dpop_nonce``,
+  RFC 9449 §9); ``rotate_nonce()`` hands out a new one (the old stays valid, as Okta keeps
+  an old nonce for three days), ``expire_nonces()`` invalidates all. An app with DPoP off
+  ignores a proof and issues a ``Bearer`` token.
 - Faults: fail page N of a listing with a status code or a dropped connection, N times.
 
 All time comes from a :class:`FakeClock` that the connector shares, so nothing really waits.
@@ -31,7 +46,9 @@ Every request is recorded in :attr:`FakeOkta.requests` (method, path, query, sta
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
 import json
 import re
 import secrets
@@ -40,7 +57,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import jwt
 
@@ -48,6 +65,8 @@ ALL_STATUSES = ("ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY", "SUSPEND
                 "DEPROVISIONED", "STAGED", "PROVISIONED")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+PROOF_AGE = 300                      # seconds a proof's iat may lie in the past
+PROOF_AHEAD = 60                     # ... or in the future (clock skew)
 
 
 class FakeClock:
@@ -91,6 +110,18 @@ class ServiceApp:
     client_id: str
     public_key_pem: str
     scopes: frozenset[str] = frozenset({"okta.users.read", "okta.groups.read"})
+    dpop: bool = True                # "Require DPoP header in token requests", the default
+
+
+class _ProofError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Issued:
+    expires: float
+    scopes: frozenset[str]
+    jkt: str | None = None           # the thumbprint a DPoP token is bound to
 
 
 @dataclass
@@ -124,13 +155,17 @@ class FakeOkta:
     skew: float = 0.0                     # server clock minus the shared clock
     token_lifetime: int = 3600
     link_base: str | None = None          # send next links to another origin (a trap)
+    resource_nonce: bool = False          # API calls too must carry the nonce
 
     def __post_init__(self):
         self.users: dict[str, dict] = {}
         self.groups: dict[str, dict] = {}
         self.members: dict[str, list[str]] = {}
         self.apps: dict[str, ServiceApp] = {}
-        self.access_tokens: dict[str, tuple[float, frozenset[str]]] = {}
+        self.access_tokens: dict[str, Issued] = {}
+        self.nonces: list[str] = [secrets.token_urlsafe(24)]   # the last is current
+        self._proof_jtis: set[str] = set()
+        self.proofs: list[dict] = []          # claims of every proof accepted, in order
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.concurrent_429s = 0
@@ -187,7 +222,7 @@ class FakeOkta:
                 "passwordChanged": None, "type": {"id": "oty1162QAr8hJjTaq0g4"},
                 "profile": {"firstName": first, "lastName": last, "mobilePhone": None,
                             "secondEmail": None, "login": email, "email": email, **profile},
-                "credentials": {"provider": {"type": "OKTA", "name": "OKTA"}},
+                "credentials": {"password": {}, "provider": {"type": "OKTA", "name": "OKTA"}},
                 "_links": {"self": {"href": f"{self.url}/api/v1/users/{uid}"}},
             }
         return uid
@@ -216,12 +251,26 @@ class FakeOkta:
                   type: str = "OKTA_GROUP", description: str = "") -> str:
         gid = gid or "00g" + secrets.token_hex(8)
         stamp = iso(self.now())
+        profile = {"name": name, "description": description}
+        extra: dict = {}
+        if type == "APP_GROUP":
+            # an AD-sourced group as Okta shows it (tests/vectors/okta.py APP_GROUP)
+            profile.update(groupType="Security", samAccountName=name,
+                           objectSid="S-1-5-21-717838489-685202119-709183397-"
+                                     + str(1000 + len(self.groups)),
+                           groupScope="Global", dn=f"CN={name},OU=Groups,DC=corp,DC=example",
+                           windowsDomainQualifiedName=f"CORP\\{name}",
+                           externalId=base64.b64encode(secrets.token_bytes(16)).decode())
+            extra["source"] = {"id": "0oa" + secrets.token_hex(8)}
+        elif type == "BUILT_IN" and not description:
+            profile["description"] = "All users in your organization"
         with self._lock:
             self.groups[gid] = {
                 "id": gid, "created": stamp, "lastUpdated": stamp,
                 "lastMembershipUpdated": stamp,
-                "objectClass": ["okta:user_group"], "type": type,
-                "profile": {"name": name, "description": description},
+                "objectClass": ["okta:windows_security_principal" if type == "APP_GROUP"
+                                else "okta:user_group"], "type": type,
+                "profile": profile, **extra,
                 "_links": {"users": {"href": f"{self.url}/api/v1/groups/{gid}/users"}},
             }
             self.members[gid] = list(members)
@@ -248,11 +297,21 @@ class FakeOkta:
             self.members[gid].remove(uid)
             self.groups[gid]["lastMembershipUpdated"] = iso(self.now())
 
-    def add_app(self, client_id: str, public_key_pem: str, scopes=None) -> ServiceApp:
+    def add_app(self, client_id: str, public_key_pem: str, scopes=None,
+                dpop: bool = True) -> ServiceApp:
         app = ServiceApp(client_id, public_key_pem,
-                         frozenset(scopes) if scopes is not None else ServiceApp.scopes)
+                         frozenset(scopes) if scopes is not None else ServiceApp.scopes, dpop)
         self.apps[client_id] = app
         return app
+
+    def rotate_nonce(self) -> None:
+        """A new DPoP nonce; earlier ones keep working (Okta: three days)."""
+        with self._lock:
+            self.nonces.append(secrets.token_urlsafe(24))
+
+    def expire_nonces(self) -> None:
+        with self._lock:
+            self.nonces = [secrets.token_urlsafe(24)]
 
     def fail(self, path: str, page: int, action: int | str = 500,
              times: float = float("inf")) -> Fault:
@@ -304,11 +363,12 @@ class FakeOkta:
             if method != "POST":
                 return self._reply(405, _error("E0000022", "The endpoint does not support "
                                                "the provided HTTP method"), bucket)
-            return self._token(body, bucket)
+            return self._token(body, headers, bucket)
         if method != "GET":
             return self._reply(405, _error("E0000022", "The endpoint does not support the "
                                            "provided HTTP method"), bucket)
-        denied = self._authorize(headers.get("Authorization", ""), path, bucket)
+        denied = self._authorize(headers.get("Authorization", ""), path, bucket, method,
+                                 headers)
         if denied:
             return denied
         try:
@@ -317,16 +377,28 @@ class FakeOkta:
             return self._reply(400, _error("E0000031", "Invalid search criteria.",
                                            [str(exc)]), bucket)
 
-    def _authorize(self, auth: str, path: str, bucket: str):
+    def _authorize(self, auth: str, path: str, bucket: str, method: str = "GET", headers=None):
         scheme, _, credential = auth.partition(" ")
         if scheme == "SSWS" and credential == self.api_token:
             return None
-        if scheme == "Bearer" and credential in self.access_tokens:
-            expires, scopes = self.access_tokens[credential]
+        if scheme in ("Bearer", "DPoP") and credential in self.access_tokens:
+            issued = self.access_tokens[credential]
+            expires, scopes = issued.expires, issued.scopes
             if self.now() >= expires:
                 return self._reply(401, _error("E0000011", "Invalid token provided"), bucket,
-                                   extra=[("WWW-Authenticate", 'Bearer error="invalid_token", '
+                                   extra=[("WWW-Authenticate", f'{scheme} error="invalid_token", '
                                            'error_description="The token has expired."')])
+            if (scheme == "DPoP") != (issued.jkt is not None):
+                # a DPoP-bound token sent as a bearer token (or the reverse) is no token
+                return self._reply(401, _error("E0000011", "Invalid token provided"), bucket,
+                                   extra=[("WWW-Authenticate", f'{scheme} error="invalid_token", '
+                                           'error_description="The access token is not valid '
+                                           'for this authorization scheme."')])
+            if issued.jkt is not None:
+                refused = self._check_resource_proof(headers, method, path, credential,
+                                                     issued.jkt, bucket)
+                if refused:
+                    return refused
             needed = "okta.users.read" if path.startswith("/api/v1/users") \
                 else "okta.groups.read"
             if needed not in scopes:
@@ -412,12 +484,12 @@ class FakeOkta:
 
     # -- /oauth2/v1/token ---------------------------------------------------------------------
 
-    def _token(self, body: bytes, bucket: str):
+    def _token(self, body: bytes, headers, bucket: str):
         form = {k: v[-1] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
 
-        def oauth_error(status, error, description):
+        def oauth_error(status, error, description, extra=()):
             return self._reply(status, {"error": error, "error_description": description},
-                               bucket)
+                               bucket, extra=extra)
 
         if form.get("grant_type") != "client_credentials":
             return oauth_error(400, "unsupported_grant_type",
@@ -460,7 +532,22 @@ class FakeOkta:
         if claims.get("jti") and claims["jti"] in self._jtis:
             return oauth_error(401, "invalid_client", "The client_assertion token has already "
                                "been used.")
-        self._jtis.add(claims.get("jti") or "")
+        self._jtis.add(claims.get("jti") or "")       # spent now, whatever follows
+        jkt = None
+        if app.dpop:
+            proof = headers.get("DPoP") if headers is not None else None
+            if not proof:
+                return oauth_error(400, "invalid_dpop_proof",
+                                   "The DPoP proof JWT header is missing.")
+            try:
+                proof_claims, jkt = self._verify_proof(proof, "POST",
+                                                       f"{self.url}/oauth2/v1/token")
+            except _ProofError as exc:
+                return oauth_error(400, "invalid_dpop_proof", str(exc))
+            if proof_claims.get("nonce") not in self.nonces:
+                return oauth_error(400, "use_dpop_nonce",
+                                   "Authorization server requires nonce in DPoP proof.",
+                                   extra=[("DPoP-Nonce", self.nonces[-1])])
         wanted = set(form.get("scope", "").split())
         if not wanted:
             return oauth_error(400, "invalid_scope", "The authorization server resource does "
@@ -471,10 +558,77 @@ class FakeOkta:
             return oauth_error(400, "invalid_scope", "The following scopes are not allowed: "
                                + ", ".join(missing))
         token = "eyJ" + secrets.token_urlsafe(24)
-        self.access_tokens[token] = (now + self.token_lifetime, frozenset(wanted))
-        return self._reply(200, {"token_type": "Bearer", "expires_in": self.token_lifetime,
+        self.access_tokens[token] = Issued(now + self.token_lifetime, frozenset(wanted), jkt)
+        return self._reply(200, {"token_type": "DPoP" if jkt else "Bearer",
+                                 "expires_in": self.token_lifetime,
                                  "access_token": token, "scope": " ".join(sorted(wanted))},
                            bucket)
+
+    # -- DPoP proofs --------------------------------------------------------------------------
+
+    def _verify_proof(self, proof: str, method: str, url: str) -> tuple[dict, str]:
+        """The claims and the key thumbprint of a valid proof for this request, or
+        _ProofError with Okta's kind of sentence."""
+        try:
+            header = jwt.get_unverified_header(proof)
+        except jwt.PyJWTError:
+            raise _ProofError("The DPoP proof JWT is malformed.") from None
+        if header.get("typ") != "dpop+jwt":
+            raise _ProofError("'typ' header in the DPoP proof JWT is invalid.")
+        alg = header.get("alg")
+        if alg not in ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512"):
+            raise _ProofError("'alg' header in the DPoP proof JWT is invalid.")
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict) or "d" in jwk or jwk.get("kty") not in ("RSA", "EC"):
+            raise _ProofError("'jwk' header in the DPoP proof JWT is invalid.")
+        algorithm = (jwt.algorithms.RSAAlgorithm if jwk["kty"] == "RSA"
+                     else jwt.algorithms.ECAlgorithm)
+        try:
+            key = algorithm.from_jwk(json.dumps(jwk))
+            claims = jwt.decode(proof, key, algorithms=[alg],
+                                options={"verify_aud": False, "verify_exp": False,
+                                         "verify_iat": False, "verify_nbf": False})
+        except (jwt.PyJWTError, ValueError, KeyError):
+            raise _ProofError("The DPoP proof JWT signature is invalid.") from None
+        if claims.get("htm") != method:
+            raise _ProofError("'htm' claim in the DPoP proof JWT is invalid.")
+        if claims.get("htu") != htu_of(url):
+            raise _ProofError("'htu' claim in the DPoP proof JWT is invalid.")
+        iat = claims.get("iat")
+        if not isinstance(iat, int) or not (self.now() - PROOF_AGE <= iat
+                                            <= self.now() + PROOF_AHEAD):
+            raise _ProofError("'iat' claim in the DPoP proof JWT is invalid.")
+        jti = claims.get("jti")
+        if not jti or jti in self._proof_jtis:
+            raise _ProofError("'jti' claim in the DPoP proof JWT is invalid.")
+        self._proof_jtis.add(jti)
+        self.proofs.append(claims)
+        return claims, thumbprint(jwk)
+
+    def _check_resource_proof(self, headers, method, path, token, jkt, bucket):
+        def refuse(status, error, description, extra=()):
+            challenge = f'DPoP algs="RS256 ES256", error="{error}", ' \
+                        f'error_description="{description}"'
+            return self._reply(status, {"errorCode": error, "errorSummary": description},
+                               bucket, extra=[("WWW-Authenticate", challenge), *extra])
+
+        proof = headers.get("DPoP") if headers is not None else None
+        if not proof:
+            return refuse(400, "invalid_dpop_proof", "The DPoP proof JWT header is missing.")
+        try:
+            claims, proof_jkt = self._verify_proof(proof, method, self.url + path)
+        except _ProofError as exc:
+            return refuse(400, "invalid_dpop_proof", str(exc))
+        if proof_jkt != jkt:
+            return refuse(400, "invalid_dpop_proof", "The DPoP proof JWT key does not match "
+                          "the access token's binding.")
+        if claims.get("ath") != access_token_hash(token):
+            return refuse(400, "invalid_dpop_proof", "'ath' claim in the DPoP proof JWT is "
+                          "invalid.")
+        if self.resource_nonce and claims.get("nonce") not in self.nonces:
+            return refuse(401, "use_dpop_nonce", "Resource server requires nonce in DPoP "
+                          "proof.", extra=[("DPoP-Nonce", self.nonces[-1])])
+        return None
 
     # -- replies ------------------------------------------------------------------------------
 
@@ -527,6 +681,28 @@ def _clause(item: dict, text: str, allowed: dict) -> bool:
         return {"eq": have == wanted, "gt": have > wanted, "ge": have >= wanted,
                 "lt": have < wanted, "le": have <= wanted}[op]
     return str(node or "").casefold() == value.casefold()
+
+
+# DPoP arithmetic written out here on its own (RFC 9449 §4.2, RFC 7638), not taken from the
+# connector: a fake that shared the code under test would agree with its bugs.
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def access_token_hash(token: str) -> str:
+    return _b64(hashlib.sha256(token.encode("ascii")).digest())
+
+
+def htu_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{unquote(parts.path)}"
+
+
+def thumbprint(jwk: dict) -> str:
+    members = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}[jwk["kty"]]
+    return _b64(hashlib.sha256(json.dumps({m: jwk[m] for m in members}, sort_keys=True,
+                                          separators=(",", ":")).encode()).digest())
 
 
 def _error(code: str, summary: str, causes=()) -> dict:

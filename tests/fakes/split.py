@@ -15,8 +15,12 @@ that are hard to provoke on a real tenant:
   that tests can assert it never happened.
 * Groups: names must be shorter than 25 characters, ``Administrators`` is reserved, a
   duplicate name gives 409, ``Split_Administrators`` must keep at least one member and
-  cannot be deleted, and Entra's legacy ``remove`` of ``members`` with a value list is
-  rejected (read literally, the RFC says it empties the group).
+  cannot be deleted. Entra's ``Remove`` of ``members`` with a value list removes exactly
+  those members: read literally, RFC 7644 §3.5.2.2 would empty the group, but Split accepts
+  Entra as a provisioning client and Entra sends this shape by default (MicrosoftDocs/
+  entra-docs, use-scim-to-provision-users-and-groups.md, "Update Group [Remove Members]"),
+  so Split must read it as a selector, as django-scim2 and SCIMMY do. A ``remove`` of
+  ``members`` with no value and no filter is refused rather than emptying the group.
 * ``eq`` filters on userName, externalId, emails and displayName, with JSON string escapes;
   1-based paging capped by ``max_page_size``; PATCH in both the Okta and the Entra shapes.
 * Injected trouble: ``fail_next`` (5xx with an optional Retry-After), ``rate_limit`` (429
@@ -374,7 +378,7 @@ def _members(value: Any) -> list[dict]:
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("value"), str):
             raise ScimError(400, f"bad member {item!r}: needs a string value", "invalidValue")
-        member = {"value": item["value"]}
+        member = {"value": item["value"]}           # Entra's "$ref": null is dropped
         if isinstance(item.get("display"), str):
             member["display"] = item["display"]
         if all(existing["value"] != member["value"] for existing in members):
@@ -417,10 +421,11 @@ def _apply_group_op(group: dict, kind: str, path: str, value: Any) -> None:
 def _apply_members_op(group: dict, kind: str, value: Any) -> None:
     current = group.get("members", [])
     if kind == "remove":
-        if value is not None:
-            raise ScimError(400, 'remove with path "members" and a value list would remove all '
-                            'members; use path members[value eq "<id>"]', "invalidValue")
-        group["members"] = []
+        if value is None:
+            raise ScimError(400, 'remove of "members" without a value list or a filter would '
+                            'remove every member', "noTarget")
+        gone = {m["value"] for m in _members(value)}      # Entra's shape: a selector
+        group["members"] = [m for m in current if m["value"] not in gone]
     elif kind == "add":
         group["members"] = _members(current + _members(value))
     else:
@@ -466,6 +471,7 @@ class FakeSplit:
         self._max_in_flight = 0
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._hang_posts = 0
+        self._refusals: dict[tuple[str, str], tuple[int, str, str | None]] = {}
         self._chaos: tuple[random.Random, float, float] | None = None
         self._rate: tuple[int, float] | None = None
         self._window_end = 0.0
@@ -567,6 +573,18 @@ class FakeSplit:
                 return rnd.choice(((500, 502, 503, 504), (502, 504))[which])
         return None
 
+    def refuse(self, method: str, path: str, status: int = 400,
+               detail: str = "refused by a rule of the service", scim_type: str | None =
+               "invalidValue") -> None:
+        """Answer every ``method path`` (e.g. ``PATCH /Users/<id>``) with ``status`` until
+        :meth:`stop_refusing`: a service-side rule the agent cannot know in advance."""
+        with self._store_lock:
+            self._refusals[(method, path)] = (status, detail, scim_type)
+
+    def stop_refusing(self) -> None:
+        with self._store_lock:
+            self._refusals.clear()
+
     def hang_after_write_next(self, n: int) -> None:
         """Apply the next ``n`` POSTs but hold each answer back for ``hang_seconds``."""
         with self._store_lock:
@@ -637,6 +655,10 @@ class FakeSplit:
             self._authenticate(headers)
             if body_error is not None:
                 raise body_error
+            with self._store_lock:
+                refusal = self._refusals.get((method, path))
+            if refusal is not None:
+                raise ScimError(refusal[0], refusal[1], refusal[2])
             delay = self._take_hang() if method == "POST" else 0.0
             with self._store_lock:
                 response = self._route(method, path, query, body)
