@@ -515,3 +515,17 @@ def test_a_mistyped_token_is_named_at_load_and_nothing_is_sent(capsys, split_ws,
                     f"AGENT_TEST_TOKEN {words}, which no token contains") in err
             assert TOKEN not in err and TOKEN[5:] not in err
     assert fake_split.requests == []                       # refused before anything was sent
+
+
+@pytest.mark.parametrize("command", ["sync", "check", "plan --refresh"])
+def test_a_base_url_without_scim_v2_is_told_the_form_split_shows(capsys, split_ws, fake_split,
+                                                                 command):
+    right = fake_split.base_url
+    split_ws.url = right[:-len("/scim/v2")]
+    split_ws.write_config()
+    split_ws.write_directory([user("1", "ann@example.org")], [])
+    code, out, err = run(capsys, split_ws, *command.split())
+    assert code == 1
+    assert "Traceback" not in err and "unexpected" not in err
+    assert "is not the SCIM base URL" in out + err and f"did you mean {right}?" in out + err
+    assert fake_split.writes() == []

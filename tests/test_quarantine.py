@@ -57,7 +57,7 @@ def test_a_refused_change_waits_longer_each_time_and_never_blocks_the_others(fak
     ws.write_directory(people, [])
     fake_split.reset_log()
     first = ws.agent(now=clock).sync()
-    assert first.outcome is Outcome.PARTIAL and patches_of(fake_split, bob) == 1
+    assert first.outcome is Outcome.REFUSED and patches_of(fake_split, bob) == 1
 
     # the next cycles within the wait send nothing for bob, and still do the others' work
     clock.now += dt.timedelta(minutes=5)
@@ -65,7 +65,7 @@ def test_a_refused_change_waits_longer_each_time_and_never_blocks_the_others(fak
     second = ws.agent(now=clock).sync()
     assert patches_of(fake_split, bob) == 1                     # held back
     assert any(u["userName"] == "c@example.org" for u in fake_split.users.values())
-    assert second.outcome is Outcome.PARTIAL and "held back" in second.message
+    assert second.outcome is Outcome.REFUSED and "held back" in second.message
 
     # status shows the reason and the next attempt
     assert main(["--config", str(ws.config), "status", "--output", "json"]) == 0

@@ -108,13 +108,16 @@ def snapshot_bytes(ws) -> bytes:
 
 def test_a_remote_echo_of_the_token_reaches_no_output_of_any_command(ws, nosy, capsys):
     code, out, err = run(capsys, ws, "sync")
-    assert code == 4, err                                   # the creates failed, reported
+    assert code == 5, err                                   # the target refused the creates
     assert "You sent Authorization: [redacted]; url-encoded: [redacted]" in out   # echoed, no token
     assert_clean(out + err, "sync", TOKEN)
 
+    # changed records are sent again at once (unchanged ones wait out their back-off)
+    ws.write_directory([user("1", "ann@example.org", title="a"),
+                        user("2", "ben@example.org", title="b")], [group("g", "Team", ["1", "2"])])
     code, out, err = run(capsys, ws, "--debug", "--log-format", "json", "sync", "--output",
                          "json")
-    assert code == 4
+    assert code == 5
     failed = json.loads(out)["failed"]
     assert any(MARK in f["error"] for f in failed if f["op"] == "create_user")
     assert_clean(out + err, "sync --output json (and its debug log)", TOKEN)

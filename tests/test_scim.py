@@ -146,3 +146,38 @@ def test_tls_session_keys_are_never_logged(monkeypatch, tmp_path):
     from connectors.http import tls_context
     monkeypatch.setenv("SSLKEYLOGFILE", str(tmp_path / "keys.log"))
     assert tls_context(None).keylog_filename is None
+
+
+@pytest.mark.parametrize("url, suggested", [
+    ("https://api.split.io", "https://api.split.io/scim/v2"),
+    ("https://api.split.io/", "https://api.split.io/scim/v2"),
+    ("https://api.split.io/scim", "https://api.split.io/scim/scim/v2"),
+    ("https://api.split.io/scim/v2/Users", "https://api.split.io/scim/v2"),
+    ("https://api.split.io/scim/v2/Groups/", "https://api.split.io/scim/v2"),
+    ("https://api.split.io/scim/v2/extra", "https://api.split.io/scim/v2"),
+    ("https://api.split.io/scim/v2", None),
+    ("https://api.split.io/scim/v2/", None),
+])
+def test_a_base_url_of_the_wrong_form_gets_the_scim_v2_form_suggested(url, suggested):
+    from connectors.scim.client import suggested_base
+    assert suggested_base(url) == suggested
+
+
+@pytest.mark.parametrize("cut", ["/scim/v2", "/v2"])
+def test_a_404_on_a_collection_says_the_base_url_is_not_one(fake_split, cut):
+    wrong = fake_split.base_url[:-len(cut)]
+    target = target_for(wrong)
+    for read in (target.probe, lambda: list(target.users()), lambda: list(target.groups())):
+        with pytest.raises(FatalTargetError) as info:
+            read()
+        message = str(info.value)
+        assert f"[target] url ({wrong}) is not the SCIM base URL" in message
+        assert "ends in /scim/v2" in message
+    assert target.requests_sent == 3                 # each read stopped at once, not retried
+
+
+def test_a_404_on_one_object_is_still_that_object_gone(fake_split):
+    from connectors.base import NotFoundError
+    target = target_for(fake_split.base_url)
+    with pytest.raises(NotFoundError):
+        target.update_user("no-such-id", {"title": "x"})

@@ -271,7 +271,7 @@ def test_a_rejected_user_fails_alone(fake_split, split_ws):
         return t
 
     result = ws.agent(target_factory=target).sync()
-    assert result.outcome is Outcome.PARTIAL
+    assert result.outcome is Outcome.REFUSED         # the target said no: a refusal, not a failure
     assert [u["userName"] for u in original.values()] == ["ok@example.org"]
 
 

@@ -270,7 +270,7 @@ def print_sync(result: SyncResult) -> None:
         print(line)
     if lines:
         print()
-    if not report.applied and not failed and not report.refused and not report.fatal:
+    if not (report.applied or failed or report.refused or report.deferred or report.fatal):
         if result.target_read is not None:
             print("No changes: the source, the snapshot and Split agree (Split was read this "
                   "cycle).")
@@ -281,9 +281,19 @@ def print_sync(result: SyncResult) -> None:
     else:
         print(applied_line(report.counts()))
     notes = []
-    if failed:
-        notes.append(style(f"{len(failed)} change(s) failed; they are retried next cycle "
+    retried, rejected = len(report.to_retry()), len(report.refused_by_target())
+    if retried:
+        notes.append(style(f"{retried} change(s) failed; they are retried next cycle "
                            "('scim-agent status' lists them).", "33"))
+    if rejected:
+        notes.append(style(f"{rejected} change(s) refused by the target; each is sent again "
+                           "after a growing wait (15 min, then longer) or as soon as its "
+                           "source record changes; 'scim-agent status' shows when (exit 5).",
+                           "33"))
+    if report.deferred:
+        notes.append(style(f"{len(report.deferred)} change(s) held back: the target refused "
+                           "them before and their wait is not over ('scim-agent status' "
+                           "shows the next attempt; exit 5).", "33"))
     if report.refused:
         notes.append(style(f"{len(report.refused)} change(s) refused and not sent: no retry "
                            "mends them; fix the source or the config (exit 5).", "33"))

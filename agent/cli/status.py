@@ -68,18 +68,24 @@ def print_status(report: dict) -> None:
             print("  " + _p(line))
     failures = report.get("failures") or []
     attention = [f for f in failures if f["op"] in ATTENTION]
-    failing = [f for f in failures if f["op"] not in ATTENTION]
+    refused = [f for f in failures if f["op"] not in ATTENTION and f.get("next_attempt")]
+    failing = [f for f in failures if f["op"] not in ATTENTION and not f.get("next_attempt")]
     if attention:
         print("\nNeeds attention (refused or held: no retry mends these):")
         for f in attention:
             print(_p(f"  {f['kind']} {f['key']}: {f['error']} (since {_at(f['first_seen'])})"))
+    if refused:
+        print("\nRefused by the target (sent again after a growing wait, or at once when the "
+              "source record changes):")
+        for f in refused:
+            print(_p(f"  {f['kind']} {f['key']}: {f['op']} refused {f['count']}x, last "
+                     f"{_at(f['last_seen'])}: {f['error']}; next attempt "
+                     f"{_at(f['next_attempt'])}"))
     if failing:
-        print("\nFailing objects (retried every cycle; refused ones with a growing wait):")
+        print("\nFailing objects (retried every cycle):")
         for f in failing:
-            wait = (f"; next attempt {_at(f['next_attempt'])} or when its source record "
-                    "changes" if f.get("next_attempt") else "")
             print(_p(f"  {f['kind']} {f['key']}: {f['op']} failed {f['count']}x, last "
-                     f"{_at(f['last_seen'])}: {f['error']}{wait}"))
+                     f"{_at(f['last_seen'])}: {f['error']}"))
 
 
 def _local(moment: dt.datetime | None) -> str | None:

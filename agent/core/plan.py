@@ -168,7 +168,7 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
         changed = diff(pushed.attributes, user.attributes)
         if user.active and not pushed.active:
             ops.append(Op(OpKind.REACTIVATE_USER, user.key, sid, changed=changed, user=user,
-                          reason="active again in the source"))
+                          reason="active in the source, inactive in Split"))
         elif pushed.active and not user.active:
             ops.append(Op(OpKind.DEACTIVATE_USER, user.key, sid, changed=changed, user=user,
                           reason="disabled in the source"))

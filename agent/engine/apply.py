@@ -51,12 +51,26 @@ class ApplyReport:
     refused: list[Op] = field(default_factory=list)       # planned as refused: never sent
     rejected: list[Op] = field(default_factory=list)      # sent, refused by the target
     deferred: list[Op] = field(default_factory=list)      # held back: refused before
+    blocked: list[Op] = field(default_factory=list)       # needed what failed or was refused
     adopted: int = 0
     learned: int = 0                   # facts recorded that the plan did not foresee
     planned: int = 0                   # operations in the plans applied
     fatal: str = ""
     hold: Hold | None = None           # when ``fatal`` is one no retry mends (token, endpoint)
     interrupted: bool = False
+
+    def to_retry(self) -> list[tuple[Op, str]]:
+        """The failures the next cycle tries again: not a refusal, not what stopped the run,
+        not an operation that only followed another's failure."""
+        refused = {id(op) for op in self.rejected + self.blocked}
+        return [(op, error) for op, error in self.failed
+                if id(op) not in refused and error != self.fatal]
+
+    def refused_by_target(self) -> list[tuple[Op, str]]:
+        """Sent, and refused by the target (4xx, 501): sent again only after a growing wait
+        (:mod:`agent.engine.quarantine`) or when the source record changes."""
+        refused = {id(op) for op in self.rejected}
+        return [(op, error) for op, error in self.failed if id(op) in refused]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -70,6 +84,7 @@ class ApplyReport:
         self.failed += later.failed
         self.refused += [op for op in later.refused if op not in self.refused]
         self.rejected += later.rejected
+        self.blocked += later.blocked
         self.adopted += later.adopted
         self.learned = later.learned
         self.planned += later.planned
@@ -186,6 +201,8 @@ class Applier:
             return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
+            if isinstance(exc, _Blocked):
+                report.blocked.append(op)
             if isinstance(exc, RejectedError) and not isinstance(exc, _IdentityConflict):
                 report.rejected.append(op)      # the target said no: quarantined (cycle.py)
             self.record(self.state.record_failure, kind, op.source_id, op.key, op.kind.value,
@@ -328,7 +345,7 @@ class Applier:
     def _group_id(self, op: Op) -> str:
         scim_id = self.group_ids.get(op.source_id)
         if scim_id is None:
-            raise NotFoundError(f"group {op.key} is not on the target (its creation failed)")
+            raise _Blocked(f"group {op.key} is not on the target (its creation failed)")
         return scim_id
 
     def _add_members(self, op: Op) -> _Done:
@@ -393,6 +410,11 @@ def hold_for(exc: FatalTargetError) -> Hold | None:
 class _IdentityConflict(RejectedError):
     """Refused by the engine, not the target: the account found belongs to someone still in
     the source. It mends itself when the other object moves, so it is not held back."""
+
+
+class _Blocked(NotFoundError):
+    """Not sent: it needs an object whose own operation failed or was refused (a group whose
+    creation did not land). It follows that failure; it is not a failure of its own."""
 
 
 class _NotSent(Exception):

@@ -366,8 +366,8 @@ class Agent:
         report.interrupted = False
         left = report.planned - len(report.applied) - len(report.failed) - len(report.refused)
         if report.planned and left <= 0:        # the time ran out just as the last one ended
-            outcome = (Outcome.PARTIAL if report.failed else
-                       Outcome.REFUSED if report.refused else Outcome.OK)
+            outcome = (Outcome.PARTIAL if report.to_retry() else
+                       Outcome.REFUSED if report.refused or report.failed else Outcome.OK)
             message = result.message.removeprefix("interrupted: ").removesuffix(
                 "; nothing more was sent")
             return dataclasses.replace(result, outcome=outcome, message=message)
@@ -468,10 +468,16 @@ def _held_pushed(desired: DesiredState, state: State) -> list:
 
 
 def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
-    """What the cycle ended as, in one value and one sentence."""
-    failed, refused = len(report.failed), len(report.refused) + len(held)
+    """What the cycle ended as, in one value and one sentence. Failures the next cycle tries
+    again make it partial; refusals (planned as refused, refused by the target, held back
+    after a refusal, held pushed objects) are warnings no retry mends: refused."""
+    retried, rejected = len(report.to_retry()), len(report.refused_by_target())
+    refused = (len(report.refused) + rejected + len(report.deferred) + len(report.blocked)
+               + len(held))
     message = (f"applied {len(report.applied)} of {report.planned} operations"
-               + (f"; {failed} failed (retried next cycle)" if failed else "")
+               + (f"; {retried} failed (retried next cycle)" if retried else "")
+               + (f"; {rejected} refused by the target (sent again after a growing wait, "
+                  "or when the source record changes)" if rejected else "")
                + (f"; {len(report.deferred)} held back after the target refused them "
                   "(see status for the next attempt)" if report.deferred else "")
                + (f"; {len(report.refused)} refused (not sent)" if report.refused else "")
@@ -479,7 +485,7 @@ def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
                   if held else ""))
     if report.interrupted:
         return Outcome.INTERRUPTED, f"interrupted: {message}; nothing more was sent"
-    if failed or report.deferred:
+    if retried:
         return Outcome.PARTIAL, message
     return (Outcome.REFUSED if refused else Outcome.OK), message
 

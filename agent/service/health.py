@@ -154,8 +154,10 @@ class Metrics:
         if result.report is not None:
             for op in result.report.applied:
                 self.operations.labels(op.kind.value, "applied").inc()
-            for op, _error in result.report.failed:
+            for op, _error in result.report.to_retry():
                 self.operations.labels(op.kind.value, "failed").inc()
+            for op, _error in result.report.refused_by_target():
+                self.operations.labels(op.kind.value, "refused").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

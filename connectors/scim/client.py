@@ -22,10 +22,24 @@ from ..http import (Failure, HeaderAuth, HttpClient, HttpPolicy, RateLimiter, Re
 from . import answers
 
 SCIM_JSON = "application/scim+json"
+COLLECTIONS = ("Users", "Groups")     # always served by a SCIM base URL
 PAGE_SIZE = 100
 TOKEN_HINT = ("the SCIM token was rejected (expired after one year, or regenerated?): "
               "create a new one in Split under Admin settings > Security > SCIM and update "
               "[target] token")
+
+
+def suggested_base(url: str) -> str | None:
+    """The SCIM base URL ``url`` was probably meant to be: a collection or a trailing slash cut
+    off, or ``/scim/v2`` added; None when it already has that form."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    while path.rsplit("/", 1)[-1] in ("Users", "Groups", "ServiceProviderConfig"):
+        path = path.rsplit("/", 1)[0]
+    at = path.find("/scim/v2")
+    path = path[:at + len("/scim/v2")] if at >= 0 else path + "/scim/v2"
+    suggested = parts._replace(path=path, query="", fragment="").geturl()
+    return None if suggested == url.rstrip("/") else suggested
 
 
 class ScimVendor(Vendor):
@@ -33,9 +47,10 @@ class ScimVendor(Vendor):
 
     name = "the SCIM target"
 
-    def __init__(self, where: str, timeout: float):
+    def __init__(self, where: str, timeout: float, base: str = ""):
         self.where = where              # host:port, for connection errors
         self.timeout = timeout
+        self.base = base                # [target] url, for a base URL that is not one
 
     def classify(self, request: Request, response: httpx.Response) -> Exception | None:
         status = response.status_code
@@ -50,6 +65,8 @@ class ScimVendor(Vendor):
             return FatalTargetError(f"{TOKEN_HINT} ({request.method} {request.url} answered "
                                     f"HTTP {status})", status)
         if status == 404:
+            if request.url in COLLECTIONS:
+                return FatalTargetError(self._no_collection(request), status)
             return NotFoundError(f"{where}: not found on the target", status)
         if status == 409:
             detail, scim_type = _error_body(response)
@@ -61,6 +78,19 @@ class ScimVendor(Vendor):
                                     f"{': ' + detail if detail else ''}; it is not retried",
                                     status, scim_type)
         return None
+
+    def _no_collection(self, request: Request) -> str:
+        """A 404 on /Users or /Groups itself: the URL is not a SCIM base URL (a collection
+        is never missing from one that serves it)."""
+        text = (f"{request.method} {self.base}/{request.url}: HTTP 404: there is no SCIM "
+                f"{request.url} here, so [target] url ({self.base}) is not the SCIM base URL; "
+                "the one Split shows (Admin settings > Security > SCIM) ends in /scim/v2")
+        suggested = suggested_base(self.base)
+        if suggested:
+            text += f": did you mean {suggested}?"
+        if request.url == "Groups":
+            text += " (or this target keeps no groups: then set [sync] groups = false)"
+        return text
 
     def describe(self, request: Request, response: httpx.Response) -> str:
         where = f"{request.method} {request.url}: HTTP {response.status_code}"
@@ -114,7 +144,7 @@ class ScimClient:
             raise FatalTargetError(f"[target] url must use https:// (only a loopback address "
                                    f"may use http://): {self.url}")
         self.policy = policy
-        self.http = HttpClient(self.url + "/", ScimVendor(where, policy.timeout), policy,
+        self.http = HttpClient(self.url + "/", ScimVendor(where, policy.timeout, self.url), policy,
                                auth=HeaderAuth("Bearer", token),
                                burst=1.0,                 # a ceiling, not an average
                                headers={"Accept": SCIM_JSON},

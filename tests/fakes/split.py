@@ -624,7 +624,9 @@ class FakeSplit:
         url = urlsplit(target)
         query = {key: values[0] for key, values in
                  parse_qs(url.query, keep_blank_values=True).items()}
-        path = url.path[len(BASE_PATH):] if url.path.startswith(BASE_PATH) else url.path
+        # Split serves SCIM under its base path only: /Users outside it is not found
+        inside = url.path == BASE_PATH or url.path.startswith(BASE_PATH + "/")
+        path = url.path[len(BASE_PATH):] if inside else url.path
         body, body_error = _parse_body(headers, raw)
         record = RequestRecord(method, path, query, body, headers=headers)
         with self._log_lock:
@@ -634,7 +636,8 @@ class FakeSplit:
         try:
             if self.latency:
                 self._stopping.wait(self.latency)
-            response = self._respond(method, path, query, headers, body, body_error)
+            response = (self._respond(method, path, query, headers, body, body_error) if inside
+                        else self._error(ScimError(404, f"no such endpoint {url.path!r}")))
             record.status = response.status
             if response.delay or self.answer_latency:
                 self._stopping.wait(response.delay or self.answer_latency)
