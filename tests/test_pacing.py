@@ -1,5 +1,5 @@
 """Adaptive pacing: the shared bucket's AIMD decisions on an injected clock, the one HTTP path
-telling it what each answer meant."""
+telling it what each answer meant, and a smoke-size run of bench/bench_pacing.py."""
 
 from __future__ import annotations
 
@@ -234,3 +234,24 @@ def test_a_server_error_neither_cuts_nor_climbs():
         client.call(Request("GET", "things"))
     assert client.limiter.throttles == 1
     assert client.limiter.rate == pytest.approx(DECREASE * 40)
+
+
+# ------------------------------------------------------------------ the benchmark, smoke size
+
+
+def test_bench_pacing_smoke_learns_from_429s_and_completes():
+    """A sync against a fake Split admitting a quarter of rate_limit, four workers, the fake
+    and the agent on one injected clock (so nothing here depends on the machine's speed):
+    429s come, every one is learned from and retried, nothing fails; a create is one
+    request, member changes go in batches."""
+    from bench.bench_pacing import run
+    clock = Clock(5000.0)
+    result = run(users=150, groups=3, server=10, rate_limit=40, concurrency=4, seed=3,
+                 clock=clock, sleep=clock.sleep)
+    assert (result.outcome, result.failed) == ("ok", 0)
+    assert result.throttled >= 1
+    assert 1 <= result.cuts <= result.throttled
+    assert result.final_pace <= 40
+    assert result.by_kind[("POST", "Users", "2xx")] == 150
+    assert result.by_kind[("PATCH", "Groups", "2xx")] == result.expected_patches
+    assert result.expected_patches > 3             # a group of more than 100 members
