@@ -3,13 +3,14 @@ telling it what each answer meant, and a smoke-size run of bench/bench_pacing.py
 
 from __future__ import annotations
 
+import email.utils
 import math
 import threading
 
 import httpx
 import pytest
 
-from connectors.http import HttpClient, HttpPolicy, RateLimiter, Request, Vendor
+from connectors.http import HttpClient, HttpPolicy, RateLimiter, Request, Vendor, quota_spent
 from connectors.http.waits import CLIMB, DECREASE, FLOOR, PLATEAU, PROBE
 
 
@@ -133,9 +134,11 @@ def test_after_a_cut_a_pause_ends_in_a_burst_of_the_new_pace_not_the_old():
     grant(limiter, 10)
     limiter.throttled(limiter.acquire())         # 7 per second now
     clock.sleep(60)                              # a long pause refills the bucket
-    start = clock()
-    burst = sum(1 for _ in range(10) if limiter.acquire() is not None and clock() == start)
-    assert burst == 7
+    start, granted = clock(), []
+    for _ in range(10):
+        limiter.acquire()
+        granted.append(clock())
+    assert granted.count(start) == 7
 
 
 # ------------------------------------------------------------------ against a fixed window
@@ -234,6 +237,55 @@ def test_a_server_error_neither_cuts_nor_climbs():
         client.call(Request("GET", "things"))
     assert client.limiter.throttles == 1
     assert client.limiter.rate == pytest.approx(DECREASE * 40)
+
+
+# ------------------------------------------------------------------ a quota the headers say is gone
+
+
+def answer(**headers: str) -> httpx.Response:
+    return httpx.Response(200, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"X_RateLimit_Remaining_Org": "0", "X_RateLimit_Reset_Seconds_Org": "3",
+      "X_RateLimit_Remaining_IP": "5", "X_RateLimit_Reset_Seconds_IP": "4"}, 4.0),   # Split
+    ({"X_RateLimit_Remaining": "0", "X_RateLimit_Reset": "12"}, 12.0),           # a delta
+    ({"RateLimit_Remaining": "0", "RateLimit_Reset": "2"}, 2.0),                 # IETF draft
+])
+def test_an_answer_that_says_the_quota_is_gone_names_the_wait(headers, seconds):
+    assert quota_spent(answer(**headers)) == seconds
+
+
+def test_an_epoch_reset_is_measured_against_the_answers_date():
+    date = email.utils.formatdate(2_000_000_000, usegmt=True)
+    okta = answer(X_Rate_Limit_Limit="600", X_Rate_Limit_Remaining="0",
+                  X_Rate_Limit_Reset="2000000030", Date=date)
+    github = answer(X_RateLimit_Remaining="0", X_RateLimit_Reset="2000000045", Date=date)
+    assert (quota_spent(okta), quota_spent(github)) == (30.0, 45.0)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X_RateLimit_Remaining_Org": "1", "X_RateLimit_Reset_Seconds_Org": "3"},   # some left
+    {"X_RateLimit_Remaining_Org": "0"},                  # Split's answer without a reset
+    {"X_Rate_Limit_Limit": "0", "X_Rate_Limit_Remaining": "0",                # concurrent:
+     "X_Rate_Limit_Reset": "2000000030"},                                       # an estimate
+    {"X_RateLimit_Remaining": "soon", "X_RateLimit_Reset": "3"},
+    {},
+])
+def test_otherwise_there_is_nothing_to_plan_with(headers):
+    assert quota_spent(answer(**headers)) is None
+
+
+def test_every_worker_waits_for_a_reset_the_answer_named_before_any_429():
+    clock = Clock(1000.0)
+    answers = [answer(X_RateLimit_Remaining="0", X_RateLimit_Reset="7"), answer()]
+    client = HttpClient("https://api.example.test/", Plain(), HttpPolicy(rate_limit=40),
+                        transport=httpx.MockTransport(lambda request: answers.pop(0)),
+                        clock=clock, sleep=clock.sleep)
+    client.call(Request("GET", "things"))
+    client.call(Request("GET", "things"))
+    assert clock() == pytest.approx(1007.0)
+    assert client.limiter.throttles == 0
 
 
 # ------------------------------------------------------------------ the benchmark, smoke size

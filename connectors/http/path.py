@@ -17,7 +17,9 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
         ├── scrub the answer               no secret, and not the credentials this request
         │                                  carried, survives in its body or headers
         ├── vendor.after_answer()          e.g. Okta's budget headers, the server's Date
-        ├── limiter.throttled/succeeded()  a throttle cuts the shared pace, others climb
+        ├── limiter.throttled/succeeded()  a throttle cuts the shared pace, others climb;
+        │                                  vendor.quota_spent(): quota gone until a reset
+        │                                  the answer names? every worker waits for it
         ├── 401 and auth.renew()?          one more try with a fresh credential
         └── judge(response)                2xx: the answer
                                            vendor.classify(): what only this vendor means
@@ -44,7 +46,7 @@ import httpx
 from ..base import ConnectorError, Interrupted, TransientError
 from .bounds import TooLarge, credentials_of, deadline, read_capped, scrubbed
 from .transport import Failure, HttpPolicy, build_client, failure_of
-from .waits import RateLimiter, retrying, server_wait_hint
+from .waits import RateLimiter, quota_spent, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,11 @@ class Vendor:
         """The remote's answers cannot be followed (a link elsewhere, a paging loop)."""
         return ConnectorError(f"{request.where}: {problem}")
 
+    def quota_spent(self, response: httpx.Response) -> float | None:
+        """Seconds to hold every request back because an answer says the quota is used up
+        until a reset (:func:`~.waits.quota_spent`); None: send on."""
+        return quota_spent(response)
+
     def before_send(self, request: Request) -> None:
         pass
 
@@ -245,6 +252,10 @@ class HttpClient:
                          before, limiter.ceiling)
         elif response.status_code < 500:
             limiter.succeeded(ticket)
+            spent = self.vendor.quota_spent(response)
+            if spent:
+                # the server says the next request would be refused: wait, do not ask
+                limiter.pause_for(min(spent, self.policy.max_wait))
 
     def _judge(self, request: Request, response: httpx.Response) -> httpx.Response:
         status = response.status_code

@@ -1,7 +1,8 @@
 """How long to wait: the shared token bucket, the server's wait hints, and the retry policy.
 
 :class:`RateLimiter` paces every request to one remote (a ceiling, shared by its threads);
-:func:`server_wait_hint` reads what a server asked for; :func:`retrying` is the tenacity policy
+:func:`server_wait_hint` reads what a server asked for, :func:`quota_spent` when an answer
+says the quota is gone until a reset; :func:`retrying` is the tenacity policy
 that retries :class:`~connectors.base.TransientError` with those hints honoured, else
 exponential backoff with full jitter. Time comes only from the ``clock`` and ``sleep`` given.
 """
@@ -32,6 +33,7 @@ PLATEAU = 0.97      # ... up to this share of the rate that last drew a throttle
 PROBE = 0.0005      # only this share of that rate per second: the 3 % band takes a minute
 FLOOR = 0.02        # never slower than this share of the ceiling
 SPAN = 2.0          # seconds of grants that the measured sending rate looks back on
+YEAR = 365 * 86400  # a reset header larger than this is an epoch, not a delta
 
 
 class RateLimiter:
@@ -188,15 +190,57 @@ def server_wait_hint(response: httpx.Response, now: float | None = None) -> floa
             reset = float(epoch)
         except ValueError:
             return None
-        server_now = None
-        if headers.get("Date"):
-            try:
-                server_now = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
-            except (TypeError, ValueError):
-                server_now = None
-        if server_now is None:
-            server_now = time.time() if now is None else now
-        return max(0.0, reset - server_now)
+        return _until(reset, headers, now)
+    return None
+
+
+def _until(epoch: float, headers: httpx.Headers, now: float | None) -> float:
+    """Seconds from the answer's ``Date`` (else ``now``, else the wall clock) to ``epoch``."""
+    server_now = None
+    if headers.get("Date"):
+        try:
+            server_now = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
+        except (TypeError, ValueError):
+            server_now = None
+    if server_now is None:
+        server_now = time.time() if now is None else now
+    return max(0.0, epoch - server_now)
+
+
+def quota_spent(response: httpx.Response, now: float | None = None) -> float | None:
+    """Seconds until the quota resets, when an answer says it is used up and when it resets;
+    None otherwise (quota left, or no reset given: nothing to plan with).
+
+    The spellings on the shared path: Split's ``X-RateLimit-Remaining-Org``/``-IP`` with
+    ``X-RateLimit-Reset-Seconds-*`` (Split documents them with its 429s only; read wherever
+    they come); Okta's ``X-Rate-Limit-Remaining`` with ``X-Rate-Limit-Reset`` (epoch seconds,
+    measured against the answer's ``Date``; a limit of 0 is the concurrent-request limit, whose
+    reset is only an estimate); the common ``X-RateLimit-Remaining``/``-Reset`` and the IETF
+    draft's ``RateLimit-Remaining``/``-Reset`` (delta seconds, or epoch seconds when larger
+    than a year of seconds, as GitHub sends).
+    """
+    headers = response.headers
+
+    def number(name: str) -> float | None:
+        try:
+            return float(headers[name])
+        except (KeyError, ValueError):
+            return None
+
+    remaining = [number(f"X-RateLimit-Remaining-{scope}") for scope in ("Org", "IP")]
+    resets = [number(f"X-RateLimit-Reset-Seconds-{scope}") for scope in ("Org", "IP")]
+    if 0 in remaining:
+        known = [r for r in resets if r is not None]
+        return max(0.0, max(known)) if known else None
+    if number("X-Rate-Limit-Remaining") == 0 and number("X-Rate-Limit-Limit") != 0:
+        reset = number("X-Rate-Limit-Reset")
+        return None if reset is None else _until(reset, headers, now)
+    for prefix in ("X-RateLimit-", "RateLimit-"):
+        if number(prefix + "Remaining") == 0:
+            reset = number(prefix + "Reset")
+            if reset is None:
+                return None
+            return _until(reset, headers, now) if reset > YEAR else max(0.0, reset)
     return None
 
 
