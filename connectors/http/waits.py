@@ -1,6 +1,7 @@
 """How long to wait: the shared token bucket, the server's wait hints, and the retry policy.
 
-:class:`RateLimiter` paces every request to one remote (a ceiling, shared by its threads);
+:class:`RateLimiter` paces every request to one remote (shared by its threads: a ceiling, and
+a pace below it learned from the throttles);
 :func:`server_wait_hint` reads what a server asked for, :func:`quota_spent` when an answer
 says the quota is gone until a reset; :func:`retrying` is the tenacity policy
 that retries :class:`~connectors.base.TransientError` with those hints honoured, else
@@ -44,8 +45,9 @@ class RateLimiter:
     increase and multiplicative decrease as TCP does, for every worker at once:
 
     - :meth:`throttled` (a 429 or the vendor's equivalent) cuts the pace to ``DECREASE`` times
-      the rate the remote was being sent (the lower of the pace and the rate measured over the
-      last ``SPAN`` seconds: workers slower than the pace must not make the cut too small).
+      the rate the remote was being sent (the lower of the pace and the rate measured since
+      the last cut, over at most ``SPAN`` seconds: workers slower than the pace must not make
+      the cut too small).
       Only the first throttle of an episode cuts: an answer to a request granted before the
       last cut (the other workers in flight into the same closed window) changes nothing.
     - :meth:`succeeded` (any other answer below 500) climbs back: ``CLIMB`` of the ceiling
