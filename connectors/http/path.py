@@ -8,7 +8,8 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
         ├── cancel set?                    Interrupted: nothing new goes out
         ├── same origin as the base URL?   else vendor.broken(): credentials stay home
         ├── vendor.before_send()           e.g. Okta's per-endpoint budget
-        ├── limiter.acquire()              the shared token bucket (a ceiling)
+        ├── limiter.acquire()              the shared token bucket: a ceiling, and a pace
+        │                                  below it learned from the answers (AIMD)
         ├── auth.headers()                 a fixed header, or a token fetched when due
         ├── httpx send, read the answer    within policy.timeout in all (bounds.deadline),
         │                                  at most policy.max_body bytes (else vendor.broken());
@@ -16,6 +17,9 @@ only what its answers mean, and an :class:`Auth` only how a request is signed in
         ├── scrub the answer               no secret, and not the credentials this request
         │                                  carried, survives in its body or headers
         ├── vendor.after_answer()          e.g. Okta's budget headers, the server's Date
+        ├── limiter.throttled/succeeded()  a throttle cuts the shared pace, others climb;
+        │                                  vendor.quota_spent(): quota gone until a reset
+        │                                  the answer names? every worker waits for it
         ├── 401 and auth.renew()?          one more try with a fresh credential
         └── judge(response)                2xx: the answer
                                            vendor.classify(): what only this vendor means
@@ -42,7 +46,7 @@ import httpx
 from ..base import ConnectorError, Interrupted, TransientError
 from .bounds import TooLarge, credentials_of, deadline, read_capped, scrubbed
 from .transport import Failure, HttpPolicy, build_client, failure_of
-from .waits import RateLimiter, retrying, server_wait_hint
+from .waits import RateLimiter, quota_spent, retrying, server_wait_hint
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +152,11 @@ class Vendor:
         """The remote's answers cannot be followed (a link elsewhere, a paging loop)."""
         return ConnectorError(f"{request.where}: {problem}")
 
+    def quota_spent(self, response: httpx.Response) -> float | None:
+        """Seconds to hold every request back because an answer says the quota is used up
+        until a reset (:func:`~.waits.quota_spent`); None: send on."""
+        return quota_spent(response)
+
     def before_send(self, request: Request) -> None:
         pass
 
@@ -203,7 +212,7 @@ class HttpClient:
                                               f"({httpx.URL(request.url).host}), which would "
                                               f"receive the credentials")
         self.vendor.before_send(request)
-        self.limiter.acquire()
+        ticket = self.limiter.acquire()
         headers = dict(request.headers or {})
         credentials: dict[str, str] = {}
         if request.authenticate and self.auth is not None:
@@ -228,7 +237,25 @@ class HttpClient:
             raise self.vendor.broken(request, f"{exc}; refusing to read it") from None
         response = scrubbed(response, credentials_of(credentials, request.data))
         self.vendor.after_answer(request, response)
+        self._learn(ticket, response)
         return response
+
+    def _learn(self, ticket: int, response: httpx.Response) -> None:
+        """Tell the shared bucket what this answer says about the pace: a throttle cuts it,
+        an answer below 500 lets it climb back towards the ceiling (a 5xx says neither)."""
+        limiter = self.limiter
+        if response.status_code >= 400 and self.vendor.throttled(response):
+            before = limiter.rate
+            if limiter.throttled(ticket):
+                log.info("%s throttled a request (HTTP %d): pacing %.1f requests/s, was %.1f "
+                         "(ceiling %g)", self.vendor.name, response.status_code, limiter.rate,
+                         before, limiter.ceiling)
+        elif response.status_code < 500:
+            limiter.succeeded(ticket)
+            spent = self.vendor.quota_spent(response)
+            if spent:
+                # the server says the next request would be refused: wait, do not ask
+                limiter.pause_for(min(spent, self.policy.max_wait))
 
     def _judge(self, request: Request, response: httpx.Response) -> httpx.Response:
         status = response.status_code

@@ -24,7 +24,7 @@ that are hard to provoke on a real tenant:
 * ``eq`` filters on userName, externalId, emails and displayName, with JSON string escapes;
   1-based paging capped by ``max_page_size``; PATCH in both the Okta and the Entra shapes.
 * Injected trouble: ``fail_next`` (5xx with an optional Retry-After), ``rate_limit`` (429
-  with Split's ``X-RateLimit-*`` headers), ``latency`` (before handling), ``answer_latency``
+  with Split's ``X-RateLimit-*`` headers, fixed windows aligned on the server's clock), ``latency`` (before handling), ``answer_latency``
   (after the write is done, before the answer), and ``hang_after_write_next`` (the
   write is applied but answered late, so the client cannot tell the outcome).
 
@@ -474,7 +474,8 @@ class FakeSplit:
         self._refusals: dict[tuple[str, str], tuple[int, str, str | None]] = {}
         self._chaos: tuple[random.Random, float, float] | None = None
         self._rate: tuple[int, float] | None = None
-        self._window_end = 0.0
+        self._rate_clock: Callable[[], float] = time.monotonic
+        self._window_index: int | None = None
         self._window_used = 0
         self._version = 0
         self._stopping = threading.Event()
@@ -549,11 +550,24 @@ class FakeSplit:
         with self._store_lock:
             self._failures.extend([(status, extra)] * n)
 
-    def rate_limit(self, n_per_window: int | None, window_seconds: float = 1.0) -> None:
-        """Admit ``n_per_window`` requests per fixed window, answer 429 beyond; None disables."""
+    def rate_limit(self, n_per_window: int | None, window_seconds: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+        """Admit ``n_per_window`` requests per fixed window, answer 429 beyond; None disables.
+
+        A fixed window, as Split documents its limiter (429 with "how long to wait until the
+        next window", in whole seconds) and as Okta's per-minute ``X-Rate-Limit-Reset`` is:
+        a counter per window, the windows aligned on the server's own ``clock`` (window k is
+        [k·w, (k+1)·w)), never started by the client's first request, so a client cannot
+        choose its phase and a pause that ends mid-window resumes into what is left of it.
+        Every request counts, refused ones too. The reset is rounded *up* to whole seconds
+        (at least 1), as an integer header must be for a client that honours it. Kinder
+        would be a bug: a window opened by the client's own first request after a pause, or
+        a reset given to the millisecond.
+        """
         with self._store_lock:
             self._rate = None if n_per_window is None else (n_per_window, window_seconds)
-            self._window_end = 0.0
+            self._rate_clock = clock
+            self._window_index = None
             self._window_used = 0
 
     def chaos(self, seed: int | None, before: float = 0.1, after: float = 0.1) -> None:
@@ -684,20 +698,22 @@ class FakeSplit:
         raise ScimError(status, f"injected failure ({status})", headers=headers)
 
     def _admit(self) -> dict[str, str]:
-        """Fixed-window rate limit; returns the quota headers for an admitted request."""
+        """Fixed-window rate limit (see :meth:`rate_limit`); returns the quota headers for an
+        admitted request."""
         with self._store_lock:
             if self._rate is None:
                 return {}
             limit, window = self._rate
-            now = time.monotonic()
-            if now >= self._window_end:
-                self._window_end, self._window_used = now + window, 0
-            if self._window_used < limit:
-                self._window_used += 1
+            now = self._rate_clock()
+            index = math.floor(now / window)
+            if index != self._window_index:
+                self._window_index, self._window_used = index, 0
+            self._window_used += 1
+            if self._window_used <= limit:
                 remaining = str(limit - self._window_used)
                 return {"X-RateLimit-Remaining-Org": remaining,
                         "X-RateLimit-Remaining-IP": remaining}
-            reset = str(max(1, math.ceil(self._window_end - now)))
+            reset = str(max(1, math.ceil((index + 1) * window - now)))
         raise ScimError(429, "rate limit exceeded", headers={
             "X-RateLimit-Remaining-Org": "0", "X-RateLimit-Remaining-IP": "0",
             "X-RateLimit-Reset-Seconds-Org": reset, "X-RateLimit-Reset-Seconds-IP": reset})
