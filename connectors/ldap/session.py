@@ -27,7 +27,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 
 from ..base import SourceError, activity
-from .decoding import MEMBER_ATTRIBUTES, lowered
+from .decoding import MEMBER_ATTRIBUTES, entry_attributes
 from .dn import normalise_dn
 from .settings import host_of
 
@@ -97,7 +97,7 @@ class Session:
                 kind = entry.get("type")
                 if kind == "searchResEntry":
                     guard.entry(entry.get("raw_dn") or entry["dn"])   # a re-sent one wins
-                    attrs = lowered(entry["raw_attributes"])
+                    attrs = entry_attributes(entry)
                     self._complete_ranges(entry["dn"], attrs)
                     yield entry["dn"], attrs
                 elif kind == "searchResRef":
@@ -128,7 +128,7 @@ class Session:
         self._complete_or_fail(f"read of {dn!r}")
         for entry in self.conn.response:
             if entry.get("type") == "searchResEntry":
-                attrs = lowered(entry["raw_attributes"])
+                attrs = entry_attributes(entry)
                 self._complete_ranges(entry["dn"], attrs)
                 return attrs
         return None

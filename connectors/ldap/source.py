@@ -32,7 +32,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ..base import ChangeSet, CursorExpired, Directory, GroupRecord, SourceError, UserRecord
 from .changes import ChangeMarker, change_marker, parse_cursor
 from .connect import Connector, quietly_unbind
-from .decoding import MEMBER_ATTRIBUTES, decode_attributes, decode_id, member_dns
+from .decoding import MEMBER_ATTRIBUTES, AttributeDecoder, decode_id, member_dns
 from .dn import normalise_dn
 from .errors import ldap_errors
 from .filters import and_, member_of_in_chain, wrap
@@ -101,6 +101,9 @@ class LdapSource:
             name for name in _unique([self.id_attribute, flavor.change_attribute,
                                       *self.group_name_attributes, *attributes])
             if name.lower() not in members]
+        self._user_values = AttributeDecoder(self.user_attributes, flavor.change_attribute)
+        self._group_values = AttributeDecoder(self.group_record_attributes,
+                                              flavor.change_attribute)
         self.range_size = RANGE_SIZE      # values per range-retrieval window (AD)
         self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
 
@@ -232,7 +235,7 @@ class LdapSource:
 
     def _user_record(self, dn: str, attrs: Mapping[str, list[bytes]], active: bool,
                      host: str) -> UserRecord:
-        values = decode_attributes(attrs, self.user_attributes, self.flavor.change_attribute)
+        values = self._user_values(attrs)
         values["dn"] = dn
         return UserRecord(self._id_of(dn, attrs, host), values, active)
 
@@ -243,8 +246,7 @@ class LdapSource:
         return _unique([self.user_base, self.group_base])
 
     def _group_record(self, dn: str, attrs: Mapping[str, list[bytes]], host: str) -> GroupRecord:
-        values = decode_attributes(attrs, self.group_record_attributes,
-                                   self.flavor.change_attribute)
+        values = self._group_values(attrs)
         values["dn"] = dn
         return GroupRecord(self._id_of(dn, attrs, host), values)
 
