@@ -558,7 +558,7 @@ def test_entry_decoder_reads_long_lengths_and_drops_empty_attributes():
     long_value = b"x" * 300                          # lengths of 128 and more: long form
     attributes = PartialAttributeList()
     for i, (name, values) in enumerate([("CN", [b"a"]), ("Member", [long_value] * 3),
-                                        ("description", [])]):
+                                        ("description", []), ("jpegPhoto", [long_value])]):
         vals = Vals()
         vals.setComponents(*values)
         attribute = PartialAttribute()
@@ -572,7 +572,8 @@ def test_entry_decoder_reads_long_lengths_and_drops_empty_attributes():
     message["messageID"], message["protocolOp"] = MessageID(300), op
     mid, ours = decode_entry(encoder.encode(message))
     assert mid == 300 and ours["dn"] == "cn=" + "y" * 200
-    assert ours["raw_attributes"] == {"cn": [b"a"], "member": [long_value] * 3}
+    assert ours["raw_attributes"] == {"cn": [b"a"], "member": [long_value] * 3,
+                                      "jpegphoto": [long_value]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ def _ber_length(m: bytes, i: int) -> tuple[int, int]:
     return int.from_bytes(m[i + 1:i + 1 + n], "big"), i + 1 + n
 
 
+_NAMES: dict[bytes, str] = {}     # attribute names as sent -> lower-cased text; a few dozen
+
+
 def decode_entry(m: bytes) -> tuple[int, dict] | None:
     """(message id, response dict) if ``m`` is a searchResEntry LDAPMessage, else None.
 
@@ -85,13 +88,14 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
     attributes left out: the form :func:`lowered` gives, so the session takes them as they
     are (``"lowered": True``). ldap3's generic decoder builds a tuple per element, converts
     every value to str and looks up its config on each one, which costs more than the
-    network. Short lengths (under 128, nearly every one) are read inline: this loop runs for
-    every value of every entry. Anything unexpected returns None and ldap3 decodes the
-    message instead."""
+    network. This loop runs for every attribute of every entry, so the usual cases are
+    taken inline: short lengths (under 128), names already seen, one value. Anything
+    unexpected returns None and ldap3 decodes the message instead."""
     try:
         if m[0] != 0x30:
             return None
-        _, i = _ber_length(m, 1)
+        n = m[1]
+        i = 2 if n < 0x80 else 2 + (n & 0x7F)
         if m[i] != 0x02:
             return None
         n, i = _ber_length(m, i + 1)
@@ -99,7 +103,8 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
         i += n
         if m[i] != 0x64:                               # [APPLICATION 4] searchResEntry
             return None
-        _, i = _ber_length(m, i + 1)
+        n = m[i + 1]
+        i += 2 if n < 0x80 else 2 + (n & 0x7F)
         if m[i] != 0x04:
             return None
         n, i = _ber_length(m, i + 1)
@@ -110,6 +115,7 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
         total, i = _ber_length(m, i + 1)
         end = i + total
         attrs: dict[str, list[bytes]] = {}
+        names = _NAMES
         while i < end:
             if m[i] != 0x30:
                 return None
@@ -120,14 +126,26 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
                 i += 2
             else:
                 n, i = _ber_length(m, i + 1)
-            name = m[i:i + n].decode().lower()
+            key = m[i:i + n]
+            name = names.get(key)
+            if name is None:
+                name = key.decode().lower()
+                if len(names) < 1024:
+                    names[key] = name
             i += n
             n = m[i + 1]                               # SET OF values
             if n < 0x80:
                 i += 2
             else:
                 n, i = _ber_length(m, i + 1)
+            if not n:
+                continue                               # no values: left out
             stop = i + n
+            n = m[i + 1]
+            if n < 0x80 and n + 2 == stop - i:          # exactly one short value
+                attrs[name] = [m[i + 2:stop]]
+                i = stop
+                continue
             values = []
             while i < stop:
                 n = m[i + 1]
@@ -137,8 +155,7 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
                     n, i = _ber_length(m, i + 1)
                 values.append(m[i:i + n])
                 i += n
-            if values:
-                attrs[name] = values
+            attrs[name] = values
         if i != end:
             return None
         return message_id, {"type": "searchResEntry", "raw_dn": raw_dn, "dn": raw_dn.decode(),

@@ -77,6 +77,8 @@ class Session:
         cookie = None
         attributes = list(attributes)
         guard = _PagingGuard(self.host, what, self.page_size)
+        # only AD is asked for value ranges (member_attributes), and only it answers in them
+        ranged = self.flavor == "ad" or any(";range=" in name for name in attributes)
         self._on_search(what, flt)
         while True:
             try:
@@ -98,7 +100,8 @@ class Session:
                 if kind == "searchResEntry":
                     guard.entry(entry.get("raw_dn") or entry["dn"])   # a re-sent one wins
                     attrs = entry_attributes(entry)
-                    self._complete_ranges(entry["dn"], attrs)
+                    if ranged:
+                        self._complete_ranges(entry["dn"], attrs)
                     yield entry["dn"], attrs
                 elif kind == "searchResRef":
                     self._reference(entry)
