@@ -257,6 +257,15 @@ class FakeEntra:
                 self.add_member(gid, member)
         return gid
 
+    def load_group(self, gid: str, displayName: str, members) -> str:
+        """add_group for big directories (benchmarks): the same state and change log,
+        without checking each member against the list so far (members must be distinct)."""
+        with self._lock:
+            self.groups[gid] = {"id": gid, "displayName": displayName, "members": list(members)}
+            self._log.append(("group", gid))
+            self._log.extend(("member", gid, member, True) for member in members)
+        return gid
+
     def rename_group(self, gid: str, name: str) -> None:
         with self._lock:
             self.groups[gid]["displayName"] = name
