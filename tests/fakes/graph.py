@@ -21,7 +21,14 @@ Graph (``/v1.0/...``)
     and ``/transitiveMembers`` (directoryObjects with ``@odata.type``); ``/users/{id}``,
     ``/groups/{id}``; ``/users/delta`` and ``/groups/delta`` with nextLink/deltaLink pages,
     ``$deltatoken=latest``, ``@removed`` (``changed`` = soft delete, ``deleted`` = hard),
-    ``members@delta`` split over several pages for big groups; members of every
+    ``$filter`` on ids (at most 50, group-delta.md). Delta pages are the server's size, not
+    the client's (``$top`` is not supported there): at most ``delta_page_size`` (200)
+    objects, ``members@delta`` in objects of ``members_delta_chunk`` (500) entries and at
+    most ``delta_page_members`` (500) entries a page, so a big group fills pages alone
+    (delta-query-groups.md; a 9 993-member group came 20 times in msgraph-sdk-dotnet#574);
+    its later objects come after other groups; an initial round also lists members that
+    left, as ``@removed`` (microsoft-graph-docs #5855, #17513). A round is one snapshot,
+    made when its first page is asked for. Members of every
     directoryObject kind (users, groups, devices, service principals, org contacts); expired
     delta tokens (410 with a ``Location`` header, or 400 ``syncStateNotFound``); 429 with
     ``Retry-After`` and Graph's error body (``innerError`` date and request-id); injected
