@@ -82,13 +82,13 @@ def shape(users: int, groups: int, memberships: int, seed: int = 1) -> Shape:
 
 def graph_formula(s: Shape, fake: FakeEntra) -> dict[str, str]:
     objects = sum(max(1, math.ceil(len(m) / fake.members_delta_chunk)) for m in s.groups)
+    per_page, budget = fake.delta_page_size, fake.delta_page_members
+    least = math.ceil(s.memberships / budget)
+    most = math.ceil(objects / per_page) + math.ceil(2 * s.memberships / budget) + 1
     return {"/v1.0/users/delta": "1 ($deltatoken=latest)",
             "/v1.0/users": f"ceil(N/{GRAPH_PAGE}) = {math.ceil(s.users / GRAPH_PAGE)}",
-            "/v1.0/groups/delta": (
-                f"between ceil(M/{fake.delta_page_members}) = "
-                f"{math.ceil(s.memberships / fake.delta_page_members)} and "
-                f"ceil(objects/{fake.delta_page_size}) + ceil(2M/{fake.delta_page_members}) + 1"
-                f" = {math.ceil(objects / fake.delta_page_size) + math.ceil(2 * s.memberships / fake.delta_page_members) + 1}")}
+            "/v1.0/groups/delta": (f"between ceil(M/{budget}) = {least} and ceil(objects/"
+                                   f"{per_page}) + ceil(2M/{budget}) + 1 = {most}")}
 
 
 def graph_counts(s: Shape) -> dict[str, Counter]:
@@ -199,7 +199,7 @@ def _okta_calls(fake: FakeOkta) -> Counter:
     return counted
 
 
-def report(name: str, result: dict, before: int | None = None) -> None:
+def report(result: dict, before: int | None = None) -> None:
     for read in ("full", "change"):
         calls = result[read]
         print(f"  {read} read: {sum(calls.values())} calls")
@@ -228,12 +228,12 @@ def main() -> None:
         # before: latest links (2), users pages, groups pages, then each group's members
         before = 2 + math.ceil(s.users / GRAPH_PAGE) + math.ceil(len(s.groups) / GRAPH_PAGE) \
             + sum(max(1, math.ceil(len(m) / GRAPH_PAGE)) for m in s.groups)
-        report("graph", graph_counts(s), before)
+        report(graph_counts(s), before)
     if "okta" in only:
         print("Okta (fake org)")
         before = math.ceil(len(s.groups) / OKTA_PAGE) + math.ceil(s.users / OKTA_PAGE) + 1 \
             + sum(max(1, math.ceil(len(m) / OKTA_PAGE)) for m in s.groups)
-        report("okta", okta_counts(s), before)
+        report(okta_counts(s), before)
 
 
 if __name__ == "__main__":

@@ -255,6 +255,16 @@ def test_a_change_read_costs_its_delta_pages_and_one_round_per_50_new_groups(fak
     assert counted["/v1.0/groups/delta"] <= rounds + 2 * delta_pages_at_most(fake, [2] * 50)
 
 
+def test_expanded_members_are_capped_at_20_which_is_why_reads_use_delta(fake, make_source):
+    users = [fake.add_user(oid(f"u{i}"), mail=f"u{i}@example.org") for i in range(25)]
+    big = fake.add_group(displayName="Big", members=users)
+    fake.page_cap = 999
+    page = make_source().graph.get("/v1.0/groups", {"$expand": "members", "$top": "999"})
+    (group,) = page["value"]
+    assert len(group["members"]) == 20 and "members@odata.nextLink" not in group
+    assert make_source().read().groups[big].members == set(users)     # all 25
+
+
 def test_a_groups_delta_filter_is_limited_to_50_ids(fake, make_source):
     gid = fake.add_group(displayName="One")
     source = make_source()

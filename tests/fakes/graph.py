@@ -17,7 +17,8 @@ login (``/{tenant}/...``)
 Graph (``/v1.0/...``)
     ``/users`` and ``/groups`` with ``$select`` (default property set otherwise: no
     ``accountEnabled``!), ``$top`` 1..999 (default 100), ``$filter=displayName eq '...'`` on
-    groups, ``@odata.nextLink`` paging with an opaque ``$skiptoken``; ``/groups/{id}/members``
+    groups, ``$expand=members`` on groups as capped as Graph's (20 members, no link to the
+    rest, pages of at most 100), ``@odata.nextLink`` paging with an opaque ``$skiptoken``; ``/groups/{id}/members``
     and ``/transitiveMembers`` (directoryObjects with ``@odata.type``); ``/users/{id}``,
     ``/groups/{id}``; ``/users/delta`` and ``/groups/delta`` with nextLink/deltaLink pages,
     ``$deltatoken=latest``, ``@removed`` (``changed`` = soft delete, ``deleted`` = hard),
@@ -70,6 +71,7 @@ GRAPH_DEFAULT_USER_PROPERTIES = (
 )
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
+EXPAND_CAP = 20          # objects in an expanded directory-object relationship
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,8 +541,20 @@ class FakeEntra:
                         return self._graph_error(400, "Request_UnsupportedQuery",
                                                  "Unsupported Query.")
                     groups = [g for g in groups if g["displayName"] == name]
-                return self._collection("groups", [self._group_view(g, query.get("$select"))
-                                                   for g in groups], query)
+                views = [self._group_view(g, query.get("$select")) for g in groups]
+                if query.get("$expand") == "members":
+                    # Graph known issues, "query parameter limitations": an expanded
+                    # directory-object relationship holds at most 20 objects, with no link to
+                    # the rest, and a page with $expand holds at most 100 objects
+                    for view, group in zip(views, groups):
+                        view["members"] = self._objects(group["members"][:EXPAND_CAP], "id")
+                    return self._collection("groups", views,
+                                            {**query, "$top": str(min(
+                                                int(query.get("$top", "100")), 100))})
+                elif "$expand" in query:
+                    return self._graph_error(400, "Request_BadRequest",
+                                             "The fake expands members only.")
+                return self._collection("groups", views, query)
             case ["groups", "delta"]:
                 return self._delta("groups", query)
             case ["groups", gid]:
