@@ -85,7 +85,8 @@ def graph_formula(s: Shape, fake: FakeEntra) -> dict[str, str]:
     per_page, budget = fake.delta_page_size, fake.delta_page_members
     least = math.ceil(s.memberships / budget)
     most = math.ceil(objects / per_page) + math.ceil(2 * s.memberships / budget) + 1
-    return {"/v1.0/users/delta": "1 ($deltatoken=latest)",
+    return {"/v1.0/users/delta ($deltatoken=latest)": "1",
+            "/v1.0/groups/delta ($deltatoken=latest)": "1",
             "/v1.0/users": f"ceil(N/{GRAPH_PAGE}) = {math.ceil(s.users / GRAPH_PAGE)}",
             "/v1.0/groups/delta": (f"between ceil(M/{budget}) = {least} and ceil(objects/"
                                    f"{per_page}) + ceil(2M/{budget}) + 1 = {most}")}
@@ -144,6 +145,8 @@ def _graph_calls(fake: FakeEntra) -> Counter:
             path = "/v1.0/groups/{id}/..."
         if path == "/v1.0/groups/delta" and "$filter" in query:
             path += " ($filter on ids)"
+        if query.get("$deltatoken") == "latest":
+            path += " ($deltatoken=latest)"
         counted[path] += 1
     return counted
 

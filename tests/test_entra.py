@@ -170,14 +170,16 @@ def test_full_read_selects_mapped_attributes_and_pages(fake, make_source):
 
 
 def calls(fake: FakeEntra) -> dict[str, int]:
-    """Graph requests by path (members lists and single groups lumped together), signing
-    in left out."""
+    """Graph requests by path (members lists and single groups lumped together; the
+    ``$deltatoken=latest`` calls apart), signing in left out."""
     counted: dict[str, int] = {}
-    for _, path, _ in fake.requests:
+    for _, path, query in fake.requests:
         if not path.startswith("/v1.0/"):
             continue                                   # signing in
         if path.startswith("/v1.0/groups/") and path != "/v1.0/groups/delta":
             path = "/v1.0/groups/{id}/..."
+        if query.get("$deltatoken") == "latest":
+            path += " (latest)"
         counted[path] = counted.get(path, 0) + 1
     return counted
 
@@ -212,7 +214,8 @@ def test_a_full_read_costs_pages_not_a_call_per_group(fake, make_source, n_users
     counted = calls(fake)
     assert "/v1.0/groups/{id}/..." not in counted and "/v1.0/groups" not in counted
     assert counted["/v1.0/users"] == math.ceil(n_users / 10)
-    assert counted["/v1.0/users/delta"] == 1                       # $deltatoken=latest
+    assert counted["/v1.0/users/delta (latest)"] == counted["/v1.0/groups/delta (latest)"] == 1
+    assert "/v1.0/users/delta" not in counted
     assert counted["/v1.0/groups/delta"] <= delta_pages_at_most(fake, [per_group] * n_groups)
 
 
@@ -227,8 +230,8 @@ def test_the_realistic_fake_reads_1000_groups_in_a_dozen_calls(fake, make_source
     assert len(directory.groups) == 1000
     assert sum(len(g.members) for g in directory.groups.values()) == 5000
     counted = calls(fake)
-    assert counted == {"/v1.0/users/delta": 1, "/v1.0/users": 1,
-                       "/v1.0/groups/delta": counted["/v1.0/groups/delta"]}
+    assert counted == {"/v1.0/users/delta (latest)": 1, "/v1.0/groups/delta (latest)": 1,
+                       "/v1.0/users": 1, "/v1.0/groups/delta": counted["/v1.0/groups/delta"]}
     # 5 000 members at 500 a page: 10 pages, and up to as many again at worst
     assert 10 <= counted["/v1.0/groups/delta"] <= delta_pages_at_most(fake, [5] * 1000)
 

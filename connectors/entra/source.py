@@ -5,10 +5,10 @@ in: :mod:`.auth`; requests, pacing and paging: :mod:`.client`; delta merging: :m
 
 - With ``groups`` set, only the transitive members of those groups are in scope, and the
   groups in scope are those groups and the groups nested in them.
-- Delta queries: a full read takes a ``$deltatoken=latest`` link for users before listing
-  them (so that a change made during the read is replayed, not lost), and reads every group
-  with its members in one groups delta round (``$select=displayName,members``), whose
-  deltaLink is the groups cursor: a full read costs pages, never one call per group.
+- Delta queries: a full read first takes ``$deltatoken=latest`` links for users and groups
+  (before reading, so that a change made during the read is replayed, not lost), lists the
+  users, and reads every group with its members in one groups delta round
+  (``$select=displayName,members``): a full read costs pages, never one call per group.
   (``$expand=members`` is no way round: Graph expands at most 20 directory objects, without
   a nextLink.) Later cycles follow the stored delta links.
 - A failure anywhere in a read raises SourceError: a half-read directory must never look
@@ -87,22 +87,22 @@ class EntraSource:
     # -- full read ----------------------------------------------------------------------------
 
     def read(self) -> Directory:
+        # Delta links first: a change made while we read shows up (again) in the next delta.
+        # (The groups round below ends in a deltaLink of its own; the one taken before it is
+        # kept instead, so nothing rests on when Graph sets a round's watermark.)
+        users_link = self._latest(self._users_delta_start())
+        groups_link = self._latest(self._groups_delta_start())
         if self._scoped:
-            # Delta links first: a change made while we read shows up (again) in the next delta.
-            users_link = self._latest(self._users_delta_start())
-            groups_link = self._latest(self._groups_delta_start())
             scope_users, scope_groups = self._scope()
             users = [user_record(raw) for raw in scope_users.values() if self._wanted(raw)]
             groups = list(self._groups_by_id(scope_groups).values())
         else:
-            users_link = self._latest(self._users_delta_start())
             users = [user_record(raw) for raw in self.graph.list(
                 "/v1.0/users", {"$select": ",".join(self.user_select), "$top": str(PAGE_SIZE)})
                 if self._wanted(raw)]
             # Every group with its members in one delta round: pages, not a call per group.
-            # The round's deltaLink is the cursor: what changes from its start on comes again.
             merged = GroupDelta(Directory.of())
-            groups_link = self.graph.delta_each(self._groups_delta_start(), merged.add)
+            self.graph.delta_each(self._groups_delta_start(), merged.add)
             groups = list(merged.records().values())
         log.info("read %d users and %d groups from Entra ID", len(users), len(groups))
         return Directory.of(users, groups, self._cursor(users_link, groups_link))
