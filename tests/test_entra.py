@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import uuid
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def app_cert():
 
 @pytest.fixture
 def fake():
-    fake = FakeEntra(page_cap=2)   # small pages so every listing really pages
+    # small pages so every listing and every delta round really pages
+    fake = FakeEntra(page_cap=2, delta_page_size=2, members_delta_chunk=2, delta_page_members=4)
     fake.add_app(CLIENT_ID, secret=SECRET)
     return fake
 
@@ -165,6 +167,115 @@ def test_full_read_selects_mapped_attributes_and_pages(fake, make_source):
     assert len(users_calls) == 3                      # 6 users, pages of 2, via nextLink
     assert all("$skiptoken" in q for q in users_calls[1:])
     assert directory.cursor is not None
+
+
+def calls(fake: FakeEntra) -> dict[str, int]:
+    """Graph requests by path (members lists and single groups lumped together; the
+    ``$deltatoken=latest`` calls apart), signing in left out."""
+    counted: dict[str, int] = {}
+    for _, path, query in fake.requests:
+        if not path.startswith("/v1.0/"):
+            continue                                   # signing in
+        if path.startswith("/v1.0/groups/") and path != "/v1.0/groups/delta":
+            path = "/v1.0/groups/{id}/..."
+        if query.get("$deltatoken") == "latest":
+            path += " (latest)"
+        counted[path] = counted.get(path, 0) + 1
+    return counted
+
+
+def delta_pages_at_most(fake: FakeEntra, member_counts: list[int]) -> int:
+    """The pages a groups delta round over groups of these sizes may take on the fake: at
+    most delta_page_size objects (a group of m members is max(1, ceil(m / chunk)) objects)
+    and delta_page_members entries per page; the member budget can leave a page up to half
+    empty, hence the 2."""
+    objects = sum(max(1, math.ceil(m / fake.members_delta_chunk)) for m in member_counts)
+    return (math.ceil(objects / fake.delta_page_size)
+            + math.ceil(2 * sum(member_counts) / fake.delta_page_members) + 1)
+
+
+@pytest.mark.parametrize("n_users, n_groups, per_group", [
+    (40, 3, 12),        # few big groups: each spans several objects and pages
+    (40, 60, 2),        # many small groups: many to a page
+    (40, 60, 0),        # empty groups
+])
+def test_a_full_read_costs_pages_not_a_call_per_group(fake, make_source, n_users, n_groups,
+                                                      per_group):
+    fake.page_cap = 10
+    fake.delta_page_size, fake.members_delta_chunk, fake.delta_page_members = 8, 5, 10
+    users = [fake.add_user(oid(f"u{i}"), mail=f"u{i}@example.org") for i in range(n_users)]
+    groups = [fake.add_group(oid(f"g{g}"), displayName=f"G{g}",
+                             members=[users[(g * 7 + k) % n_users] for k in range(per_group)])
+              for g in range(n_groups)]
+    directory = make_source().read()
+
+    assert {gid: directory.groups[gid].members for gid in groups} == \
+        {gid: set(fake.groups[gid]["members"]) for gid in groups}
+    counted = calls(fake)
+    assert "/v1.0/groups/{id}/..." not in counted and "/v1.0/groups" not in counted
+    assert counted["/v1.0/users"] == math.ceil(n_users / 10)
+    assert counted["/v1.0/users/delta (latest)"] == counted["/v1.0/groups/delta (latest)"] == 1
+    assert "/v1.0/users/delta" not in counted
+    assert counted["/v1.0/groups/delta"] <= delta_pages_at_most(fake, [per_group] * n_groups)
+
+
+def test_the_realistic_fake_reads_1000_groups_in_a_dozen_calls(fake, make_source):
+    fake.page_cap, fake.delta_page_size = 999, 200
+    fake.members_delta_chunk = fake.delta_page_members = 500
+    users = [fake.add_user(oid(f"u{i}"), mail=f"u{i}@example.org") for i in range(500)]
+    for g in range(1000):
+        fake.add_group(oid(f"g{g}"), displayName=f"G{g}",
+                       members=[users[(g + k) % 500] for k in range(5)])
+    directory = make_source().read()
+    assert len(directory.groups) == 1000
+    assert sum(len(g.members) for g in directory.groups.values()) == 5000
+    counted = calls(fake)
+    assert counted == {"/v1.0/users/delta (latest)": 1, "/v1.0/groups/delta (latest)": 1,
+                       "/v1.0/users": 1, "/v1.0/groups/delta": counted["/v1.0/groups/delta"]}
+    # 5 000 members at 500 a page: 10 pages, and up to as many again at worst
+    assert 10 <= counted["/v1.0/groups/delta"] <= delta_pages_at_most(fake, [5] * 1000)
+
+
+def test_a_change_read_costs_its_delta_pages_and_one_round_per_50_new_groups(fake,
+                                                                             make_source):
+    seed(fake)
+    source = make_source()
+    known = source.read()
+    fake.requests.clear()
+    fake.update_user(oid("alice"), jobTitle="CTO")
+    fresh = [fake.add_group(oid(f"new{g}"), displayName=f"New {g}",
+                            members=[oid("alice"), oid("bob")]) for g in range(60)]
+    changes = source.read_changes(known.cursor, known)
+    assert set(changes.users) == {oid("alice")}
+    assert all(changes.groups[gid].members == {oid("alice"), oid("bob")} for gid in fresh)
+    counted = calls(fake)
+    assert counted["/v1.0/users/delta"] == 1
+    assert "/v1.0/groups/{id}/..." not in counted
+    filtered = [q for _, p, q in fake.requests if p == "/v1.0/groups/delta" and "$filter" in q]
+    assert [q["$filter"].count(" eq ") for q in filtered] == [50, 10]   # new groups, batched
+    # the groups round and the two filtered ones, each in pages
+    rounds = delta_pages_at_most(fake, [2] * 60)
+    assert counted["/v1.0/groups/delta"] <= rounds + 2 * delta_pages_at_most(fake, [2] * 50)
+
+
+def test_expanded_members_are_capped_at_20_which_is_why_reads_use_delta(fake, make_source):
+    users = [fake.add_user(oid(f"u{i}"), mail=f"u{i}@example.org") for i in range(25)]
+    big = fake.add_group(displayName="Big", members=users)
+    fake.page_cap = 999
+    page = make_source().graph.get("/v1.0/groups", {"$expand": "members", "$top": "999"})
+    (group,) = page["value"]
+    assert len(group["members"]) == 20 and "members@odata.nextLink" not in group
+    assert make_source().read().groups[big].members == set(users)     # all 25
+
+
+def test_a_groups_delta_filter_is_limited_to_50_ids(fake, make_source):
+    gid = fake.add_group(displayName="One")
+    source = make_source()
+    too_many = " or ".join(f"id eq '{oid(str(i))}'" for i in range(51))
+    with pytest.raises(SourceError, match="400"):
+        source.graph.delta(f"/v1.0/groups/delta?$select=displayName,members&$filter="
+                           f"{too_many}")
+    assert set(source._groups_by_id({gid: "One"})) == {gid}
 
 
 def test_user_name_falls_back_to_user_principal_name(fake, make_source):
@@ -627,6 +738,8 @@ def graph_requests(fake: FakeEntra) -> int:
 
 def test_graph_requests_are_paced(fake, make_source, fake_time, pki):
     seed(fake)
+    for i in range(20):                      # pages of 2: enough requests to outrun a burst
+        fake.add_user(oid(f"extra-{i}"), mail=f"extra{i}@example.org", accountEnabled=True)
     source = make_source(policy=HttpPolicy(timeout=5, rate_limit=4, ca_file=pki.ca_file))
     start = fake_time.now
     source.read()
@@ -639,7 +752,7 @@ def test_graph_requests_are_paced(fake, make_source, fake_time, pki):
 
 def test_graph_pacing_defaults_to_a_documented_ceiling(fake, server, pki, fake_time):
     seed(fake)
-    for i in range(60):                      # enough pages to outrun the default burst
+    for i in range(90):                      # enough pages to outrun the default burst
         fake.add_user(oid(f"extra-{i}"), mail=f"extra{i}@example.org", accountEnabled=True)
     source = EntraSource(settings_for(server, pki), clock=fake_time.clock,
                          sleep=fake_time.sleep)

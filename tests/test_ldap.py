@@ -257,6 +257,11 @@ def test_normalised_dns_compare_by_value():
     assert normalise_dn("cn=a+sn=b,dc=x") == normalise_dn("sn=B+cn=A,dc=x")
     assert normalise_dn("cn=Zoë,dc=x") == normalise_dn("cn=Zo\\C3\\AB,dc=x")
     assert normalise_dn("cn=a\\,b,dc=x") != normalise_dn("cn=a,cn=b,dc=x")
+    # the short path for plain DNs agrees with the full parse
+    for plain, escaped in [(" CN = Zoë Ünal , DC=X ", "cn=Zo\\C3\\AB \\C3\\9Cnal,dc=x"),
+                           ("cn=Straße,dc=x", "CN=Stra\\C3\\9Fe,DC=x"),
+                           ("uid=User 7,ou=People", "uid=user\\207,ou=people")]:
+        assert normalise_dn(plain) == normalise_dn(escaped)
 
 
 def test_check_reports_users_groups_and_disabled(server):
@@ -533,6 +538,7 @@ def test_sound_settings_load(source, tmp_path):
 def test_entry_decoder_matches_ldap3_on_a_real_message():
     from ldap3.operation.search import search_result_entry_response_to_dict_fast
     from ldap3.utils.asn1 import decode_message_fast
+    from connectors.ldap.decoding import lowered
     # searchResEntry id 7: dn "cn=a", attributes cn: [a], member: [x, y]
     def tlv(tag, body):
         return bytes([tag, len(body)]) + body
@@ -541,8 +547,33 @@ def test_entry_decoder_matches_ldap3_on_a_real_message():
     mid, ours = decode_entry(message)
     theirs = search_result_entry_response_to_dict_fast(decode_message_fast(message)["payload"], None, None, False)
     assert mid == 7 and ours["dn"] == theirs["dn"]
-    assert ours["raw_attributes"] == {k: v for k, v in theirs["raw_attributes"].items()}
+    assert ours["raw_attributes"] == lowered(theirs["raw_attributes"])   # names lower-cased
     assert decode_entry(tlv(0x30, tlv(0x02, b"\x07") + tlv(0x65, b""))) is None
+
+
+def test_entry_decoder_reads_long_lengths_and_drops_empty_attributes():
+    from ldap3.protocol.rfc4511 import (LDAPMessage, MessageID, PartialAttribute,
+                                        PartialAttributeList, ProtocolOp, SearchResultEntry, Vals)
+    from pyasn1.codec.ber import encoder
+    long_value = b"x" * 300                          # lengths of 128 and more: long form
+    attributes = PartialAttributeList()
+    for i, (name, values) in enumerate([("CN", [b"a"]), ("Member", [long_value] * 3),
+                                        ("description", []), ("jpegPhoto", [long_value])]):
+        vals = Vals()
+        vals.setComponents(*values)
+        attribute = PartialAttribute()
+        attribute["type"], attribute["vals"] = name, vals
+        attributes[i] = attribute
+    entry = SearchResultEntry()
+    entry["object"], entry["attributes"] = "cn=" + "y" * 200, attributes
+    op = ProtocolOp()
+    op["searchResEntry"] = entry
+    message = LDAPMessage()
+    message["messageID"], message["protocolOp"] = MessageID(300), op
+    mid, ours = decode_entry(encoder.encode(message))
+    assert mid == 300 and ours["dn"] == "cn=" + "y" * 200
+    assert ours["raw_attributes"] == {"cn": [b"a"], "member": [long_value] * 3,
+                                      "jpegphoto": [long_value]}
 
 
 # ---------------------------------------------------------------------------------------------

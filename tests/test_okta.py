@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -256,6 +257,57 @@ def test_read_changes_reports_changed_users_memberships_and_deactivations(okta, 
     clock.advance(600)
     quiet = src.read_changes(changes.cursor, view)
     assert len(quiet) == 0 and quiet.cursor > changes.cursor
+
+
+def pages(n: int, size: int) -> int:
+    """Calls a listing of n objects takes at this page size (an empty one still takes one)."""
+    return max(1, math.ceil(n / size))
+
+
+def okta_calls(okta: FakeOkta) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for r in okta.requests:
+        path = re.sub(r"/(groups|users)/[^/]+/", r"/\1/{id}/", r.path)
+        if r.query.get("filter"):
+            path += " (filter)"
+        counted[path] = counted.get(path, 0) + 1
+    return counted
+
+
+@pytest.mark.parametrize("n_users, sizes", [(1300, [1200, 5, 0]), (30, [3] * 40)])
+def test_okta_full_and_change_reads_cost_the_documented_formula(okta, clock, n_users, sizes):
+    """Full read: groups in pages of 200, each group's members in pages of 1 000 (one call
+    for most groups), users in pages of 200, DEPROVISIONED users in pages of 200. Change
+    read: one filtered listing of groups and one of users, and the members of each changed
+    group. Okta has no bulk membership listing (expand=stats gives counts, not members)."""
+    users = [okta.add_user(f"u{i}@example.org", "U", str(i)) for i in range(n_users)]
+    gone = [okta.add_user(f"d{i}@example.org", "D", str(i), status="DEPROVISIONED")
+            for i in range(2)]
+    groups = [okta.add_group(f"G{g}", members=[users[(g + k) % n_users] for k in range(m)])
+              for g, m in enumerate(sizes)]
+    clock.advance(600)                  # the directory is older than the cursor's overlap
+    src = source_for(okta)
+    first = src.read()
+    assert len(first.users) == n_users + len(gone) and len(first.groups) == len(groups)
+    assert okta_calls(okta) == {
+        "/api/v1/groups": pages(len(groups), 200),
+        "/api/v1/groups/{id}/users": sum(pages(m, 1000) for m in sizes),
+        "/api/v1/users": pages(n_users, 200),
+        "/api/v1/users (filter)": pages(len(gone), 200)}
+    assert {r.query["limit"] for r in okta.requests if r.path.endswith("/users")
+            and "/groups/" in r.path} == {"1000"}
+
+    okta.requests.clear()
+    clock.advance(600)
+    okta.update_user(users[1], title="Changed")
+    okta.add_member(groups[0], users[2])
+    clock.advance(120)
+    changes = src.read_changes(first.cursor, first)
+    assert users[1] in changes.users and set(changes.groups) == {groups[0]}
+    assert okta_calls(okta) == {
+        "/api/v1/groups (filter)": 1,
+        "/api/v1/users (filter)": 1,
+        "/api/v1/groups/{id}/users": pages(len(okta.members[groups[0]]), 1000)}
 
 
 def test_the_cursor_is_server_time_minus_an_overlap(clock):

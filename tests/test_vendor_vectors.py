@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import email.utils
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -214,11 +215,18 @@ def entra_source_on(handler) -> EntraSource:
 
 
 def test_recorded_members_of_every_directory_object_kind_keep_users_and_groups():
-    handler, _ = graph_replay({f"{G.BASE}/v1.0/groups/g1/members": (200, {}, G.GROUP_MEMBERS)})
+    # the recorded member kinds, as a groups delta round carries them (id and type only)
+    page = {"value": [{"id": "g1", "displayName": "Team", "members@delta": [
+                {"@odata.type": m["@odata.type"], "id": m["id"]}
+                for m in G.GROUP_MEMBERS["value"]]}],
+            "@odata.deltaLink": f"{G.BASE}/v1.0/groups/delta?$deltatoken=x"}
+    handler, calls = graph_replay({f"{G.BASE}/v1.0/groups/delta": (200, {}, page)})
     src = entra_source_on(handler)
-    record = src._group_with_members("g1", "Team")
+    record = src._groups_by_id({"g1": "Team"})["g1"]
     assert record.members == {m["id"] for m in G.GROUP_MEMBERS["value"]
                               if m["@odata.type"] in G.KEPT_MEMBER_TYPES}
+    assert [unquote(c) for c in calls] == [
+        f"{G.BASE}/v1.0/groups/delta?$select=displayName,members&$filter=id eq 'g1'"]
     src.close()
 
 

@@ -130,10 +130,16 @@ class GraphClient:
     def delta(self, url: str) -> tuple[list[dict[str, Any]], str]:
         """Follow a delta round to its end: (every object in order, the new deltaLink)."""
         items: list[dict[str, Any]] = []
+        return items, self.delta_each(url, items.extend)
+
+    def delta_each(self, url: str, take: Callable[[list[dict[str, Any]]], None]) -> str:
+        """Follow a delta round to its end, handing each page's objects to ``take`` as it
+        comes (a full groups round holds every membership of the tenant: it is merged page
+        by page, not kept); the new deltaLink."""
         for page in self.pages(url, None):
-            items.extend(page.get("value", []))
+            take(page.get("value", []))
             if "@odata.deltaLink" in page:
-                return items, page["@odata.deltaLink"]
+                return page["@odata.deltaLink"]
         raise SourceError(f"Graph delta round on {urlsplit(url).path} ended without a "
                           "deltaLink.")
 

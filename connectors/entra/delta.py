@@ -114,36 +114,51 @@ def merge_user_delta(items: Iterable[Mapping[str, Any]], known: Directory
     return changed, removed
 
 
+class GroupDelta:
+    """Group delta objects merged in order over what the view knew. One group may come back
+    in several objects, on any page, each with part of its ``members@delta``; an entry
+    marked ``@removed`` takes the member out (an initial round may list members that left
+    that way too). Fed page by page (:meth:`add`), so a full round is never held whole."""
+
+    def __init__(self, known: Directory):
+        self.known = known
+        self.attrs: dict[str, dict[str, Value]] = {}
+        self.members: dict[str, set[str]] = {}
+        self.removed: set[str] = set()
+
+    def add(self, items: Iterable[Mapping[str, Any]]) -> None:
+        for item in items:
+            gid = item["id"]
+            if "@removed" in item:
+                self.removed.add(gid)
+                self.attrs.pop(gid, None)
+                self.members.pop(gid, None)
+                continue
+            self.removed.discard(gid)
+            if gid not in self.attrs:
+                base = self.known.groups.get(gid)
+                self.attrs[gid] = dict(base.attributes) if base else {}
+                self.members[gid] = set(base.members) if base else set()
+            self.attrs[gid].update(clean_attributes({k: v for k, v in item.items()
+                                                     if not k.startswith("members")}))
+            members = self.members[gid]
+            for entry in item.get("members@delta", ()):
+                if "@removed" in entry:
+                    members.discard(entry["id"])
+                elif entry.get("@odata.type", USER_TYPE) in (USER_TYPE, GROUP_TYPE):
+                    members.add(entry["id"])
+
+    def records(self) -> dict[str, GroupRecord]:
+        return {gid: GroupRecord(gid, self.attrs[gid], frozenset(self.members[gid]))
+                for gid in self.attrs}
+
+
 def merge_group_delta(items: Iterable[Mapping[str, Any]], known: Directory
                       ) -> tuple[dict[str, GroupRecord], set[str]]:
-    """Group delta objects -> (changed records, removed ids). One group may come back in
-    several objects, each with part of its ``members@delta``: applied in order over the
-    members the view knew."""
-    attrs: dict[str, dict[str, Value]] = {}
-    members: dict[str, set[str]] = {}
-    removed: set[str] = set()
-    for item in items:
-        gid = item["id"]
-        if "@removed" in item:
-            removed.add(gid)
-            attrs.pop(gid, None)
-            members.pop(gid, None)
-            continue
-        removed.discard(gid)
-        if gid not in attrs:
-            base = known.groups.get(gid)
-            attrs[gid] = dict(base.attributes) if base else {}
-            members[gid] = set(base.members) if base else set()
-        attrs[gid].update(clean_attributes({k: v for k, v in item.items()
-                                            if not k.startswith("members")}))
-        for entry in item.get("members@delta", []):
-            if "@removed" in entry:
-                members[gid].discard(entry["id"])
-            elif entry.get("@odata.type", USER_TYPE) in (USER_TYPE, GROUP_TYPE):
-                members[gid].add(entry["id"])
-    return ({gid: GroupRecord(gid, attrs[gid], frozenset(members[gid])) for gid in attrs},
-            removed)
-
+    """Group delta objects -> (changed records, removed ids); see :class:`GroupDelta`."""
+    merged = GroupDelta(known)
+    merged.add(items)
+    return merged.records(), merged.removed
 
 
 def encode_cursor(users_link: str, groups_link: str, select: Iterable[str],

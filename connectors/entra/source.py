@@ -6,8 +6,11 @@ in: :mod:`.auth`; requests, pacing and paging: :mod:`.client`; delta merging: :m
 - With ``groups`` set, only the transitive members of those groups are in scope, and the
   groups in scope are those groups and the groups nested in them.
 - Delta queries: a full read first takes ``$deltatoken=latest`` links for users and groups
-  (before reading, so that a change made during the read is replayed, not lost), then reads
-  everything; later cycles follow the stored delta links.
+  (before reading, so that a change made during the read is replayed, not lost), lists the
+  users, and reads every group with its members in one groups delta round
+  (``$select=displayName,members``): a full read costs pages, never one call per group.
+  (``$expand=members`` is no way round: Graph expands at most 20 directory objects, without
+  a nextLink.) Later cycles follow the stored delta links.
 - A failure anywhere in a read raises SourceError: a half-read directory must never look
   like deletions.
 """
@@ -18,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 
@@ -25,11 +29,13 @@ from ..base import ChangeSet, Directory, GroupRecord, SourceError, UserRecord
 from ..http import HttpPolicy
 from .auth import GraphAuth, credential_of
 from .client import GRAPH_RATE_LIMIT, PAGE_SIZE, GraphClient, NotFound, odata_quote
-from .delta import (GROUP_TYPE, USER_TYPE, decode_cursor, encode_cursor, is_guest,
-                    merge_group_delta, merge_user_delta, user_record, user_select)
+from .delta import (GROUP_TYPE, USER_TYPE, GroupDelta, decode_cursor, encode_cursor,
+                    is_guest, merge_group_delta, merge_user_delta, user_record, user_select)
 from .settings import GUID, Settings
 
 log = logging.getLogger(__name__)
+
+FILTER_IDS = 50          # ids one groups delta round may be filtered on (group-delta.md)
 
 
 class EntraSource:
@@ -82,32 +88,46 @@ class EntraSource:
 
     def read(self) -> Directory:
         # Delta links first: a change made while we read shows up (again) in the next delta.
-        cursor = self._latest_cursor()
+        # (The groups round below ends in a deltaLink of its own; the one taken before it is
+        # kept instead, so nothing rests on when Graph sets a round's watermark.)
+        users_link = self._latest(self._users_delta_start())
+        groups_link = self._latest(self._groups_delta_start())
         if self._scoped:
             scope_users, scope_groups = self._scope()
             users = [user_record(raw) for raw in scope_users.values() if self._wanted(raw)]
-            groups = [self._group_with_members(gid, name)
-                      for gid, name in scope_groups.items()]
+            groups = list(self._groups_by_id(scope_groups).values())
         else:
             users = [user_record(raw) for raw in self.graph.list(
                 "/v1.0/users", {"$select": ",".join(self.user_select), "$top": str(PAGE_SIZE)})
                 if self._wanted(raw)]
-            groups = [self._group_with_members(raw["id"], raw.get("displayName"))
-                      for raw in self.graph.list("/v1.0/groups", {"$select": "id,displayName",
-                                                             "$top": str(PAGE_SIZE)})]
+            # Every group with its members in one delta round: pages, not a call per group.
+            merged = GroupDelta(Directory.of())
+            self.graph.delta_each(self._groups_delta_start(), merged.add)
+            groups = list(merged.records().values())
         log.info("read %d users and %d groups from Entra ID", len(users), len(groups))
-        return Directory.of(users, groups, cursor)
+        return Directory.of(users, groups, self._cursor(users_link, groups_link))
 
     def _wanted(self, raw: Mapping[str, Any]) -> bool:
         """``guests = "skip"`` leaves guests out of scope (a pushed one is then deactivated)."""
         return self.settings.guests != "skip" or not is_guest(raw)
 
-    def _group_with_members(self, gid: str, name: Any) -> GroupRecord:
-        members = self.graph.list(f"/v1.0/groups/{gid}/members",
-                             {"$select": "id", "$top": str(PAGE_SIZE)})
-        return GroupRecord(gid, {"displayName": name},
-                           frozenset(m["id"] for m in members
-                                     if m.get("@odata.type") in (USER_TYPE, GROUP_TYPE)))
+    def _groups_by_id(self, names: Mapping[str, Any]) -> dict[str, GroupRecord]:
+        """These groups (id -> display name) complete with their members, from delta rounds
+        filtered on ids (at most 50 to a round, group-delta.md): a round starts from nothing,
+        so it lists every current member. A group deleted meanwhile is simply not there."""
+        merged = GroupDelta(Directory.of())
+        ids = sorted(names)
+        for start in range(0, len(ids), FILTER_IDS):
+            chosen = " or ".join(f"id eq {odata_quote(gid)}"
+                                 for gid in ids[start:start + FILTER_IDS])
+            self.graph.delta_each(f"{self._groups_delta_start()}&$filter={quote(chosen)}",
+                                  merged.add)
+        records = merged.records()
+        for gid, record in records.items():
+            if not record.attributes.get("displayName") and names.get(gid):
+                records[gid] = GroupRecord(gid, {**record.attributes,
+                                                 "displayName": names[gid]}, record.members)
+        return records
 
     def _scope_group_ids(self) -> dict[str, str]:
         """The ``groups`` setting resolved: id -> display name."""
@@ -149,10 +169,9 @@ class EntraSource:
 
     # -- change reads -------------------------------------------------------------------------
 
-    def _latest_cursor(self) -> str:
-        users_link = self.graph.delta(self._users_delta_start() + "&$deltatoken=latest")[1]
-        groups_link = self.graph.delta(self._groups_delta_start() + "&$deltatoken=latest")[1]
-        return self._cursor(users_link, groups_link)
+    def _latest(self, start: str) -> str:
+        """A delta link from now on (``$deltatoken=latest``: one call, no objects)."""
+        return self.graph.delta(start + "&$deltatoken=latest")[1]
 
     def _users_delta_start(self) -> str:
         return f"/v1.0/users/delta?$select={','.join(self.user_select)}"
@@ -179,9 +198,10 @@ class EntraSource:
                 known, users, removed_users, groups, removed_groups)
         else:
             # a group the view has never seen must be complete, not just its member changes
-            for gid in [g for g in groups if g not in known.groups]:
-                groups[gid] = self._group_with_members(gid, groups[gid].attributes.get(
-                    "displayName"))
+            new = {gid: g.attributes.get("displayName") for gid, g in groups.items()
+                   if gid not in known.groups}
+            if new:
+                groups.update(self._groups_by_id(new))
         changes = ChangeSet(users=users, groups=groups, removed_users=frozenset(removed_users),
                             removed_groups=frozenset(removed_groups),
                             cursor=self._cursor(users_link, groups_link))
@@ -201,9 +221,8 @@ class EntraSource:
                          if uid not in scope_users or not self._wanted(scope_users[uid])}
         groups = {gid: rec for gid, rec in groups.items()
                   if gid in scope_groups and gid in known.groups}
-        for gid, name in scope_groups.items():
-            if gid not in known.groups:
-                groups[gid] = self._group_with_members(gid, name)
+        groups.update(self._groups_by_id({gid: name for gid, name in scope_groups.items()
+                                          if gid not in known.groups}))
         removed_groups = {gid for gid in known.groups if gid not in scope_groups}
         return users, removed_users, groups, removed_groups
 

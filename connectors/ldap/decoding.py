@@ -9,6 +9,7 @@ turned into text. ``objectGUID`` is 16 bytes whose first three fields are little
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 
@@ -75,18 +76,26 @@ def _ber_length(m: bytes, i: int) -> tuple[int, int]:
     return int.from_bytes(m[i + 1:i + 1 + n], "big"), i + 1 + n
 
 
+_NAMES: dict[bytes, str] = {}     # attribute names as sent -> lower-cased text; a few dozen
+
+
 def decode_entry(m: bytes) -> tuple[int, dict] | None:
     """(message id, response dict) if ``m`` is a searchResEntry LDAPMessage, else None.
 
     A straight walk over the BER that only a search entry can have: SEQUENCE { INTEGER id,
     [APPLICATION 4] { OCTET STRING dn, SEQUENCE OF SEQUENCE { OCTET STRING type, SET OF
-    OCTET STRING } } }. Values stay bytes; ldap3's generic decoder builds a tuple per element,
-    converts every value to str and looks up its config on each one, which costs more than
-    the network. Anything unexpected returns None and ldap3 decodes the message instead."""
+    OCTET STRING } } }. Values stay bytes and attribute names come lower-cased, with empty
+    attributes left out: the form :func:`lowered` gives, so the session takes them as they
+    are (``"lowered": True``). ldap3's generic decoder builds a tuple per element, converts
+    every value to str and looks up its config on each one, which costs more than the
+    network. This loop runs for every attribute of every entry, so the usual cases are
+    taken inline: short lengths (under 128), names already seen, one value. Anything
+    unexpected returns None and ldap3 decodes the message instead."""
     try:
         if m[0] != 0x30:
             return None
-        _, i = _ber_length(m, 1)
+        n = m[1]
+        i = 2 if n < 0x80 else 2 + (n & 0x7F)
         if m[i] != 0x02:
             return None
         n, i = _ber_length(m, i + 1)
@@ -94,7 +103,8 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
         i += n
         if m[i] != 0x64:                               # [APPLICATION 4] searchResEntry
             return None
-        _, i = _ber_length(m, i + 1)
+        n = m[i + 1]
+        i += 2 if n < 0x80 else 2 + (n & 0x7F)
         if m[i] != 0x04:
             return None
         n, i = _ber_length(m, i + 1)
@@ -105,25 +115,51 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
         total, i = _ber_length(m, i + 1)
         end = i + total
         attrs: dict[str, list[bytes]] = {}
+        names = _NAMES
         while i < end:
             if m[i] != 0x30:
                 return None
-            _, i = _ber_length(m, i + 1)
-            n, i = _ber_length(m, i + 1)              # attribute type
-            name = m[i:i + n].decode()
+            n = m[i + 1]                               # the attribute's SEQUENCE: skipped
+            i += 2 if n < 0x80 else 2 + (n & 0x7F)
+            n = m[i + 1]                               # attribute type
+            if n < 0x80:
+                i += 2
+            else:
+                n, i = _ber_length(m, i + 1)
+            key = m[i:i + n]
+            name = names.get(key)
+            if name is None:
+                name = key.decode().lower()
+                if len(names) < 1024:
+                    names[key] = name
             i += n
-            size, i = _ber_length(m, i + 1)           # SET OF values
-            stop = i + size
+            n = m[i + 1]                               # SET OF values
+            if n < 0x80:
+                i += 2
+            else:
+                n, i = _ber_length(m, i + 1)
+            if not n:
+                continue                               # no values: left out
+            stop = i + n
+            n = m[i + 1]
+            if n < 0x80 and n + 2 == stop - i:          # exactly one short value
+                attrs[name] = [m[i + 2:stop]]
+                i = stop
+                continue
             values = []
             while i < stop:
-                n, i = _ber_length(m, i + 1)
+                n = m[i + 1]
+                if n < 0x80:
+                    i += 2
+                else:
+                    n, i = _ber_length(m, i + 1)
                 values.append(m[i:i + n])
                 i += n
             attrs[name] = values
         if i != end:
             return None
         return message_id, {"type": "searchResEntry", "raw_dn": raw_dn, "dn": raw_dn.decode(),
-                            "raw_attributes": attrs, "attributes": attrs}
+                            "raw_attributes": attrs, "attributes": attrs, "lowered": True}
     except (IndexError, UnicodeDecodeError):
         return None
 
@@ -134,21 +170,47 @@ def lowered(raw: Mapping[str, list]) -> dict[str, list[bytes]]:
             for name, values in raw.items() if values}
 
 
+def entry_attributes(entry: Mapping) -> dict[str, list[bytes]]:
+    """A search entry's attributes in :func:`lowered` form; the lean decoder's already are."""
+    if entry.get("lowered"):
+        return entry["raw_attributes"]
+    return lowered(entry["raw_attributes"])
+
+
+class AttributeDecoder:
+    """Requested attributes as JSON-able values (one value -> str, several -> list[str]),
+    under the spelling the mapping uses. Binary values (photos, SIDs), ids (GUIDs) and the
+    ``skip`` attribute (the change stamp) are left out. The names are worked out once per
+    read, not once per entry."""
+
+    def __init__(self, names: Iterable[str], skip: str = ""):
+        self.names = [(name, name.lower()) for name in names
+                      if name.lower() not in GUID_ATTRIBUTES and name != skip]
+
+    def __call__(self, attrs: Mapping[str, list[bytes]]) -> dict[str, Value]:
+        out: dict[str, Value] = {}
+        get = attrs.get
+        for name, key in self.names:
+            raw = get(key)
+            if not raw:
+                continue
+            try:
+                if len(raw) == 1:
+                    out[name] = raw[0].decode("utf-8")
+                else:
+                    out[name] = [v.decode("utf-8") for v in raw]
+            except UnicodeDecodeError:
+                continue
+        return out
+
+
 def decode_attributes(attrs: Mapping[str, list[bytes]], names: Iterable[str],
                       skip: str = "") -> dict[str, Value]:
-    """Requested attributes as JSON-able values (one value -> str, several -> list[str]),
-    under the spelling the mapping uses. Binary values (photos, SIDs) are left out."""
-    out: dict[str, Value] = {}
-    for name in names:
-        raw = attrs.get(name.lower())
-        if not raw or name.lower() in GUID_ATTRIBUTES or name == skip:
-            continue
-        try:
-            values = [v.decode("utf-8") for v in raw]
-        except UnicodeDecodeError:
-            continue
-        out[name] = values[0] if len(values) == 1 else values
-    return out
+    """:class:`AttributeDecoder` for one entry."""
+    return AttributeDecoder(names, skip)(attrs)
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def decode_id(attribute: str, raw: bytes) -> str:
@@ -163,6 +225,8 @@ def decode_id(attribute: str, raw: bytes) -> str:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         return raw.hex()
+    if _CANONICAL_UUID.fullmatch(text):
+        return text                       # OpenLDAP's entryUUID: already in this form
     try:
         return str(uuid.UUID(text))
     except ValueError:

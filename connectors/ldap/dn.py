@@ -7,27 +7,37 @@ upper case, the older RFC 2253/1779 forms), so every DN is matched in normalised
 
 from __future__ import annotations
 
+import re
+
 from ..base import SourceError
 
-_DN_SPECIALS = frozenset('\\"+<>;#')
+# a DN with no escapes, quotes or multi-valued RDNs (nearly every DN a server sends): only
+# case and the spaces around separators can differ, which one substitution settles
+_SIMPLE_DN = re.compile(r'[^\\"+<>;#=,]+=[^\\"+<>;#=,]*(?:,[^\\"+<>;#=,]+=[^\\"+<>;#=,]*)*')
 
 
 def normalise_dn(dn: str) -> str:
     """A DN in one canonical spelling for comparisons: attribute types lower-cased, values
     unescaped then case-folded, multi-valued RDNs sorted, insignificant spaces dropped, and
     special characters re-escaped the same way every time."""
-    if not (_DN_SPECIALS & set(dn)):
-        parts = []
-        for rdn in dn.split(","):
-            attr, sep, value = rdn.partition("=")
-            if not sep or "=" in value:
-                break
-            parts.append(f"{attr.strip().lower()}={value.strip().casefold()}")
-        else:
-            return ",".join(parts)
+    if _SIMPLE_DN.fullmatch(dn):
+        if _padded(dn):
+            dn = ",".join(f"{attr.strip()}={value.strip()}"
+                          for attr, _, value in (rdn.partition("=") for rdn in dn.split(",")))
+        if dn.isascii():
+            return dn.lower()
+        return ",".join(f"{attr.lower()}={value.casefold()}"
+                        for attr, _, value in (rdn.partition("=") for rdn in dn.split(",")))
     return ",".join("+".join(sorted(f"{attr.lower()}={_escape_value(value.casefold())}"
                                     for attr, value in rdn))
                     for rdn in parse_dn(dn))
+
+
+def _padded(dn: str) -> bool:
+    """Whitespace at either end or next to a separator (tabs and the like make it not
+    printable)."""
+    return (not dn.isprintable() or dn[:1] == " " or dn[-1:] == " " or " ," in dn
+            or ", " in dn or " =" in dn or "= " in dn)
 
 
 def parse_dn(dn: str) -> list[list[tuple[str, str]]]:

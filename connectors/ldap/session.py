@@ -27,7 +27,7 @@ import ldap3
 from ldap3.core import exceptions as lx
 
 from ..base import SourceError, activity
-from .decoding import MEMBER_ATTRIBUTES, lowered
+from .decoding import MEMBER_ATTRIBUTES, entry_attributes
 from .dn import normalise_dn
 from .settings import host_of
 
@@ -77,6 +77,8 @@ class Session:
         cookie = None
         attributes = list(attributes)
         guard = _PagingGuard(self.host, what, self.page_size)
+        # only AD is asked for value ranges (member_attributes), and only it answers in them
+        ranged = self.flavor == "ad" or any(";range=" in name for name in attributes)
         self._on_search(what, flt)
         while True:
             try:
@@ -97,8 +99,9 @@ class Session:
                 kind = entry.get("type")
                 if kind == "searchResEntry":
                     guard.entry(entry.get("raw_dn") or entry["dn"])   # a re-sent one wins
-                    attrs = lowered(entry["raw_attributes"])
-                    self._complete_ranges(entry["dn"], attrs)
+                    attrs = entry_attributes(entry)
+                    if ranged:
+                        self._complete_ranges(entry["dn"], attrs)
                     yield entry["dn"], attrs
                 elif kind == "searchResRef":
                     self._reference(entry)
@@ -128,7 +131,7 @@ class Session:
         self._complete_or_fail(f"read of {dn!r}")
         for entry in self.conn.response:
             if entry.get("type") == "searchResEntry":
-                attrs = lowered(entry["raw_attributes"])
+                attrs = entry_attributes(entry)
                 self._complete_ranges(entry["dn"], attrs)
                 return attrs
         return None

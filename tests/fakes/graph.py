@@ -17,11 +17,19 @@ login (``/{tenant}/...``)
 Graph (``/v1.0/...``)
     ``/users`` and ``/groups`` with ``$select`` (default property set otherwise: no
     ``accountEnabled``!), ``$top`` 1..999 (default 100), ``$filter=displayName eq '...'`` on
-    groups, ``@odata.nextLink`` paging with an opaque ``$skiptoken``; ``/groups/{id}/members``
+    groups, ``$expand=members`` on groups as capped as Graph's (20 members, no link to the
+    rest, pages of at most 100), ``@odata.nextLink`` paging with an opaque ``$skiptoken``; ``/groups/{id}/members``
     and ``/transitiveMembers`` (directoryObjects with ``@odata.type``); ``/users/{id}``,
     ``/groups/{id}``; ``/users/delta`` and ``/groups/delta`` with nextLink/deltaLink pages,
     ``$deltatoken=latest``, ``@removed`` (``changed`` = soft delete, ``deleted`` = hard),
-    ``members@delta`` split over several pages for big groups; members of every
+    ``$filter`` on ids (at most 50, group-delta.md). Delta pages are the server's size, not
+    the client's (``$top`` is not supported there): at most ``delta_page_size`` (200)
+    objects, ``members@delta`` in objects of ``members_delta_chunk`` (500) entries and at
+    most ``delta_page_members`` (500) entries a page, so a big group fills pages alone
+    (delta-query-groups.md; a 9 993-member group came 20 times in msgraph-sdk-dotnet#574);
+    its later objects come after other groups; an initial round also lists members that
+    left, as ``@removed`` (microsoft-graph-docs #5855, #17513). A round is one snapshot,
+    made when its first page is asked for. Members of every
     directoryObject kind (users, groups, devices, service principals, org contacts); expired
     delta tokens (410 with a ``Location`` header, or 400 ``syncStateNotFound``); 429 with
     ``Retry-After`` and Graph's error body (``innerError`` date and request-id); injected
@@ -63,6 +71,7 @@ GRAPH_DEFAULT_USER_PROPERTIES = (
 )
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
+EXPAND_CAP = 20          # objects in an expanded directory-object relationship
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +204,13 @@ class FakeEntra:
     users: dict[str, dict] = field(default_factory=dict)
     groups: dict[str, dict] = field(default_factory=dict)
     page_cap: int = 999                     # the server may return fewer than $top
-    delta_page_size: int = 3                # objects per delta page
-    members_delta_chunk: int = 2            # members@delta entries per group object per page
+    # Delta pages are sized by the server ($top is not supported on users/groups delta and
+    # is ignored): at most delta_page_size objects per page, a group's members@delta cut
+    # into objects of at most members_delta_chunk entries, and at most delta_page_members
+    # entries on one page, so one big group fills a page alone (see _delta_pages).
+    delta_page_size: int = 200
+    members_delta_chunk: int = 500
+    delta_page_members: int = 500
     devices: set[str] = field(default_factory=set)
     # other directoryObjects a group can hold (Graph group-list-members.md): id -> @odata.type
     others: dict[str, str] = field(default_factory=dict)
@@ -211,6 +225,8 @@ class FakeEntra:
         self._generation = 1                  # bump to expire every delta token
         self._expire_mode = "410"
         self._tokens: dict[str, tuple[str, float]] = {}
+        self._rounds: dict[tuple, list[list[dict]]] = {}   # a round's pages, made once
+        self._listings: dict[tuple, list[dict]] = {}
 
     # -- directory mutations ---------------------------------------------------------------
 
@@ -250,6 +266,15 @@ class FakeEntra:
                 self.add_member(gid, member)
         return gid
 
+    def load_group(self, gid: str, displayName: str, members) -> str:
+        """add_group for big directories (benchmarks): the same state and change log,
+        without checking each member against the list so far (members must be distinct)."""
+        with self._lock:
+            self.groups[gid] = {"id": gid, "displayName": displayName, "members": list(members)}
+            self._log.append(("group", gid))
+            self._log.extend(("member", gid, member, True) for member in members)
+        return gid
+
     def rename_group(self, gid: str, name: str) -> None:
         with self._lock:
             self.groups[gid]["displayName"] = name
@@ -269,6 +294,7 @@ class FakeEntra:
     def remove_member(self, gid: str, member: str) -> None:
         with self._lock:
             self.groups[gid]["members"].remove(member)
+            self.groups[gid].setdefault("departed", []).append(member)
             self._log.append(("member", gid, member, False))
 
     def expire_delta_tokens(self, mode: str = "410") -> None:
@@ -498,8 +524,11 @@ class FakeEntra:
     def _route(self, segments: list[str], query: dict):
         match segments:
             case ["users"]:
-                return self._collection("users", self._select_users(list(self.users.values()),
-                                                                    query), query)
+                key = ("users", self.version, query.get("$select"))
+                if key not in self._listings:      # made once per state, not once per page
+                    self._listings.clear()
+                    self._listings[key] = self._select_users(list(self.users.values()), query)
+                return self._collection("users", self._listings[key], query)
             case ["users", "delta"]:
                 return self._delta("users", query)
             case ["users", uid]:
@@ -512,8 +541,20 @@ class FakeEntra:
                         return self._graph_error(400, "Request_UnsupportedQuery",
                                                  "Unsupported Query.")
                     groups = [g for g in groups if g["displayName"] == name]
-                return self._collection("groups", [self._group_view(g, query.get("$select"))
-                                                   for g in groups], query)
+                views = [self._group_view(g, query.get("$select")) for g in groups]
+                if query.get("$expand") == "members":
+                    # Graph known issues, "query parameter limitations": an expanded
+                    # directory-object relationship holds at most 20 objects, with no link to
+                    # the rest, and a page with $expand holds at most 100 objects
+                    for view, group in zip(views, groups):
+                        view["members"] = self._objects(group["members"][:EXPAND_CAP], "id")
+                    return self._collection("groups", views,
+                                            {**query, "$top": str(min(
+                                                int(query.get("$top", "100")), 100))})
+                elif "$expand" in query:
+                    return self._graph_error(400, "Request_BadRequest",
+                                             "The fake expands members only.")
+                return self._collection("groups", views, query)
             case ["groups", "delta"]:
                 return self._delta("groups", query)
             case ["groups", gid]:
@@ -595,31 +636,72 @@ class FakeEntra:
             token = query["$deltatoken"]
             if token == "latest":
                 state = {"gen": self._generation, "from": self.version, "to": self.version,
-                         "select": query.get("$select"), "offset": 0}
+                         "select": query.get("$select"), "page": 0}
             else:
                 if not token:  # the 410 Location form: an empty token = start over
                     state = {"gen": self._generation, "from": None, "to": self.version,
-                             "select": query.get("$select"), "offset": 0}
+                             "select": query.get("$select"), "page": 0}
                 else:
                     last = _unb64(token)
-                    state = {**last, "from": last["to"], "to": self.version, "offset": 0}
+                    state = {**last, "from": last["to"], "to": self.version, "page": 0}
         else:
+            ids = None
+            if "$filter" in query:
+                ids = _parse_id_filter(query["$filter"])
+                if ids is None:
+                    return self._graph_error(400, "Request_UnsupportedQuery",
+                                             "Unsupported Query.")
+                if len(ids) > 50:      # group-delta.md: "There is a limit of 50 filtered objects"
+                    return self._graph_error(400, "Request_UnsupportedQuery",
+                                             "The number of filtered objects is limited to 50.")
             state = {"gen": self._generation, "from": None, "to": self.version,
-                     "select": query.get("$select"), "offset": 0}
+                     "select": query.get("$select"), "page": 0, "ids": ids}
         if state["gen"] != self._generation:
             raise _Expired()
-        items = (self._user_changes(state) if kind == "users" else self._group_changes(state))
-        size = self.delta_page_size
-        page = items[state["offset"]:state["offset"] + size]
+        pages = self._delta_pages(kind, state)
+        number = state["page"]
+        page = pages[number] if number < len(pages) else []
         body = {"@odata.context": f"{self.base_url}/v1.0/$metadata#{kind}", "value": page}
-        if state["offset"] + size < len(items):
-            nxt = {**state, "offset": state["offset"] + size}
+        if number + 1 < len(pages):
+            nxt = {**state, "page": number + 1}
             body["@odata.nextLink"] = f"{self.base_url}/v1.0/{kind}/delta?$skiptoken={_b64(nxt)}"
         else:
-            done = {"gen": state["gen"], "to": state["to"], "select": state["select"]}
+            done = {"gen": state["gen"], "to": state["to"], "select": state["select"],
+                    "ids": state.get("ids")}
             body["@odata.deltaLink"] = (f"{self.base_url}/v1.0/{kind}/delta?$deltatoken="
                                         f"{_b64(done)}")
         return 200, {}, body
+
+    def _delta_pages(self, kind: str, state: dict) -> list[list[dict]]:
+        """The pages of one delta round, made when its first page is asked for and kept, so
+        the round is one consistent snapshot (as a skip token is). Objects are packed in
+        order, at most ``delta_page_size`` to a page and at most ``delta_page_members``
+        members@delta entries to a page; a group object is never cut across pages (its
+        members already come in objects of ``members_delta_chunk``). A round always has at
+        least one page, possibly empty."""
+        key = (kind, state["gen"], state["from"], state["to"], state.get("select"),
+               tuple(state.get("ids") or ()))
+        pages = self._rounds.get(key)
+        if pages is not None:
+            return pages
+        items = (self._user_changes(state) if kind == "users" else self._group_changes(state))
+        if state.get("ids") is not None:
+            wanted = set(state["ids"])
+            items = [item for item in items if item["id"] in wanted]
+        pages, page, members = [], [], 0
+        for item in items:
+            weight = len(item.get("members@delta", ()))
+            if page and (len(page) >= self.delta_page_size
+                         or members + weight > self.delta_page_members):
+                pages.append(page)
+                page, members = [], 0
+            page.append(item)
+            members += weight
+        pages.append(page)
+        if len(self._rounds) > 16:
+            self._rounds.clear()
+        self._rounds[key] = pages
+        return pages
 
     def _window(self, state: dict) -> list[tuple]:
         return self._log[state["from"]:state["to"]] if state["from"] is not None else []
@@ -650,14 +732,18 @@ class FakeEntra:
         touched: dict[str, dict] = {}
         if state["from"] is None:
             for gid, group in self.groups.items():
-                touched[gid] = {m: True for m in group["members"]}
+                # the initial round lists current members, and may also list members that
+                # left, marked @removed (microsoft-graph-docs issues #5855, #17513)
+                touched[gid] = {**{m: False for m in group.get("departed", ())},
+                                **{m: True for m in group["members"]}}
         else:
             for entry in self._window(state):
                 if entry[0] in ("group", "group-removed"):
                     touched.setdefault(entry[1], {})
                 elif entry[0] == "member":
                     touched.setdefault(entry[1], {})[entry[2]] = entry[3]
-        out = []
+        out: list[dict] = []
+        later: list[list[dict]] = []
         for gid, changes in touched.items():
             if gid not in self.groups:
                 out.append({"id": gid, "@removed": {"reason": "deleted"}})
@@ -675,11 +761,28 @@ class FakeEntra:
             if not with_members or not entries:
                 out.append(view)
                 continue
-            # a big group's members are spread over several objects (and pages)
-            for start in range(0, len(entries), self.members_delta_chunk):
-                out.append({**view, "members@delta": entries[start:start
-                                                             + self.members_delta_chunk]})
+            # a big group's members are spread over several objects (and pages) ...
+            chunks = [{**view, "members@delta": entries[start:start + self.members_delta_chunk]}
+                      for start in range(0, len(entries), self.members_delta_chunk)]
+            out.append(chunks[0])
+            later.append(chunks[1:])
+        # ... and its later objects come after other groups: "the same group could show up
+        # anywhere in the nextLink sequence" (delta-query-groups.md)
+        for rank in range(max(map(len, later), default=0)):
+            out.extend(chunks[rank] for chunks in later if rank < len(chunks))
         return out
+
+
+def _parse_id_filter(text: str) -> list[str] | None:
+    """``id eq 'a' or id eq 'b'`` -> ``['a', 'b']``; anything else None (delta queries
+    filter on ids only)."""
+    ids = []
+    for part in text.split(" or "):
+        part = part.strip()
+        if not (part.startswith("id eq '") and part.endswith("'")) or "'" in part[7:-1]:
+            return None
+        ids.append(part[7:-1])
+    return ids
 
 
 def _parse_name_filter(text: str) -> str | None:
