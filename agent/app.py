@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from connectors.base import Source, Target
-from connectors.http import HttpPolicy
+from connectors.http import HttpPolicy, RateLimiter
 from connectors.redaction import keep_secret
 from connectors.scim import ScimTarget
 
@@ -30,15 +30,25 @@ def make_source(config: Config, attributes: Sequence[str] = ()) -> Source:
 
 
 def make_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
-                sleep: Callable[[float], None] = time.sleep) -> ScimTarget:
-    """The SCIM target of ``[target]``; ``clock`` and ``sleep`` pace it and time its retries."""
+                sleep: Callable[[float], None] = time.sleep,
+                pacers: dict | None = None) -> ScimTarget:
+    """The SCIM target of ``[target]``; ``clock`` and ``sleep`` pace it and time its retries.
+    ``pacers`` keeps the pace each target learned (its RateLimiter) from one cycle to the
+    next, so a daemon does not relearn Split's limit from the ceiling every cycle."""
     if config.target.token is None or not config.target.token.resolved:
         raise ConfigError(f"{config.path}: [target] token: is required for this command")
     t = config.target
     policy = HttpPolicy(timeout=t.timeout, rate_limit=t.rate_limit, concurrency=t.concurrency,
                         max_attempts=t.max_attempts, max_wait=t.max_wait.total_seconds(),
                         max_body=t.max_response_mb << 20, ca_file=t.ca_file)
-    return ScimTarget(t.url, t.token, policy, dialect=t.dialect, clock=clock, sleep=sleep)
+    limiter = None
+    if pacers is not None:
+        key = (t.url, t.rate_limit)
+        limiter = pacers.get(key)
+        if limiter is None:
+            limiter = pacers[key] = RateLimiter(t.rate_limit, burst=1.0, clock=clock, sleep=sleep)
+    return ScimTarget(t.url, t.token, policy, dialect=t.dialect, limiter=limiter, clock=clock,
+                      sleep=sleep)
 
 
 def build_agent(config: Config, *,
@@ -46,13 +56,18 @@ def build_agent(config: Config, *,
                 source_factory: Callable[[Config, Sequence[str]], Source] | None = None,
                 clock: Callable[[], float] = time.monotonic,
                 now: Callable[[], dt.datetime] = utc_now,
-                sleep: Callable[[float], None] = time.sleep) -> Agent:
+                sleep: Callable[[float], None] = time.sleep,
+                pacers: dict | None = None) -> Agent:
     """The engine for ``config`` with the real parts, unless a test hands its own. The
-    config's secrets are registered for redaction (connectors/redaction.py) first."""
+    config's secrets are registered for redaction (connectors/redaction.py) first. The
+    daemon hands the same ``pacers`` to every cycle's agent: the pace learned from the
+    target's 429s carries over (see :func:`make_target`)."""
     for secret in secrets_of(config):
         keep_secret(secret.reveal())
 
+    pacers = {} if pacers is None else pacers
+
     def real_target(cfg: Config) -> Target:
-        return make_target(cfg, clock=clock, sleep=sleep)
+        return make_target(cfg, clock=clock, sleep=sleep, pacers=pacers)
     return Agent(config, make_source=source_factory or make_source,
                  make_target=target_factory or real_target, clock=clock, now=now, sleep=sleep)

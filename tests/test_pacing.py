@@ -307,3 +307,44 @@ def test_bench_pacing_smoke_learns_from_429s_and_completes():
     assert result.by_kind[("POST", "Users", "2xx")] == 150
     assert result.by_kind[("PATCH", "Groups", "2xx")] == result.expected_patches
     assert result.expected_patches > 3             # a group of more than 100 members
+
+
+def test_the_daemon_keeps_the_learned_pace_from_one_cycle_to_the_next(split_ws):
+    """Each cycle builds its target anew; the pace it learned must not restart at the
+    ceiling (a few 429s every cycle). The daemon hands the same pacers to every cycle."""
+    from agent.app import make_target
+    from agent.config import load
+
+    config = load(split_ws.config)
+    pacers: dict = {}
+    first = make_target(config, pacers=pacers)
+    ticket = first.wire.http.limiter.acquire()
+    first.wire.http.limiter.throttled(ticket)            # the first cycle met a 429
+    learned = first.wire.http.limiter.rate
+    assert learned < config.target.rate_limit
+    first.close()
+    second = make_target(config, pacers=pacers)
+    assert second.wire.http.limiter is first.wire.http.limiter
+    assert second.wire.http.limiter.rate == learned
+    assert make_target(config).wire.http.limiter.rate == config.target.rate_limit  # a CLI run
+    second.close()
+
+
+
+def test_every_daemon_cycle_gets_the_same_pacers(split_ws, monkeypatch):
+    from agent.app import build_agent
+    from agent.config import load
+    from agent.service import daemon as daemon_module
+
+    seen = []
+
+    def recording(config, **kwargs):
+        seen.append(kwargs.get("pacers"))
+        return build_agent(config, **kwargs)
+    monkeypatch.setattr(daemon_module, "build_agent", recording)
+    d = daemon_module.Daemon(load(split_ws.config), split_ws.config, environ={})
+    d._open_state()
+    d._cycle()
+    d._cycle()
+    assert len(seen) == 2 and seen[0] is seen[1]
+    assert len(seen[0]) == 1                       # one target, one learned pace

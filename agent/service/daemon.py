@@ -89,6 +89,7 @@ class Daemon:
         self._now = wall_clock
         self._clock = clock
         self._sleep = sleep
+        self._pacers: dict = {}         # each target's learned pace, kept from cycle to cycle
         self.schedule = Schedule(config.schedule, wall_clock)
         self.notify = Notifier(environ.get("NOTIFY_SOCKET"))
         self.watchdog = Watchdog(watchdog_interval(environ), clock)
@@ -283,7 +284,8 @@ class Daemon:
             log.info("pushing is held: %s", self.standing.hold.describe())
             return ""
         config = self.config                # a lifted hold may have loaded a new config
-        agent = build_agent(config, clock=self._clock, now=self._now, sleep=self._sleep)
+        agent = build_agent(config, clock=self._clock, now=self._now, sleep=self._sleep,
+                            pacers=self._pacers)
         result = agent.sync(stop=self.stop, progress=self.watchdog.beat, mode="run")
         if result.busy:     # asked of the lock itself: no probe that could race a manual sync
             log.info("the snapshot is in use by another scim-agent (a manual sync?); "

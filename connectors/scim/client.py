@@ -134,9 +134,12 @@ class ScimClient:
 
     def __init__(self, url: str, token: Secret, policy: HttpPolicy = HttpPolicy(), *,
                  transport: httpx.BaseTransport | None = None,
+                 limiter: RateLimiter | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        """``clock`` and ``sleep`` are the time seam: pacing and retry waits use only them."""
+        """``clock`` and ``sleep`` are the time seam: pacing and retry waits use only them.
+        ``limiter`` is the pace learned by an earlier client of the same target (the
+        daemon's previous cycle); without it the pace starts at ``rate_limit``."""
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
@@ -145,7 +148,7 @@ class ScimClient:
                                    f"may use http://): {self.url}")
         self.policy = policy
         self.http = HttpClient(self.url + "/", ScimVendor(where, policy.timeout, self.url), policy,
-                               auth=HeaderAuth("Bearer", token),
+                               auth=HeaderAuth("Bearer", token), limiter=limiter,
                                burst=1.0,                 # a ceiling, not an average
                                headers={"Accept": SCIM_JSON},
                                transport=transport, clock=clock, sleep=sleep)

@@ -30,7 +30,7 @@ import httpx
 
 from ..base import (ConflictError, Created, FatalTargetError, NotFoundError, RejectedError,
                     Secret, TargetGroup, TargetUser, TransientError)
-from ..http import HttpPolicy
+from ..http import HttpPolicy, RateLimiter
 from . import answers
 from .answers import Malformed
 from .client import ScimClient
@@ -63,10 +63,12 @@ class ScimTarget:
     def __init__(self, url: str, token: Secret, policy: HttpPolicy = HttpPolicy(), *,
                  dialect: str | Dialect = "entra",
                  transport: httpx.BaseTransport | None = None,
+                 limiter: RateLimiter | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self.dialect = dialect_named(dialect) if isinstance(dialect, str) else dialect
-        self.wire = ScimClient(url, token, policy, transport=transport, clock=clock, sleep=sleep)
+        self.wire = ScimClient(url, token, policy, transport=transport, limiter=limiter,
+                               clock=clock, sleep=sleep)
 
     # The engine sets ``cancel``; the counters are for reports and tests.
     @property
