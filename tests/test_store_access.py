@@ -185,3 +185,61 @@ def test_readers_upgrade_an_older_snapshot_in_memory_and_leave_the_file_alone(sp
     with sqlite3.connect(split_ws.state) as conn:
         stored = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     assert int(stored[0]) == SCHEMA_VERSION
+
+
+def _readable_only(ws: Workspace) -> None:
+    give_away(ws.state, 0o644)
+    give_away(ws.state.parent, 0o755)
+
+
+@as_root_only
+def test_a_reader_who_may_not_write_waits_for_a_writer_instead_of_reading_torn_pages(
+        synced_ws):
+    from agent.store.locks import lock_snapshot
+    ws = synced_ws
+    _readable_only(ws)
+    with lock_snapshot(ws.state):                   # a sync or a daemon cycle is writing
+        for command in ("status", "plan", "history ann@example.org"):
+            result = as_other(ws, *command.split())
+            assert result.returncode == 1, result.stdout
+            one_sentence(result.stderr, "is writing the snapshot right now",
+                         "try again when the cycle is over")
+            assert "damaged" not in result.stderr and "usable" not in result.stderr
+    assert as_other(ws, "status").returncode == 0   # the cycle is over
+
+
+@as_root_only
+def test_a_reader_never_shows_old_data_past_a_journal_it_cannot_open(synced_ws):
+    ws = synced_ws
+    _readable_only(ws)
+    wal = ws.state.with_name(ws.state.name + "-wal")
+    wal.write_bytes(b"\x37\x7f\x06\x82" + b"\0" * 28)   # a killed sync's unfolded changes
+    give_away(wal, 0o600)
+    result = as_other(ws, "status")
+    assert result.returncode == 1
+    one_sentence(result.stderr, "agent.db-wal (owned by nobody, mode 0600) is in use or holds "
+                                "changes not yet folded into the file",
+                 "reading the file alone would show old data")
+
+
+@as_root_only
+def test_a_reader_who_cannot_read_the_lock_says_so(synced_ws):
+    ws = synced_ws
+    _readable_only(ws)
+    give_away(ws.state.with_name(ws.state.name + ".lock"), 0o600)   # made by an older version
+    result = as_other(ws, "plan")
+    assert result.returncode == 1
+    one_sentence(result.stderr, "may read the snapshot but not its lock",
+                 "owned by nobody, mode 0600")
+
+
+@as_root_only
+def test_a_group_reader_leaves_no_file_behind(synced_ws):
+    ws = synced_ws
+    give_away(ws.state, 0o640)
+    os.chown(ws.state, NOBODY, 0)                    # the reader (root, no overrides) is in
+    give_away(ws.state.parent, 0o2770)               # the group; the folder group-writable
+    os.chown(ws.state.parent, NOBODY, 0)
+    before = fingerprint(ws.state)
+    assert as_other(ws, "status").returncode == 0
+    assert fingerprint(ws.state) == before           # no -shm or -wal of the reader's

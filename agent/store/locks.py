@@ -45,8 +45,10 @@ class FileLock:
     @classmethod
     def take(cls, path: Path) -> "FileLock":
         """Take the lock now or raise :class:`LockHeld`; OSError if the file cannot be opened."""
-        # O_NOFOLLOW: a symlink planted in place of the lock must not aim our truncate elsewhere
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # O_NOFOLLOW: a symlink planted in place of the lock must not aim our truncate elsewhere.
+        # Readable by others (it holds a pid): a reader who may not write the snapshot holds it
+        # shared while it reads (reader_lock).
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -162,3 +164,57 @@ def lock_holder(db: Path) -> int | None:
         return holder(snapshot_lock_path(Path(db)))
     except StateError:
         return None
+
+
+class SharedLock(FileLock):
+    """The snapshot lock held shared by a reader: no writer can take it meanwhile."""
+
+
+def reader_lock(db: Path) -> SharedLock | None:
+    """For a reader who reads the snapshot file alone (it may not make its journal): hold the
+    snapshot lock shared, so that no sync or daemon cycle writes while it reads (they find it
+    busy and try again later). None when no agent ever wrote this snapshot (no lock file)."""
+    from .access import described, me
+    path = snapshot_lock_path(db)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"{db}: this user ({me()}) may read the snapshot but not its lock "
+                         f"{path} ({described(path)}: {exc.strerror}), so it cannot make sure "
+                         "no agent writes while it reads; run the command as the service "
+                         "user, or make the lock readable (chmod 644; this version creates it "
+                         "so)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _read_pid(fd)
+        os.close(fd)
+        raise StateBusy(f"{db}: an agent{f' (pid {pid})' if pid else ''} is writing the "
+                        f"snapshot right now, and this user ({me()}) may not read its journal "
+                        "while it does; try again when the cycle is over, or run the command "
+                        "as the service user") from None
+    return SharedLock(path, fd)
+
+
+def unfolded(db: Path) -> None:
+    """Refuse to read the file alone while a journal beside it holds what it would miss: the
+    changes of a sync that has not folded them into the file yet (one still running, or one
+    that was killed), or the index of a connection still open."""
+    from .access import described, me
+    for suffix in ("-wal", "-shm"):
+        side = db.with_name(db.name + suffix)
+        try:
+            size = side.stat().st_size
+        except FileNotFoundError:
+            continue
+        except OSError:
+            size = 1
+        if suffix == "-wal" and size == 0:
+            continue
+        raise StateError(f"{db}: the snapshot's journal {side.name} ({described(side)}) is "
+                         f"in use or holds changes not yet folded into the file, and this user "
+                         f"({me()}) may not open it; reading the file alone would show old "
+                         "data. Run the command as the service user, or run sync once as it "
+                         "(that folds the journal in)")

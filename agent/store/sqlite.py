@@ -89,28 +89,19 @@ class _Connection(sqlite3.Connection):
             raise self._failed(exc) from exc
 
 
-def connect(path: Path | str, *, readonly: bool = False, quiet: bool = False) -> sqlite3.Connection:
+def connect(path: Path | str, *, readonly: bool = False,
+            immutable: bool = False) -> sqlite3.Connection:
     """A connection to the snapshot at ``path`` for the store (any thread may use it; the
     store serialises its writes).
 
-    ``readonly`` opens it so that nothing can be written (``mode=ro``). Reading a WAL file
-    needs its ``-shm`` index, which SQLite creates beside it; in a folder this user may not
-    write, that fails, and then, when ``quiet`` (no agent holds the snapshot's lock, so no
-    one is writing), the file is read as immutable, without the index."""
+    ``readonly`` opens it so that nothing can be written (``mode=ro``; SQLite may still make
+    the ``-shm`` index beside it, with the file's own owner and mode). ``immutable`` also
+    reads without the index and the journal: only for a reader who may not make them, and
+    only while nothing can write the file (see ``State.read``)."""
     if not readonly:
         return sqlite3.connect(path, timeout=10, check_same_thread=False, factory=_Connection)
-    uri = f"file:{quote(str(Path(path).absolute()))}?mode=ro"
+    uri = f"file:{quote(str(Path(path).absolute()))}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False,
                            factory=_Connection)
-    conn.snapshot_path = Path(path)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
-    except StoreFailure:
-        conn.close()
-        if not quiet:
-            raise
-    conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=10,
-                           check_same_thread=False, factory=_Connection)
     conn.snapshot_path = Path(path)
     return conn

@@ -32,7 +32,7 @@ from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .changes import Change, ChangeLog, migrate_v4
 from .history import RunHistory, RunRecord, migrate_v3, now
 from .intents import CreateIntents, Intent, migrate_v2
-from .locks import FileLock, lock_holder, lock_snapshot
+from .locks import FileLock, lock_holder, lock_snapshot, reader_lock, unfolded
 from .meta import Meta, MetaStore, utc_now
 from .quarantine import Quarantine, migrate_v5
 from .sqlite import REBUILD, connect
@@ -135,9 +135,19 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if missing_ok:
                 return None
             raise StateError(f"{path}: no snapshot yet (run sync first)")
+        shared, immutable = None, False
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            # This user may not make the journal and index beside the file, so it reads the
+            # file alone: only with no writer possible (the snapshot lock held shared) and
+            # nothing left in a journal it would miss.
+            shared = reader_lock(path)
+            immutable = True
+        conn = None
         try:
-            conn = connect(path, readonly=True, quiet=lock_holder(path) is None)
-            state = cls(sqlite_utils.Database(conn), path, None)
+            if immutable:
+                unfolded(path)
+            conn = connect(path, readonly=True, immutable=immutable)
+            state = cls(sqlite_utils.Database(conn), path, shared)
             state._check_integrity()
             version = state._stored_version()
             if version > SCHEMA_VERSION:
@@ -145,9 +155,14 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if version < SCHEMA_VERSION:
                 state._upgrade_in_memory()
             return state
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"{path}: not a usable snapshot database ({exc}); {REBUILD}") \
-                from None
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            _release(shared)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StateError(f"{path}: not a usable snapshot database ({exc}); "
+                                 f"{REBUILD}") from None
+            raise
 
     def _stored_version(self) -> int:
         has_meta = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
@@ -160,6 +175,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
 
     def _upgrade_in_memory(self) -> None:
         copy = connect(":memory:")
+        copy.snapshot_path = self.path          # its errors name the file, not ":memory:"
         self.db.conn.backup(copy)
         self.db.close()
         self.db = sqlite_utils.Database(copy)
