@@ -187,6 +187,16 @@ def _read_csv_folder(folder: Path, trailer: bool, checksum: bool) -> Directory:
     return _directory(users, group_records, folder, groups_read=has_groups)
 
 
+def _check_header(path: Path, header: list[str], required: tuple[str, ...]) -> None:
+    names = [n for n in header if n]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SourceError(f"{path}: line 1: the column(s) {', '.join(twice)} appear twice")
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
 def _csv_rows(path: Path, required: tuple[str, ...], trailer: bool, checksum: bool):
     """(line, row) for each data row of a CSV file read whole and checked complete."""
     data = exports.read_bytes(path)
@@ -194,28 +204,29 @@ def _csv_rows(path: Path, required: tuple[str, ...], trailer: bool, checksum: bo
     if checksum:
         exports.verify_checksum(path, data)
     text, announced = exports.split_trailer(path, exports.decode(path, data), trailer)
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows = []
-    start = 1
+    header: list[str] | None = None
+    start = 1                           # the line the record being read begins on
     try:
-        names = [n for n in (reader.fieldnames or []) if n]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise SourceError(f"{path}: line 1: the column(s) {', '.join(twice)} appear twice")
-        missing = [c for c in required if c not in names]
-        if missing:
-            raise SourceError(f"{path}: missing column(s) {', '.join(missing)}")
-        start = reader.line_num + 1     # the line the record being read begins on
-        for row in reader:
-            if None in row:
+        for fields in reader:
+            if not fields:              # a blank line holds no record
+                pass
+            elif header is None:
+                header = fields
+                _check_header(path, header, required)
+            elif len(fields) > len(header):
                 raise SourceError(f"{path}: line {start}: more fields than columns")
-            if None in row.values():    # a cut-off export must not read as a smaller one
+            elif len(fields) < len(header):     # a cut-off export must not read as a smaller one
                 raise SourceError(f"{path}: line {start}: fewer fields than columns")
-            rows.append((start, {k: v for k, v in row.items() if k}))
+            else:
+                rows.append((start, {k: v for k, v in zip(header, fields) if k}))
             start = reader.line_num + 1
     except csv.Error as exc:
         raise SourceError(f"{path}: line {start}: malformed CSV ({exc}); an export "
                           "cut inside a quoted value ends like this") from None
+    if header is None:
+        _check_header(path, [], required)
     exports.check_row_count(path, len(rows), announced)
     return rows
 

@@ -246,6 +246,9 @@ def test_csv_missing_fields(tmp_path):
     # a record spanning lines (a quoted newline) is named by the line it begins on
     ('id,userName,givenName\r\nu-1,a@example.org,"Ann\r\nMarie"\r\nu-2,b@example.org\r\n', 4),
     ('id,userName,givenName\r\nu-1,a@example.org,"Ann\r\nMarie",x\r\n', 2),
+    # blank lines hold no record, but they are lines
+    ('id,userName,givenName\r\nu-1,a@example.org,A\r\n\r\n\r\nu-2,b@example.org\r\n', 5),
+    ('\r\nid,userName,givenName\r\nu-1,a@example.org,A,x\r\n', 3),
     # an export cut inside a quoted value: the record that was left open
     ('id,userName,givenName\r\nu-1,a@example.org,A\r\nu-2,"b@example.org,B\r\n', 3),
 ])

@@ -348,3 +348,16 @@ def test_every_daemon_cycle_gets_the_same_pacers(split_ws, monkeypatch):
     d._cycle()
     assert len(seen) == 2 and seen[0] is seen[1]
     assert len(seen[0]) == 1                       # one target, one learned pace
+
+
+def test_two_organisations_behind_one_url_keep_their_own_pace(split_ws):
+    from agent.app import make_target
+    from agent.config import load
+    pacers: dict = {}
+    first = make_target(load(split_ws.config), pacers=pacers)
+    split_ws.token = split_ws.token + "-other-org"
+    split_ws.write_config()
+    second = make_target(load(split_ws.config), pacers=pacers)
+    assert second.wire.http.limiter is not first.wire.http.limiter and len(pacers) == 2
+    first.close()
+    second.close()

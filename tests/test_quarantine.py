@@ -124,3 +124,31 @@ def test_only_retries_a_held_object_at_once(fake_split, split_ws):
     fake_split.reset_log()
     ws.agent(now=clock).sync(only=["b@example.org"])          # the operator asks: now
     assert patches_of(fake_split, bob) == 1
+
+
+def test_what_only_follows_a_refusal_is_a_refusal_too_every_cycle(fake_split, split_ws):
+    """A user Split refuses to create, member of a group: the group's members are added
+    without them. Neither that cycle nor the next ones, while the create is held back, is a
+    failure to retry (exit 4); both are refusals (exit 5)."""
+    from tests.conftest import group
+    ws, clock = split_ws, Clock()
+    fake_split.refuse("POST", "/Users", 400, "this domain is not allowed")
+    ws.write_directory([user("1", "b@example.org")], [group("g", "Team", ["1"])])
+    first = ws.agent(now=clock).sync()
+    assert first.outcome is Outcome.REFUSED, first.message
+    assert "retried next cycle" not in first.message
+    clock.now += dt.timedelta(minutes=5)
+    second = ws.agent(now=clock).sync()
+    assert second.outcome is Outcome.REFUSED, second.message
+    assert "held back" in second.message
+
+
+def test_a_408_is_a_failure_to_retry_not_a_refusal(fake_split, split_ws):
+    ws, clock = split_ws, Clock()
+    ws.write_directory([user("1", "b@example.org")], [])
+    fake_split.refuse("POST", "/Users", 408, "request timeout")
+    result = ws.agent(now=clock).sync()
+    assert result.outcome is Outcome.PARTIAL, result.message
+    fake_split.stop_refusing()
+    assert ws.agent(now=clock).sync().outcome is Outcome.OK     # not held back 15 minutes
+    assert [u["userName"] for u in fake_split.users.values()] == ["b@example.org"]

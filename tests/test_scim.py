@@ -151,7 +151,10 @@ def test_tls_session_keys_are_never_logged(monkeypatch, tmp_path):
 @pytest.mark.parametrize("url, suggested", [
     ("https://api.split.io", "https://api.split.io/scim/v2"),
     ("https://api.split.io/", "https://api.split.io/scim/v2"),
-    ("https://api.split.io/scim", "https://api.split.io/scim/scim/v2"),
+    ("https://api.split.io/scim", "https://api.split.io/scim/v2"),
+    ("https://api.split.io/SCIM/V2/Users", "https://api.split.io/SCIM/V2"),
+    ("https://api.split.io/scim/v2?x=1", "https://api.split.io/scim/v2"),
+    ("https://gw.example/ng/api/scim/account/ABC", None),    # another product's form: no guess
     ("https://api.split.io/scim/v2/Users", "https://api.split.io/scim/v2"),
     ("https://api.split.io/scim/v2/Groups/", "https://api.split.io/scim/v2"),
     ("https://api.split.io/scim/v2/extra", "https://api.split.io/scim/v2"),

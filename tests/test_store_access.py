@@ -243,3 +243,55 @@ def test_a_group_reader_leaves_no_file_behind(synced_ws):
     before = fingerprint(ws.state)
     assert as_other(ws, "status").returncode == 0
     assert fingerprint(ws.state) == before           # no -shm or -wal of the reader's
+
+
+def _deny_root_writes_by_acl(path: Path) -> None:
+    """user:root:r-- on a file whose mode lets everyone write (setfacl, without setfacl)."""
+    import struct
+    undefined = 0xFFFFFFFF
+    entries = [(0x01, 6, undefined), (0x02, 4, 0), (0x04, 6, undefined), (0x10, 6, undefined),
+               (0x20, 6, undefined)]          # USER_OBJ, USER root, GROUP_OBJ, MASK, OTHER
+    os.setxattr(path, "system.posix_acl_access", struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, uid) for tag, perm, uid in entries))
+
+
+@as_root_only
+def test_an_acl_that_denies_writing_is_named_as_an_acl(synced_ws):
+    ws = synced_ws
+    give_away(ws.state, 0o666)
+    give_away(ws.state.parent, 0o777)
+    try:
+        _deny_root_writes_by_acl(ws.state)
+    except OSError as exc:
+        pytest.skip(f"this file system keeps no ACLs ({exc.strerror})")
+    result = as_other(ws, "sync")
+    assert result.returncode == 1
+    one_sentence(result.stderr, "an access control list on", "denies it (getfacl")
+    assert "immutable" not in result.stderr
+
+
+@as_root_only
+@pytest.mark.parametrize("command", ["status", "plan", "check"])
+def test_a_dynamic_user_state_folder_behind_its_private_link_is_named(tmp_path, split_ws,
+                                                                      command):
+    # systemd's DynamicUser=yes: /var/lib/NAME -> private/NAME, private/ 0700 root's
+    private = tmp_path / "lib" / "private"
+    (private / "scim-agent").mkdir(parents=True)
+    (tmp_path / "lib" / "scim-agent").symlink_to("private/scim-agent")
+    give_away(private, 0o700)
+    _point_state_at(split_ws, tmp_path / "lib" / "scim-agent" / "agent.db")
+    result = as_other(split_ws, command)
+    assert result.returncode == 1
+    one_sentence(result.stdout + result.stderr, f"cannot enter {private} (owned by nobody, "
+                                                "mode 0700)")
+
+
+@pytest.mark.parametrize("command", ["status", "plan", "sync"])
+def test_a_link_to_a_missing_folder_is_named(tmp_path, split_ws, capsys, command):
+    (tmp_path / "mnt").symlink_to(tmp_path / "not-mounted")
+    _point_state_at(split_ws, tmp_path / "mnt" / "agent.db")
+    code = main(["--config", str(split_ws.config), command])
+    out, err = capsys.readouterr()
+    assert code == 1
+    one_sentence(out + err, f"{tmp_path / 'mnt'} is a symlink to {tmp_path / 'not-mounted'}, "
+                            "which does not exist")

@@ -52,6 +52,7 @@ class ApplyReport:
     rejected: list[Op] = field(default_factory=list)      # sent, refused by the target
     deferred: list[Op] = field(default_factory=list)      # held back: refused before
     blocked: list[Op] = field(default_factory=list)       # needed what failed or was refused
+    held: list = field(default_factory=list)              # pushed objects held (problems)
     adopted: int = 0
     learned: int = 0                   # facts recorded that the plan did not foresee
     planned: int = 0                   # operations in the plans applied
@@ -201,7 +202,7 @@ class Applier:
             return
         except TargetError as exc:
             report.failed.append((op, str(exc)))
-            if isinstance(exc, _Blocked):
+            if isinstance(exc, (_Blocked, _MembersMissing)):
                 report.blocked.append(op)
             if isinstance(exc, RejectedError) and not isinstance(exc, _IdentityConflict):
                 report.rejected.append(op)      # the target said no: quarantined (cycle.py)
@@ -402,6 +403,10 @@ def hold_for(exc: FatalTargetError) -> Hold | None:
     an unreachable target is an ordinary failed cycle, retried with back-off."""
     if exc.status in (401, 403):
         return Hold(HoldKind.TOKEN_REJECTED, str(exc))
+    if exc.status == 404:
+        # No SCIM collection at the URL: a wrong url fails every cycle and says so, but a
+        # gateway's passing 404 must not stop the daemon until someone acts.
+        return None
     if exc.status is not None:
         return Hold(HoldKind.ENDPOINT, str(exc))
     return None
@@ -429,6 +434,9 @@ REFUSED = "refused"     # the failure kind that lists a refused change in status
 
 
 class _MembersMissing(TargetError):
+    """Some members were left out: their creation failed or was refused. It follows that
+    failure (a _Blocked kind of outcome for the cycle), the others were added."""
+
     def __init__(self, missing: list[str], op: Op):
         names = dict(zip(op.members, op.member_keys))
         shown = ", ".join(names.get(m, m) for m in missing[:5])

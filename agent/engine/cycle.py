@@ -339,7 +339,7 @@ class Agent:
         if report.fatal:
             return SyncResult(Outcome.ERROR, plan=plan, report=report, message=report.fatal,
                               adopted=adopted, hold=report.hold)
-        held = _held_pushed(desired, state)
+        held = report.held = _held_pushed(desired, state)
         if not only and not report.interrupted:
             for problem in held:
                 state.record_failure(problem.kind, problem.source_id, problem.key, HELD,
@@ -366,10 +366,8 @@ class Agent:
         report.interrupted = False
         left = report.planned - len(report.applied) - len(report.failed) - len(report.refused)
         if report.planned and left <= 0:        # the time ran out just as the last one ended
-            outcome = (Outcome.PARTIAL if report.to_retry() else
-                       Outcome.REFUSED if report.refused or report.failed else Outcome.OK)
-            message = result.message.removeprefix("interrupted: ").removesuffix(
-                "; nothing more was sent")
+            report.interrupted = False
+            outcome, message = _outcome(report, report.held)
             return dataclasses.replace(result, outcome=outcome, message=message)
         if not report.planned:
             message = (f"the cycle reached [sync] max_cycle_time ({limit}) before sending "
@@ -476,6 +474,8 @@ def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
                + len(held))
     message = (f"applied {len(report.applied)} of {report.planned} operations"
                + (f"; {retried} failed (retried next cycle)" if retried else "")
+               + (f"; {len(report.blocked)} not sent or not whole because what they need "
+                  "failed or was refused" if report.blocked else "")
                + (f"; {rejected} refused by the target (sent again after a growing wait, "
                   "or when the source record changes)" if rejected else "")
                + (f"; {len(report.deferred)} held back after the target refused them "

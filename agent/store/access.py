@@ -40,6 +40,13 @@ def described(path: Path) -> str:
     return f"owned by {_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}"
 
 
+def _has_acl(path: Path) -> bool:
+    try:
+        return "system.posix_acl_access" in os.listxattr(path)
+    except OSError:
+        return False
+
+
 def _overrides_permissions() -> bool:
     """Does this process ignore file modes (root with CAP_DAC_OVERRIDE)?"""
     try:
@@ -50,6 +57,16 @@ def _overrides_permissions() -> bool:
     except (OSError, ValueError):
         pass
     return os.geteuid() == 0
+
+
+def _dangling(path: Path) -> bool:
+    try:
+        os.stat(path)
+        return False
+    except FileNotFoundError:
+        return os.path.islink(path)
+    except OSError:
+        return False
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -84,6 +101,8 @@ def why_not_writable(path: Path) -> str:
     else:
         allowed = mode & stat.S_IWOTH
     allowed = allowed or _overrides_permissions()
+    if allowed and _has_acl(path):
+        return f"an access control list on {path} denies it (getfacl {path} shows it)"
     if allowed:
         return (f"{path} is marked immutable or append-only (lsattr shows i or a; chattr -i "
                 f"{path} undoes it)")
@@ -95,33 +114,49 @@ def diagnose(path: Path, *, write: bool) -> None:
     snapshot: read it (and, with ``write``, write it or create it). Silent when all is well;
     SQLite's own errors, translated by :mod:`.sqlite`, cover what is left (a full disk, a
     read-only mount met mid-write, damage)."""
-    path = Path(path)
+    given = Path(path)
+    for ancestor in reversed(given.parents):
+        if _dangling(ancestor):
+            raise StateError(f"{given}: {ancestor} is a symlink to {os.readlink(ancestor)}, "
+                             "which does not exist (a volume not mounted?)")
+    # Symlinks resolved (systemd's DynamicUser= state folder is one, into a 0700 private/):
+    # a folder this user cannot enter is named, wherever on the way it is.
+    path = Path(os.path.realpath(given))
+    for ancestor in reversed((path, *path.parents)):
+        if ancestor == path:
+            break
+        if os.path.lexists(ancestor) and not os.path.isdir(ancestor):
+            raise StateError(f"{given}: {ancestor} is a file, not a folder, so the snapshot "
+                             "cannot be kept under it; point [state] path at a file inside a "
+                             "folder")
+        if not os.access(ancestor, os.X_OK):
+            if not os.path.lexists(ancestor) and ancestor.parent != ancestor \
+                    and os.access(ancestor.parent, os.X_OK):
+                break                          # not made yet, below a folder we may enter
+            raise StateError(f"{given}: this user ({me()}) cannot enter {ancestor} "
+                             f"({described(ancestor)}); {_fix(ancestor)}")
     folder = path.parent
     existing = _nearest_existing(folder)
     if not existing.is_dir():
-        raise StateError(f"{path}: {existing} is a file, not a folder, so the snapshot cannot "
+        raise StateError(f"{given}: {existing} is a file, not a folder, so the snapshot cannot "
                          "be kept under it; point [state] path at a file inside a folder")
-    for ancestor in (existing, *existing.parents):
-        if not os.access(ancestor, os.X_OK):
-            raise StateError(f"{path}: this user ({me()}) cannot enter {ancestor} "
-                             f"({described(ancestor)}); {_fix(ancestor)}")
     if path.is_dir():
-        raise StateError(f"{path}: is a folder, not a snapshot file; [state] path must name a "
+        raise StateError(f"{given}: is a folder, not a snapshot file; [state] path must name a "
                          "file (it is created on the first sync)")
     if not path.exists():
         if write and not os.access(existing, os.W_OK):
-            raise StateError(f"{path}: cannot be created: this user ({me()}) cannot write to "
+            raise StateError(f"{given}: cannot be created: this user ({me()}) cannot write to "
                              f"{existing} ({described(existing)}); {_fix(existing)}")
         return
     if not os.access(path, os.R_OK):
-        raise StateError(f"{path}: this user ({me()}) cannot read the snapshot "
+        raise StateError(f"{given}: this user ({me()}) cannot read the snapshot "
                          f"({described(path)}); {_fix(path)}")
     if not write:
         return
     for what in (path, folder):
         if not os.access(what, os.W_OK):
             where = "it" if what == path else f"its folder {folder}, where SQLite keeps its journal"
-            raise StateError(f"{path}: the snapshot cannot be written by this user ({me()}): "
+            raise StateError(f"{given}: the snapshot cannot be written by this user ({me()}): "
                              f"{why_not_writable(what)}; {READERS}, sync and run need to "
                              f"write {where}")
     for suffix in ("-wal", "-shm"):

@@ -56,6 +56,9 @@ MAX_PAGES = 100_000                  # a loop guard, far above any real director
 # operation the service provider does not support (§3.12), 505 a protocol it will not speak.
 # Retrying them only repeats the refusal; they go to vendor.rejected() like a 4xx.
 PERMANENT_5XX = frozenset({501, 505})
+# 4xx that say "not now", not "no": the request was not carried out and may be sent again
+# (408 Request Timeout, 423 Locked, 425 Too Early: RFC 9110 §15.5.9, RFC 4918, RFC 8470)
+TRANSIENT_4XX = frozenset({408, 423, 425})
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,8 @@ class HttpClient:
         error = self.vendor.classify(request, response)
         if error is not None:
             raise error
-        if self.vendor.throttled(response) or (status >= 500 and status not in PERMANENT_5XX):
+        if self.vendor.throttled(response) or status in TRANSIENT_4XX or \
+                (status >= 500 and status not in PERMANENT_5XX):
             # Only a 503 or a 429 reliably means "not processed"; behind a gateway a 500, 502
             # or 504 may come after the request was carried out.
             raise TransientError(self.vendor.describe(request, response), status,

@@ -30,14 +30,20 @@ TOKEN_HINT = ("the SCIM token was rejected (expired after one year, or regenerat
 
 
 def suggested_base(url: str) -> str | None:
-    """The SCIM base URL ``url`` was probably meant to be: a collection or a trailing slash cut
-    off, or ``/scim/v2`` added; None when it already has that form."""
+    """The SCIM base URL ``url`` was probably meant to be, or None when no better form is
+    known: a collection or anything after ``/scim/v2`` cut off, ``/v2`` added after a
+    trailing ``/scim``, ``/scim/v2`` added to a bare host, a query string dropped."""
     parts = urlsplit(url)
     path = parts.path.rstrip("/")
     while path.rsplit("/", 1)[-1] in ("Users", "Groups", "ServiceProviderConfig"):
         path = path.rsplit("/", 1)[0]
-    at = path.find("/scim/v2")
-    path = path[:at + len("/scim/v2")] if at >= 0 else path + "/scim/v2"
+    at = path.lower().find("/scim/v2")
+    if at >= 0:
+        path = path[:at + len("/scim/v2")]
+    elif path.lower().endswith("/scim"):
+        path += "/v2"
+    elif not path:
+        path = "/scim/v2"
     suggested = parts._replace(path=path, query="", fragment="").geturl()
     return None if suggested == url.rstrip("/") else suggested
 
@@ -88,6 +94,8 @@ class ScimVendor(Vendor):
         suggested = suggested_base(self.base)
         if suggested:
             text += f": did you mean {suggested}?"
+            if urlsplit(self.base).query:
+                text += " (a base URL carries no query string)"
         if request.url == "Groups":
             text += " (or this target keeps no groups: then set [sync] groups = false)"
         return text
