@@ -485,7 +485,12 @@ def _check_values(config: Config, ctx: _Context) -> None:
         raise ctx.error("[target] url", "expected an http(s) URL such as https://host/scim/v2")
     if "@" in t.url.split("//", 1)[1].split("/", 1)[0]:
         raise ctx.error("[target] url", "do not put credentials in the URL; use token")
-    host = urlsplit(t.url).hostname or ""
+    parts = urlsplit(t.url)
+    if parts.query or parts.fragment or t.url.endswith(("?", "#")):
+        raise ctx.error("[target] url", "a SCIM base URL carries no query string or fragment "
+                                        f"(requests are made below it); use "
+                                        f"{parts._replace(query='', fragment='').geturl()}")
+    host = parts.hostname or ""
     if t.url.startswith("http://") and not is_loopback(host):
         raise ctx.error("[target] url", "must use https:// (the token would cross the network "
                                         "in clear); http:// is accepted for a loopback address only")

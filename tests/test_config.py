@@ -349,7 +349,9 @@ def test_good_cron_loads(tmp_path):
     assert config.schedule.interval is None
 
 
-@pytest.mark.parametrize("url", ["split.example.test/scim", "ftp://h/scim", "https://u:p@h/scim"])
+@pytest.mark.parametrize("url", ["split.example.test/scim", "ftp://h/scim", "https://u:p@h/scim",
+                                 "https://h/scim/v2?org=1", "https://h/scim/v2#x",
+                                 "https://h/scim/v2?"])
 def test_bad_target_url(tmp_path, url):
     message = load_error(tmp_path, config_text(target=f'url = "{url}"'))
     assert "[target] url" in message
