@@ -135,10 +135,12 @@ class Agent:
 
     # -- commands -------------------------------------------------------------------------
 
-    def plan(self, *, refresh: bool = False) -> PlanResult:
+    def plan(self, *, refresh: bool = False, basis: bool = True) -> PlanResult:
         """Read, map and plan; write nothing and send nothing. ``refresh`` also reads the
         target (read-only, paged, as a reconcile does) and plans from what it holds, so drift
-        made there by hand, and what a first sync would adopt, show before anything is sent."""
+        made there by hand, and what a first sync would adopt, show before anything is sent.
+        ``basis``: also digest what the plan was computed from (for ``plan --out``; it reads
+        the whole snapshot once more, so a plain ``plan`` leaves it out)."""
         path = self.config.state.path
         state = State.open(path, lock=False, create=False) if path.exists() else None
         try:
@@ -152,8 +154,9 @@ class Agent:
                 result = self._refreshed_plan(state, read, desired)
             else:
                 result = self.compute_plan(state)
-            result.basis = Basis(result.desired.digest(), state.digest() if state else "",
-                                 target_identity(self.config.target.url), refresh)
+            if basis:
+                result.basis = Basis(result.desired.digest(), state.digest() if state else "",
+                                     target_identity(self.config.target.url), refresh)
             return result
         finally:
             if state is not None:
