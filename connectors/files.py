@@ -257,28 +257,32 @@ def _user(record: Any, where: object, surrogates: bool = True) -> UserRecord:
     """``surrogates``: whether text may hold a lone surrogate and must be checked."""
     if not isinstance(record, dict):
         raise SourceError(f"{where}: expected an object, not {_kind(record)}")
-    uid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH)
-    name = _text(record.get("userName"), where, "userName")
+    uid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH, surrogates=surrogates)
+    name = _text(record.get("userName"), where, "userName", surrogates=surrogates)
     active = record.get("active", True)
     if type(active) is not bool:
         active = _active(active, where)
-    attributes = {}
-    for key, value in record.items():
-        if surrogates:
-            _check_text(key, where, "an attribute name")
-        kind = type(value)
-        if kind is str:
-            if value == "" or key == "id" or key == "active":
-                continue
+    rest = record                       # the parsed object is not used again: taken apart
+    rest.pop("id", None)
+    rest.pop("active", None)
+    if not surrogates and set(map(type, rest.values())) <= {str}:   # the common case, cheap
+        attributes = {key: value.strip() for key, value in rest.items() if value}
+    else:
+        attributes = {}
+        for key, value in rest.items():
             if surrogates:
-                _check_text(value, where, key)
-            attributes[key] = value.strip()
-        elif value is None or key == "id" or key == "active":
-            continue
-        elif kind is dict or kind is list:
-            raise SourceError(f"{where}: {_shown(key)} must be a single value, not {_kind(value)}")
-        else:
-            attributes[key] = str(value)
+                _check_text(key, where, "an attribute name")
+            if value is None or value == "":
+                continue
+            if isinstance(value, (dict, list)):
+                raise SourceError(f"{where}: {_shown(key)} must be a single value, not "
+                                  f"{_kind(value)}")
+            if isinstance(value, str):
+                if surrogates:
+                    _check_text(value, where, key)
+                attributes[key] = value.strip()
+            else:
+                attributes[key] = str(value)
     attributes["userName"] = name
     return UserRecord(id=uid, attributes=attributes, active=active)
 
@@ -306,7 +310,8 @@ def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
     return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
 
 
-def _text(value: Any, where: object, key: str, limit: int | None = None) -> str:
+def _text(value: Any, where: object, key: str, limit: int | None = None,
+          surrogates: bool = True) -> str:
     """A required text value: a string or a whole number, stripped, not empty."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -314,7 +319,8 @@ def _text(value: Any, where: object, key: str, limit: int | None = None) -> str:
         raise SourceError(f"{where}: {key} must be text or a whole number, not {_kind(value)}")
     if value is None or not value.strip():
         raise SourceError(f"{where}: {key} is required")
-    _check_text(value, where, key)
+    if surrogates:
+        _check_text(value, where, key)
     value = value.strip()
     if limit is not None and len(value) > limit:
         raise SourceError(f"{where}: {key} is {len(value)} characters long; an id longer than "
@@ -363,9 +369,16 @@ def _shown(value: Any) -> str:
 def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path,
                groups_read: bool) -> Directory:
     for kind, records in (("user", users), ("group", groups)):
+        if len({r.id for r in records}) == len(records):
+            continue
         seen: set[str] = set()
         for record in records:
             if record.id in seen:
                 raise SourceError(f"{origin}: two {kind}s have the id {_shown(record.id)}")
             seen.add(record.id)
+    # A member id is the very string of the user's id: one copy of each in memory.
+    ids = {u.id: u.id for u in users}
+    ids.update((g.id, g.id) for g in groups)
+    groups = [GroupRecord(g.id, g.attributes, frozenset([ids.get(m, m) for m in g.members]))
+              for g in groups]
     return Directory.of(users, groups, groups_read=groups_read)

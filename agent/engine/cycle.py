@@ -126,10 +126,10 @@ class Agent:
     def compute_plan(self, state: State | None, read: ReadResult | None = None,
                      desired: DesiredState | None = None) -> PlanResult:
         read = read or self.read_source(state)
-        desired = desired or map_directory(read.view, self.rules)
+        snapshot = state.snapshot() if state is not None else Snapshot.empty()
+        desired = desired or map_directory(read.view, self.rules, snapshot.users)
         for problem in desired.problems:
             log.warning("%s %s not pushed: %s", problem.kind, problem.key, problem.reason)
-        snapshot = state.snapshot() if state is not None else Snapshot.empty()
         plan = make_plan(desired, snapshot, self.plan_options)
         return PlanResult(plan, desired, snapshot, read, self._guard(plan, desired, snapshot))
 
@@ -150,7 +150,8 @@ class Agent:
                     raise TargetChanged(problem)
             if refresh:
                 read = self.read_source(state)
-                desired = map_directory(read.view, self.rules)
+                desired = map_directory(read.view, self.rules,
+                                        state.snapshot().users if state is not None else None)
                 result = self._refreshed_plan(state, read, desired)
             else:
                 result = self.compute_plan(state)
@@ -265,7 +266,8 @@ class Agent:
             return SyncResult(Outcome.ERROR, message=f"reading the source failed: {exc}")
         except ConnectorError as exc:       # a source setting its constructor refused
             return SyncResult(Outcome.ERROR, message=f"source: {exc}")
-        desired = map_directory(read.view, self.rules)
+        # unchanged records take the value pushed for them (see map_directory)
+        desired = map_directory(read.view, self.rules, state.snapshot().users)
         if ask.saved is not None:
             moved = _moved_since(ask.saved, desired, state, self.config.target.url)
             if moved:
