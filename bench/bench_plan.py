@@ -116,8 +116,8 @@ def _now():
     return dt.datetime.now(dt.timezone.utc)
 
 
-def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, bytes]:
-    """(wall seconds, peak RSS MiB, stdout) of one child process."""
+def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, bytes, float]:
+    """(wall seconds, peak RSS MiB, stdout, CPU seconds) of one child process."""
     started = time.perf_counter()
     child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE)
     out = child.stdout.read()
@@ -126,7 +126,7 @@ def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, byt
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode not in (0, 2):
         raise SystemExit(f"{argv[:3]}... exited {child.returncode}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
 
 
 def agent_argv(config: Path, *extra: str) -> list[str]:
@@ -168,6 +168,7 @@ def run(users: int, groups: int, memberships: int, changed: float, seed: int,
     document = json.loads(plan[2])
     return {"users": users, "groups": groups, **prepared,
             "summary": document["summary"], "floor": floor[:2], "plan": plan[:2],
+            "cpu": (floor[3], plan[3]),
             "source_mb": source.stat().st_size / 2**20,
             "snapshot_mb": (work / "state.db").stat().st_size / 2**20}
 
@@ -206,7 +207,9 @@ def main() -> None:
     (fw, fm), (pw, pm) = r["floor"], r["plan"]
     print(f"  {'floor (json.load + sqlite3 rows)':<36} {fw:7.2f} s  {fm:6.0f} MiB")
     print(f"  {'scim-agent plan':<36} {pw:7.2f} s  {pm:6.0f} MiB")
-    print(f"  ratio to the floor: {pw / fw:.2f}x")
+    fc, pc = r["cpu"]
+    print(f"  ratio to the floor: {pw / fw:.2f}x wall, {pc / fc:.2f}x CPU "
+          f"({fc:.2f} s and {pc:.2f} s)")
     print(f"plan: {r['summary']['update_user']} updates (expected {r['changed']}); "
           f"other changes: {sum(r['summary'].values()) - r['summary']['update_user']}")
     if args.profile:

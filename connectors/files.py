@@ -257,8 +257,10 @@ def _user(record: Any, where: object, surrogates: bool = True) -> UserRecord:
     """``surrogates``: whether text may hold a lone surrogate and must be checked."""
     if not isinstance(record, dict):
         raise SourceError(f"{where}: expected an object, not {_kind(record)}")
-    uid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH, surrogates=surrogates)
-    name = _text(record.get("userName"), where, "userName", surrogates=surrogates)
+    uid, name = record.get("id"), record.get("userName")
+    if surrogates or not (_plain(uid) and len(uid) <= MAX_ID_LENGTH and _plain(name)):
+        uid = _text(uid, where, "id", limit=MAX_ID_LENGTH, surrogates=surrogates)
+        name = _text(name, where, "userName", surrogates=surrogates)
     active = record.get("active", True)
     if type(active) is not bool:
         active = _active(active, where)
@@ -308,6 +310,12 @@ def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
         ids = [_text(m, where, f"members[{i}]", limit=MAX_ID_LENGTH)
                for i, m in enumerate(members)]
     return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
+
+
+def _plain(value: Any) -> bool:
+    """Text that ``_text`` would take as it is (not empty, nothing to strip)."""
+    return type(value) is str and value != "" and not value[0].isspace() \
+        and not value[-1].isspace()
 
 
 def _text(value: Any, where: object, key: str, limit: int | None = None,

@@ -443,7 +443,9 @@ def map_directory(directory: Directory, rules: MappingRules,
     for record in records.values():
         digest = record_digest(record, fingerprint)
         was = pushed.get(record.id)
-        again = _reusable(record, digest, was, manager) if was is not None else None
+        again = None
+        if was is not None and was.digest and digest and was.source_digest[:len(digest)] == digest:
+            again = _reusable(record, digest, was, manager)
         if again is not None:
             users[record.id] = User(record.id, was.user_name, was.active, was.attributes,
                                     was.digest, was.source_digest)
@@ -462,8 +464,8 @@ def map_directory(directory: Directory, rules: MappingRules,
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
     flat = flatten_members(directory.groups, set(records))
-    strangers = sum(len(g.members.difference(directory.users, directory.groups))
-                    for g in directory.groups.values())
+    known = directory.users.keys() | directory.groups.keys()
+    strangers = sum(len(g.members - known) for g in directory.groups.values())
     if strangers:
         log.info("%d group member reference(s) name no user or group read from the source "
                  "(outside its scope, or deleted); they are ignored", strangers)
