@@ -411,11 +411,11 @@ def _reusable(record: UserRecord, digest: str, pushed: PushedUser | None,
 # ---------------------------------------------------------------------------------------------
 
 
-def in_scope(directory: Directory, scope: Scope) -> tuple[dict[str, UserRecord],
-                                                          dict[str, GroupRecord]]:
+def in_scope(directory: Directory, scope: Scope) -> tuple[Mapping[str, UserRecord],
+                                                          Mapping[str, GroupRecord]]:
     """The user and group records the scope rules admit."""
-    users = dict(directory.users)
-    groups = dict(directory.groups)
+    users: Mapping[str, UserRecord] = directory.users      # read only: no copy
+    groups: Mapping[str, GroupRecord] = directory.groups
     if scope.has_rules(Objects.USERS):
         users = {k: r for k, r in users.items() if scope.admits(Objects.USERS, r.attributes)}
     if scope.has_rules(Objects.GROUPS):
@@ -475,7 +475,9 @@ def map_directory(directory: Directory, rules: MappingRules,
         if not name:
             continue
         # Only active users are members on the target: a deactivated account keeps no access.
-        groups[gid] = Group(source_id=gid, display_name=name, members=frozenset(flat[gid] & active))
+        groups[gid] = Group(source_id=gid, display_name=name,
+                            members=frozenset(flat.pop(gid) & active))
+    del flat
     _drop_duplicates(groups, lambda g: g.display_name, "group", mapper.problems)
 
     if rules.admin_group and not any(g.display_name == rules.admin_group_name

@@ -136,8 +136,7 @@ class _Recorder:
                     write(*args)
                 for item in batch:
                     try:
-                        with db.atomic():        # a savepoint: this write, or none of it
-                            item.write(*item.args)
+                        item.write(*item.args)   # each State write is atomic: a savepoint
                     except StateError:
                         raise
                     except Exception as exc:     # this write's own failure, not the others'
