@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +35,6 @@ TOKEN = "bench-token"
 
 SERVE = """
 import json, sys
-from collections import Counter
 sys.path.insert(0, sys.argv[1])
 from tests.fakes.split import FakeSplit
 fake = FakeSplit(token=sys.argv[2], fast=True, max_page_size=1000).start()
