@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ def _read_json(path: Path, checksum: bool) -> Directory:
     if checksum:
         exports.verify_checksum(path, data)
     text = exports.decode(path, data)
+    del data
     try:
         document = json.loads(text, object_pairs_hook=_no_twice, parse_constant=_no_constant,
                               parse_float=_finite)
@@ -125,16 +127,47 @@ def _read_json(path: Path, checksum: bool) -> Directory:
     except ValueError as exc:        # an integer of thousands of digits
         raise SourceError(f"{path}: not a usable JSON document: {exc}".split("; use ")[0]) \
             from None
+    # Decoded UTF-8 holds no lone surrogate: only a \uD800-\uDFFF escape can spell one. A
+    # document without such an escape needs no check of every value (the common case).
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    del text
     if not isinstance(document, dict) or not isinstance(document.get("users", []), list) \
             or not isinstance(document.get("groups", []), list):
         raise SourceError(f'{path}: expected {{"users": [...], "groups": [...]}}')
     if "users" not in document:
         raise SourceError(f'{path}: no "users" list')
-    users = [_user(record, f"{path}: users[{i}]") for i, record in enumerate(document["users"])]
-    groups = [_group(record, f"{path}: groups[{i}]")
-              for i, record in enumerate(document.get("groups", []))]
+    # Each parsed object becomes its record and is let go at once: the whole document and
+    # all of its records are never held together.
+    users = _taken(document["users"], lambda r, i: _user(r, _Where(path, "users", i),
+                                                          surrogates))
+    groups = _taken(document.get("groups", []),
+                    lambda r, i: _group(r, _Where(path, "groups", i), surrogates))
     # No "groups" key is not "no groups": the export said nothing about them.
     return _directory(users, groups, path, groups_read="groups" in document)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _taken(items: list, convert) -> list:
+    """``convert`` applied to each item, each item dropped from ``items`` once converted."""
+    out = []
+    for i in range(len(items)):
+        out.append(convert(items[i], i))
+        items[i] = None
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Where a record is, said only when something is wrong with it."""
+
+    path: Path
+    section: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.section}[{self.index}]"
 
 
 class _Refused(ValueError):
@@ -142,11 +175,14 @@ class _Refused(ValueError):
 
 
 def _no_twice(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Refused(f"an object gives the key {_shown(key)} twice; which one is meant?")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _Refused(f"an object gives the key {_shown(key)} twice; which one is "
+                               "meant?")
+            seen.add(key)
     return out
 
 
@@ -231,29 +267,43 @@ def _csv_rows(path: Path, required: tuple[str, ...], trailer: bool, checksum: bo
     return rows
 
 
-def _user(record: Any, where: str) -> UserRecord:
+def _user(record: Any, where: object, surrogates: bool = True) -> UserRecord:
+    """``surrogates``: whether text may hold a lone surrogate and must be checked."""
     if not isinstance(record, dict):
         raise SourceError(f"{where}: expected an object, not {_kind(record)}")
-    uid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH)
-    name = _text(record.get("userName"), where, "userName")
-    active = _active(record.get("active", True), where)
-    attributes = {}
-    for key, value in record.items():
-        _check_text(key, where, "an attribute name")
-        if key in ("id", "active") or value is None or value == "":
-            continue
-        if isinstance(value, (dict, list)):
-            raise SourceError(f"{where}: {_shown(key)} must be a single value, not {_kind(value)}")
-        if isinstance(value, str):
-            _check_text(value, where, key)
-            attributes[key] = value.strip()
-        else:
-            attributes[key] = str(value)
+    uid, name = record.get("id"), record.get("userName")
+    if surrogates or not (_plain(uid) and len(uid) <= MAX_ID_LENGTH and _plain(name)):
+        uid = _text(uid, where, "id", limit=MAX_ID_LENGTH, surrogates=surrogates)
+        name = _text(name, where, "userName", surrogates=surrogates)
+    active = record.get("active", True)
+    if type(active) is not bool:
+        active = _active(active, where)
+    rest = record                       # the parsed object is not used again: taken apart
+    rest.pop("id", None)
+    rest.pop("active", None)
+    if not surrogates and set(map(type, rest.values())) <= {str}:   # the common case, cheap
+        attributes = {key: value.strip() for key, value in rest.items() if value}
+    else:
+        attributes = {}
+        for key, value in rest.items():
+            if surrogates:
+                _check_text(key, where, "an attribute name")
+            if value is None or value == "":
+                continue
+            if isinstance(value, (dict, list)):
+                raise SourceError(f"{where}: {_shown(key)} must be a single value, not "
+                                  f"{_kind(value)}")
+            if isinstance(value, str):
+                if surrogates:
+                    _check_text(value, where, key)
+                attributes[key] = value.strip()
+            else:
+                attributes[key] = str(value)
     attributes["userName"] = name
     return UserRecord(id=uid, attributes=attributes, active=active)
 
 
-def _group(record: Any, where: str) -> GroupRecord:
+def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
     if not isinstance(record, dict):
         raise SourceError(f"{where}: expected an object, not {_kind(record)}")
     gid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH)
@@ -261,15 +311,29 @@ def _group(record: Any, where: str) -> GroupRecord:
     members = record.get("members", [])
     if not isinstance(members, list):
         raise SourceError(f"{where}: members must be a list of ids, not {_kind(members)}")
-    for i, member in enumerate(members):
-        if isinstance(member, bool) or not isinstance(member, (str, int)):
-            raise SourceError(f"{where}: members must be a list of ids (members[{i}] is "
-                              f"{_kind(member)})")
-    ids = [_text(m, where, f"members[{i}]", limit=MAX_ID_LENGTH) for i, m in enumerate(members)]
+    ids = None
+    if not surrogates and set(map(type, members)) <= {str}:      # the common case, kept cheap
+        ids = [m.strip() for m in members]
+        if not all(ids) or (ids and max(map(len, ids)) > MAX_ID_LENGTH):
+            ids = None                                             # said below, precisely
+    if ids is None:
+        for i, member in enumerate(members):
+            if isinstance(member, bool) or not isinstance(member, (str, int)):
+                raise SourceError(f"{where}: members must be a list of ids (members[{i}] is "
+                                  f"{_kind(member)})")
+        ids = [_text(m, where, f"members[{i}]", limit=MAX_ID_LENGTH)
+               for i, m in enumerate(members)]
     return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
 
 
-def _text(value: Any, where: str, key: str, limit: int | None = None) -> str:
+def _plain(value: Any) -> bool:
+    """Text that ``_text`` would take as it is (not empty, nothing to strip)."""
+    return type(value) is str and value != "" and not value[0].isspace() \
+        and not value[-1].isspace()
+
+
+def _text(value: Any, where: object, key: str, limit: int | None = None,
+          surrogates: bool = True) -> str:
     """A required text value: a string or a whole number, stripped, not empty."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -277,7 +341,8 @@ def _text(value: Any, where: str, key: str, limit: int | None = None) -> str:
         raise SourceError(f"{where}: {key} must be text or a whole number, not {_kind(value)}")
     if value is None or not value.strip():
         raise SourceError(f"{where}: {key} is required")
-    _check_text(value, where, key)
+    if surrogates:
+        _check_text(value, where, key)
     value = value.strip()
     if limit is not None and len(value) > limit:
         raise SourceError(f"{where}: {key} is {len(value)} characters long; an id longer than "
@@ -285,7 +350,7 @@ def _text(value: Any, where: str, key: str, limit: int | None = None) -> str:
     return value
 
 
-def _check_text(value: str, where: str, key: str) -> None:
+def _check_text(value: str, where: object, key: str) -> None:
     """Refuse a lone surrogate (JSON can spell one, ``"\\ud800"``; it is not text, and neither
     the snapshot nor the target could store it)."""
     try:
@@ -296,7 +361,7 @@ def _check_text(value: str, where: str, key: str) -> None:
             from None
 
 
-def _active(value: Any, where: str) -> bool:
+def _active(value: Any, where: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, (dict, list)):
@@ -326,9 +391,16 @@ def _shown(value: Any) -> str:
 def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path,
                groups_read: bool) -> Directory:
     for kind, records in (("user", users), ("group", groups)):
+        if len({r.id for r in records}) == len(records):
+            continue
         seen: set[str] = set()
         for record in records:
             if record.id in seen:
                 raise SourceError(f"{origin}: two {kind}s have the id {_shown(record.id)}")
             seen.add(record.id)
+    # A member id is the very string of the user's id: one copy of each in memory.
+    ids = {u.id: u.id for u in users}
+    ids.update((g.id, g.id) for g in groups)
+    groups = [GroupRecord(g.id, g.attributes, frozenset([ids.get(m, m) for m in g.members]))
+              for g in groups]
     return Directory.of(users, groups, groups_read=groups_read)

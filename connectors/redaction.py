@@ -17,6 +17,7 @@ controls) so that a name taken from a directory cannot forge a line of the plan 
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -32,18 +33,20 @@ _lock = threading.Lock()
 _known: tuple[str, ...] = ()
 
 
-def forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def forms(value: str) -> frozenset[str]:
     """The spellings in which ``value`` may come back: as sent, URL-encoded, JSON- and
-    HTML-escaped; for a multi-line value (a key), each long line as well."""
+    HTML-escaped; for a multi-line value (a key), each long line as well. Kept for the few
+    values asked about (the token of every request: worked out once, not per answer)."""
     if len(value) < MIN_LENGTH:
-        return set()
+        return frozenset()
     escaped = json.dumps(value)[1:-1]
     out = {value, quote(value, safe=""), quote_plus(value), escaped,
            json.dumps(value, ensure_ascii=False)[1:-1], escaped.replace("/", "\\/"),
            html.escape(value)}
     if "\n" in value:
         out |= {line.strip() for line in value.splitlines() if len(line.strip()) >= _PEM_LINE}
-    return {f for f in out if len(f) >= MIN_LENGTH}
+    return frozenset(f for f in out if len(f) >= MIN_LENGTH)
 
 
 def keep_secret(value: str) -> None:
@@ -82,8 +85,13 @@ def redact_bytes(data: bytes, extra: Iterable[str] = ()) -> bytes:
 
 
 def _merged(extra: Iterable[str]) -> tuple[str, ...]:
-    known = _known
-    more = set()
+    extra = tuple(extra)
+    return _union(_known, extra) if extra else _known
+
+
+@functools.lru_cache(maxsize=64)
+def _union(known: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    more: set[str] = set()
     for value in extra:
         more |= forms(value)
     if not more:

@@ -19,9 +19,10 @@ def ops(*operations: dict) -> dict:
     return {"schemas": [PATCH], "Operations": list(operations)}
 
 
-@pytest.fixture
-def split():
-    with FakeSplit(token="tok") as fake:
+@pytest.fixture(params=[False, True], ids=["scan", "indexed"])
+def split(request):
+    """Every check runs on both ways of finding a name (``fast`` indexes them)."""
+    with FakeSplit(token="tok", fast=request.param) as fake:
         yield fake
 
 

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def cmd_explain(agent: Agent, args) -> int:
-    result = agent.plan()
+    result = agent.plan(basis=False)
     found = explain(args.explain, result.read.view, agent.rules, result.desired,
                     result.snapshot, result.plan)
     if not found:

@@ -191,9 +191,9 @@ def _output_option(parser: argparse.ArgumentParser) -> None:
 def cmd_plan(agent: Agent, args) -> int:
     if getattr(args, "explain", None):
         return cmd_explain(agent, args)
-    result: PlanResult = agent.plan(refresh=_refresh(args))
-    reason = result.guard.reason if result.guard else ""
     out_file = getattr(args, "out", None)
+    result: PlanResult = agent.plan(refresh=_refresh(args), basis=out_file is not None)
+    reason = result.guard.reason if result.guard else ""
     if out_file is not None:
         write_plan(out_file, result.plan.to_dict(), result.basis)
         print(f"Saved the plan to {out_file}; apply exactly it with: scim-agent sync --plan "

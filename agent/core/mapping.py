@@ -13,6 +13,7 @@ source id (see :func:`resolve_managers`), and groups are flattened to their acti
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
 from .expressions import BadValue, Expression, first_of, lookup  # noqa: F401 (re-exported)
-from .model import DesiredState, Group, Problem, User
+from .model import DesiredState, Group, Problem, PushedUser, User, digest_of
 from .scope import Objects, Scope
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,9 @@ class _Mapper:
     rules: MappingRules
     problems: list[Problem] = field(default_factory=list)
 
-    def user(self, record: UserRecord) -> User | None:
+    def user(self, record: UserRecord, digest: str = "") -> User | None:
+        """``digest``: the record's (``record_digest``); a user naming a manager is given
+        the rest of its source_digest once the manager is resolved."""
         attrs: dict[str, str] = {}
         bad: list[str] = []
         for scim_name, expression in self.rules.user_attributes.items():
@@ -145,8 +148,10 @@ class _Mapper:
                                          "no userName or e-mail in the source record",
                                          disabled=not record.active))
             return None
+        if digest and "manager" not in attrs:
+            digest += _manager_digest(None)
         return User(source_id=record.id, user_name=user_name, active=record.active,
-                    attributes=attrs)
+                    attributes=attrs, source_digest=digest)
 
     def group_name(self, record: GroupRecord) -> str:
         """The group's name on the target; "" (and a problem) when it has none, when its
@@ -187,24 +192,26 @@ def is_admin_group(record: GroupRecord, name: str, rules: MappingRules) -> bool:
 
 def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str]) -> dict[str, set[str]]:
     """Transitive user members of every group. Cycles are tolerated (a group reached twice is
-    not walked twice); ids that are neither a known user nor a known group are ignored."""
+    not walked twice); ids that are neither a known user nor a known group are ignored; an
+    id that is both a user's and a group's is the user. Set operations: a group's members
+    are never walked one by one."""
     flat: dict[str, set[str]] = {}
+    group_ids = set(groups) - user_ids
     for gid in groups:
         seen_groups = {gid}
         stack = [gid]
         members: set[str] = set()
         while stack:
-            current = groups[stack.pop()]
-            for member in current.members:
-                if member in user_ids:
-                    members.add(member)
-                elif member in groups and member not in seen_groups:
-                    if member in flat:           # already flattened: reuse it
-                        members |= flat[member]
-                        seen_groups.add(member)
-                    else:
-                        seen_groups.add(member)
-                        stack.append(member)
+            current = groups[stack.pop()].members
+            members |= current & user_ids
+            for member in current & group_ids:
+                if member in seen_groups:
+                    continue
+                seen_groups.add(member)
+                if member in flat:           # already flattened: reuse it
+                    members |= flat[member]
+                else:
+                    stack.append(member)
         flat[gid] = members
     return flat
 
@@ -284,40 +291,131 @@ class ManagerIndex:
         return self._names.get(reference.casefold())
 
 
-def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord]) -> int:
+def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
+                     reused: Mapping[str, "_Reused"] = {}) -> int:
     """Replace each ``manager`` value by the source id of the user it names, in place; a
     reference to nobody in scope (or to oneself) is dropped. Returns how many were dropped.
+    Each user is given its ``source_digest`` (its record's digest and the manager it names).
+
+    ``reused`` users were taken from the snapshot (their record did not change): theirs is
+    the manager they named when pushed; it is resolved again from the record's reference,
+    since the user it named may have left or another may have taken that name.
 
     Why a source id: the core speaks source ids everywhere (group members too); only the
     snapshot knows which SCIM id Split gave the manager, and the engine turns the source id
     into that target id as it sends (``agent/core/references.py``)."""
     index = ManagerIndex(records, users)
     dropped = 0
+    digests: dict[str | None, str] = {}
     for sid, user in list(users.items()):
-        reference = user.attributes.get("manager")
+        again = reused.get(sid)
+        reference = again.reference if again is not None else user.attributes.get("manager")
+        if reference is None and again is None:
+            continue                # names no manager: its source_digest says so already
         if reference is None:
-            continue
-        manager = index.resolve(reference)
-        if manager == reference and manager != sid:
-            continue
-        attributes = dict(user.attributes)
-        if manager is None or manager == sid:
-            del attributes["manager"]
-            dropped += 1
+            manager = None
         else:
-            attributes["manager"] = manager
-        users[sid] = User(sid, user.user_name, user.active, attributes)
+            manager = reference if reference in records else index.resolve(reference)
+        if manager == sid:
+            manager = None
+        if reference is not None and manager is None:
+            dropped += 1
+        named = digests.get(manager)
+        if named is None:
+            named = digests[manager] = _manager_digest(manager)
+        if again is not None:
+            if again.source_digest == again.record_digest + named:
+                continue                               # exactly the value pushed
+            attributes = dict(user.attributes)
+            attributes.pop("manager", None)
+            if manager is not None:
+                attributes["manager"] = manager
+            users[sid] = User(sid, user.user_name, user.active, attributes,
+                              source_digest=again.record_digest + named)
+            continue
+        attributes = user.attributes
+        if manager != reference:
+            attributes = dict(attributes)
+            if manager is None:
+                del attributes["manager"]
+            else:
+                attributes["manager"] = manager
+        users[sid] = User(sid, user.user_name, user.active, attributes,
+                          user.digest if attributes is user.attributes else "",
+                          source_digest=user.source_digest and user.source_digest + named)
     return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Unchanged records: their value is the one pushed
+#
+# Mapping a user record is a pure function of the record and the attribute mapping; only
+# three things depend on other records, and each is done again for every user: the names
+# two records share (_drop_duplicates), the manager a reference names (resolve_managers),
+# and group membership (flatten_members, active users). So a record whose digest, and the
+# manager it names, are those of the record the pushed value was recorded from maps to
+# exactly that value, and is not mapped again. tests/test_mapping_reuse.py checks that
+# both ways plan exactly the same, on random directories and random changes.
+
+MAPPING_VERSION = 1     # raise it whenever mapping one record may give another value
+
+
+def mapping_fingerprint(rules: MappingRules) -> str:
+    """What mapping one user record depends on, besides the record: the expressions (as
+    the config writes them), the attributes sent, and the mapping code's version."""
+    return digest_of([MAPPING_VERSION, sorted(USER_ATTRIBUTES),
+                      sorted((k, e.config_value) for k, e in rules.user_attributes.items())])
+
+
+def record_digest(record: UserRecord, fingerprint: str) -> str:
+    """The digest of one source record under one mapping. ``repr`` is exact for the values
+    records hold (text, numbers, booleans, lists, nested objects, bytes); two equal records
+    whose keys come in another order digest differently, which only costs a mapping."""
+    try:
+        blob = f"{fingerprint}|{record.active}|{record.attributes!r}"
+    except ValueError:          # an integer too long to write out: this record is mapped
+        return ""
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _manager_digest(manager: str | None) -> str:
+    if manager is None:
+        return "/-"
+    return "/" + hashlib.blake2b(manager.encode("utf-8", "surrogatepass"),
+                                 digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Reused:
+    record_digest: str
+    source_digest: str          # as pushed: the record's digest and the manager it named
+    reference: str | None       # the record's manager reference, to be resolved again
+
+
+def _reusable(record: UserRecord, digest: str, pushed: PushedUser | None,
+              manager: Expression | None) -> _Reused | None:
+    """The pushed value stands for ``record``'s when it was recorded from this very record
+    under this mapping (and recorded whole: a row whose digest was cleared is mapped)."""
+    if not digest or pushed is None or not pushed.digest \
+            or not pushed.source_digest.startswith(digest + "/") or pushed.active != record.active:
+        return None
+    reference = None
+    if manager is not None:
+        try:
+            reference = manager.evaluate(record.attributes) or None
+        except BadValue:
+            return None
+    return _Reused(digest, pushed.source_digest, reference)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def in_scope(directory: Directory, scope: Scope) -> tuple[dict[str, UserRecord],
-                                                          dict[str, GroupRecord]]:
+def in_scope(directory: Directory, scope: Scope) -> tuple[Mapping[str, UserRecord],
+                                                          Mapping[str, GroupRecord]]:
     """The user and group records the scope rules admit."""
-    users = dict(directory.users)
-    groups = dict(directory.groups)
+    users: Mapping[str, UserRecord] = directory.users      # read only: no copy
+    groups: Mapping[str, GroupRecord] = directory.groups
     if scope.has_rules(Objects.USERS):
         users = {k: r for k, r in users.items() if scope.admits(Objects.USERS, r.attributes)}
     if scope.has_rules(Objects.GROUPS):
@@ -325,7 +423,11 @@ def in_scope(directory: Directory, scope: Scope) -> tuple[dict[str, UserRecord],
     return users, groups
 
 
-def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
+def map_directory(directory: Directory, rules: MappingRules,
+                  pushed: Mapping[str, PushedUser] | None = None) -> DesiredState:
+    """The desired state. ``pushed`` (the snapshot's users): a record unchanged since its
+    value was pushed takes that value instead of being mapped again (see above); the result
+    is the same either way."""
     mapper = _Mapper(rules)
     records, group_records = in_scope(directory, rules.scope)
     left_users = len(directory.users) - len(records)
@@ -334,12 +436,26 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
         log.info("scope rules leave out %d of %d users and %d of %d groups", left_users,
                  len(directory.users), left_groups, len(directory.groups))
     users: dict[str, User] = {}
+    reused: dict[str, _Reused] = {}
+    fingerprint = mapping_fingerprint(rules)
+    manager = rules.user_attributes.get("manager")
+    pushed = pushed or {}
     for record in records.values():
-        user = mapper.user(record)
+        digest = record_digest(record, fingerprint)
+        was = pushed.get(record.id)
+        again = None
+        if was is not None and was.digest and digest and was.source_digest[:len(digest)] == digest:
+            again = _reusable(record, digest, was, manager)
+        if again is not None:
+            users[record.id] = User(record.id, was.user_name, was.active, was.attributes,
+                                    was.digest, was.source_digest)
+            reused[record.id] = again
+            continue
+        user = mapper.user(record, digest)
         if user is not None:
             users[record.id] = user
     _drop_duplicates(users, lambda u: u.user_name, "user", mapper.problems)
-    dropped = resolve_managers(users, records)
+    dropped = resolve_managers(users, records, reused)
     if dropped:
         log.info("%d manager reference(s) name no user in scope; manager is left unset for "
                  "them", dropped)
@@ -348,8 +464,8 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
     flat = flatten_members(directory.groups, set(records))
-    strangers = sum(1 for g in directory.groups.values() for m in g.members
-                    if m not in directory.users and m not in directory.groups)
+    known = directory.users.keys() | directory.groups.keys()
+    strangers = sum(len(g.members - known) for g in directory.groups.values())
     if strangers:
         log.info("%d group member reference(s) name no user or group read from the source "
                  "(outside its scope, or deleted); they are ignored", strangers)
@@ -359,7 +475,9 @@ def map_directory(directory: Directory, rules: MappingRules) -> DesiredState:
         if not name:
             continue
         # Only active users are members on the target: a deactivated account keeps no access.
-        groups[gid] = Group(source_id=gid, display_name=name, members=frozenset(flat[gid] & active))
+        groups[gid] = Group(source_id=gid, display_name=name,
+                            members=frozenset(flat.pop(gid) & active))
+    del flat
     _drop_duplicates(groups, lambda g: g.display_name, "group", mapper.problems)
 
     if rules.admin_group and not any(g.display_name == rules.admin_group_name

@@ -35,6 +35,10 @@ class User:
     active: bool
     attributes: Mapping[str, str]      # flat SCIM attributes, userName and email included
     digest: str = field(default="", compare=False)
+    # What it was mapped from (mapping.py: the source record, the mapping, the manager it
+    # names); "" when unknown. Recorded with the pushed row, it lets the next cycle take an
+    # unchanged record's value from the snapshot instead of mapping it again.
+    source_digest: str = field(default="", compare=False)
 
     def __post_init__(self):
         if not self.digest:
@@ -125,6 +129,7 @@ class PushedUser:
     active: bool
     attributes: Mapping[str, str]
     digest: str
+    source_digest: str = field(default="", compare=False)   # User.source_digest, when known
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,9 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
         if pushed.digest == user.digest:
             continue
         changed = diff(pushed.attributes, user.attributes)
+        manager = changed.get("manager", (None, None))[1]
+        if manager is not None and not _can_be_referenced(manager, desired, snapshot):
+            del changed["manager"]
         if user.active and not pushed.active:
             ops.append(Op(OpKind.REACTIVATE_USER, user.key, sid, changed=changed, user=user,
                           reason="active in the source, inactive in Split"))
@@ -191,6 +194,16 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
                 ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, sid,
                               reason="no longer in the source or its scope"))
     return ops
+
+
+def _can_be_referenced(source_id: str, desired: DesiredState, snapshot: Snapshot) -> bool:
+    """A user is on Split, or will be once this plan is applied: a reference to anyone else
+    (a manager disabled in the source before it was ever pushed) cannot be sent, and is not
+    planned every cycle for nothing. It is sent once that user is created."""
+    if source_id in snapshot.users:
+        return True
+    wanted = desired.users.get(source_id)
+    return wanted is not None and wanted.active
 
 
 def _names_of(op: Op) -> tuple[str | None, str | None]:

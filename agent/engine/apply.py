@@ -18,8 +18,10 @@ stops the run at once: nothing further is sent, and nothing further is recorded 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from connectors.base import (FatalTargetError, Interrupted, NotFoundError, Rejec
 
 from ..core import references
 from ..core.outcome import Hold, HoldKind
-from ..core.plan import USER_OPS, Op, Plan
+from ..core.plan import USER_OPS, Op, OpKind, Plan
 from ..store.state import State, StateError
 from .observe import Learner
 
@@ -95,15 +97,85 @@ class ApplyReport:
 
 
 class _Recorder:
-    """Serialises snapshot writes from worker threads; one transaction per call."""
+    """Serialises snapshot writes from worker threads, with group commit.
+
+    Each call returns once its write is committed (synchronous=FULL: on disk), and each
+    write is atomic on its own (a savepoint); writes that arrive while another commit waits
+    for the disk go into the next transaction together. A commit costs a few milliseconds
+    whatever it holds, so one per operation capped a first sync at a few hundred operations
+    per second; a crash still loses nothing that was acknowledged.
+
+    Bookkeeping that no later decision depends on (a line of an object's history, a cleared
+    failure) is handed to :meth:`later`: it rides with the next transaction, or the one
+    :meth:`flush` makes at the end. What a crash can cost is the history of the operations
+    applied since the last commit, never a record."""
 
     def __init__(self, state: State):
         self.state = state
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()              # held while a transaction is written
+        self._queue: list[_Write] = []
+        self._later: list[tuple[Callable, tuple]] = []
+        self._queue_lock = threading.Lock()       # never held across a commit
 
     def __call__(self, write: Callable, *args) -> None:
+        mine = _Write(write, args)
+        with self._queue_lock:
+            self._queue.append(mine)
         with self.lock:
-            write(*args)
+            if not mine.done:
+                try:
+                    self._commit()
+                except _Swallowed:
+                    pass
+        if mine.error is not None:
+            raise mine.error
+
+    def later(self, write: Callable, *args) -> None:
+        with self._queue_lock:
+            self._later.append((write, args))
+
+    def flush(self) -> None:
+        with self.lock:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Everything queued, in one transaction (the caller holds ``lock``)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+            later, self._later = self._later, []
+        if not batch and not later:
+            return
+        db = self.state.db
+        try:
+            with db.atomic():
+                for write, args in later:
+                    write(*args)
+                for item in batch:
+                    try:
+                        item.write(*item.args)   # each State write is atomic: a savepoint
+                    except StateError:
+                        raise
+                    except Exception as exc:     # this write's own failure, not the others'
+                        item.error = exc
+        except BaseException as exc:
+            for item in batch:
+                item.error = item.error or exc
+            raise exc if not batch else _Swallowed() from exc
+        finally:
+            for item in batch:
+                item.done = True
+
+
+class _Swallowed(Exception):
+    """The batch failed: each write's caller raises the error itself."""
+
+
+@dataclass
+class _Write:
+    write: Callable
+    args: tuple
+    done: bool = False
+    error: BaseException | None = None
 
 
 class Applier:
@@ -120,6 +192,8 @@ class Applier:
         self.progress = progress or (lambda done, total: None)
         self._fatal = threading.Event()
         self.run_id = run_id
+        self._intended: set[str] = set()      # creates whose intent is on disk
+        self._sent: set[str] = set()          # ... and whose POST was tried
 
     def _log(self, op: Op, outcome: str, **detail) -> None:
         """One line of the object's history (``scim-agent history``)."""
@@ -132,25 +206,40 @@ class Applier:
             detail["attributes"] = dict(op.attributes)
         if op.reason:
             detail["reason"] = op.reason
-        self.record(self.state.log_change, self.run_id, kind, op.source_id, op.key,
-                    op.kind.value, outcome, detail)
+        self.record.later(self.state.log_change, self.run_id, kind, op.source_id, op.key,
+                          op.kind.value, outcome, detail)
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport(planned=len(plan.ops))
-        total, done = len(plan.ops), 0
+        total = len(plan.ops)
         phases: dict[int, list[Op]] = {}
         for op in plan.ops:
             phases.setdefault(op.phase, []).append(op)
+        try:
+            self._apply(phases, report, total)
+        finally:
+            try:
+                self._forget_unsent_intents()
+                self.record.flush()
+            except StateError as exc:
+                self._stop_recording(report, exc)
+        report.interrupted = self.stop.is_set() and not report.fatal
+        return report
+
+    def _apply(self, phases: dict, report: ApplyReport, total: int) -> None:
+        done = 0
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="apply") as pool:
             for phase in sorted(phases):
                 if self._halted(report):
                     break
                 self.user_ids, self.group_ids = self.state.scim_ids()
                 pending: set[Future] = set()
-                queue = list(phases[phase])
+                queue = deque(phases[phase])
                 while queue or pending:
                     while queue and len(pending) < self.concurrency and not self._halted(report):
-                        op = queue.pop(0)
+                        op = queue.popleft()
+                        if op.kind is OpKind.CREATE_USER and op.source_id not in self._intended:
+                            self._intend_ahead(op, queue)
                         future = pool.submit(self._run, op)
                         future.op = op  # type: ignore[attr-defined]
                         pending.add(future)
@@ -166,8 +255,25 @@ class Applier:
                     self.progress(done, total)
                 if self._halted(report):
                     break
-        report.interrupted = self.stop.is_set() and not report.fatal
-        return report
+
+    def _intend_ahead(self, op: Op, queue: deque) -> None:
+        """Write-ahead for this create and the next few, in one transaction: each must be
+        on disk before its POST, and one commit for each would halve the pace of a large
+        first sync. A run that dies leaves at most INTENTS_AHEAD more intents, each looked
+        up (never sent again) by the next cycle; :meth:`apply` clears those it did not send."""
+        batch = [op] + [o for o in itertools.islice(queue, INTENTS_AHEAD - 1)
+                        if o.kind is OpKind.CREATE_USER and not o.refused
+                        and o.source_id not in self._intended]
+        self.record(self.state.intend_creates,
+                    [("user", o.source_id, o.user.user_name if o.user else o.key)
+                     for o in batch])
+        self._intended.update(o.source_id for o in batch)
+
+    def _forget_unsent_intents(self) -> None:
+        unsent = self._intended - self._sent
+        if unsent:
+            self.record(self.state.clear_intents, "user", sorted(unsent))
+        self._intended, self._sent = set(), set()
 
     def _halted(self, report: ApplyReport) -> bool:
         return bool(report.fatal) or self.stop.is_set()
@@ -229,7 +335,7 @@ class Applier:
         if done is _Done.ADOPTED:
             report.adopted += 1
             report.learned += 1
-        self.record(self.state.clear_failure, kind, op.source_id, op.kind.value)
+        self.record.later(self.state.clear_failure, kind, op.source_id, op.kind.value)
         log.debug("%s %s done%s", op.kind.value, op.key,
                   " (adopted)" if done is _Done.ADOPTED else "")
 
@@ -258,7 +364,10 @@ class Applier:
         assert user is not None
         # Write-ahead: should this process die before the answer is recorded, the next cycle
         # finds the intent and looks the user up before sending anything (no second POST).
-        self.record(self.state.intend_create, "user", user.source_id, user.user_name)
+        # The main thread wrote it already, with the next few (_intend_ahead).
+        if user.source_id not in self._intended:
+            self.record(self.state.intend_create, "user", user.source_id, user.user_name)
+        self._sent.add(user.source_id)
         attributes, deferred = references.to_target(user.attributes, self.user_ids)
         try:
             created = self.target.create_user(attributes, True, user.source_id)
@@ -430,6 +539,7 @@ class _Refused(Exception):
     """Not sent: the target is known to refuse it (planned as refused)."""
 
 
+INTENTS_AHEAD = 32      # create intents written in one transaction (see _intend_ahead)
 REFUSED = "refused"     # the failure kind that lists a refused change in status
 
 

@@ -9,7 +9,9 @@ the snapshot something new. ``agent/cli`` and ``agent/service`` call :class:`Age
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import datetime as dt
 import logging
 import threading
@@ -125,20 +127,23 @@ class Agent:
 
     def compute_plan(self, state: State | None, read: ReadResult | None = None,
                      desired: DesiredState | None = None) -> PlanResult:
-        read = read or self.read_source(state)
-        desired = desired or map_directory(read.view, self.rules)
+        with bulk():
+            read = read or self.read_source(state)
+            snapshot = state.snapshot() if state is not None else Snapshot.empty()
+            desired = desired or map_directory(read.view, self.rules, snapshot.users)
+            plan = make_plan(desired, snapshot, self.plan_options)
         for problem in desired.problems:
             log.warning("%s %s not pushed: %s", problem.kind, problem.key, problem.reason)
-        snapshot = state.snapshot() if state is not None else Snapshot.empty()
-        plan = make_plan(desired, snapshot, self.plan_options)
         return PlanResult(plan, desired, snapshot, read, self._guard(plan, desired, snapshot))
 
     # -- commands -------------------------------------------------------------------------
 
-    def plan(self, *, refresh: bool = False) -> PlanResult:
+    def plan(self, *, refresh: bool = False, basis: bool = True) -> PlanResult:
         """Read, map and plan; write nothing and send nothing. ``refresh`` also reads the
         target (read-only, paged, as a reconcile does) and plans from what it holds, so drift
-        made there by hand, and what a first sync would adopt, show before anything is sent."""
+        made there by hand, and what a first sync would adopt, show before anything is sent.
+        ``basis``: also digest what the plan was computed from (for ``plan --out``; it reads
+        the whole snapshot once more, so a plain ``plan`` leaves it out)."""
         path = self.config.state.path
         state = State.read(path, missing_ok=True)
         try:
@@ -147,13 +152,16 @@ class Agent:
                 if problem:
                     raise TargetChanged(problem)
             if refresh:
-                read = self.read_source(state)
-                desired = map_directory(read.view, self.rules)
+                with bulk():
+                    read = self.read_source(state)
+                    desired = map_directory(read.view, self.rules, state.snapshot().users
+                                            if state is not None else None)
                 result = self._refreshed_plan(state, read, desired)
             else:
                 result = self.compute_plan(state)
-            result.basis = Basis(result.desired.digest(), state.digest() if state else "",
-                                 target_identity(self.config.target.url), refresh)
+            if basis:
+                result.basis = Basis(result.desired.digest(), state.digest() if state else "",
+                                     target_identity(self.config.target.url), refresh)
             return result
         finally:
             if state is not None:
@@ -257,12 +265,14 @@ class Agent:
     def _sync(self, state: State, ask: SyncAsk) -> SyncResult:
         only, stop = list(ask.only), ask.stop
         try:
-            read = self.read_source(state)
+            with bulk():
+                read = self.read_source(state)
+                # unchanged records take the value pushed for them (see map_directory)
+                desired = map_directory(read.view, self.rules, state.snapshot().users)
         except SourceError as exc:
             return SyncResult(Outcome.ERROR, message=f"reading the source failed: {exc}")
         except ConnectorError as exc:       # a source setting its constructor refused
             return SyncResult(Outcome.ERROR, message=f"source: {exc}")
-        desired = map_directory(read.view, self.rules)
         if ask.saved is not None:
             moved = _moved_since(ask.saved, desired, state, self.config.target.url)
             if moved:
@@ -450,6 +460,21 @@ class Agent:
 
     def source_fingerprint(self) -> str:
         return self.reader.fingerprint()
+
+
+@contextlib.contextmanager
+def bulk():
+    """Reading, mapping and planning a large directory allocates some ten objects per user
+    and frees none of them until the cycle ends: the cycle collector would walk them all,
+    over and over, for nothing (a fifth of a 100 000-user plan). They hold no reference
+    cycles, so it waits until this is done."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 HELD = "held"      # the failure kind of a pushed object whose source record cannot be mapped

@@ -13,6 +13,7 @@ Mixed into :class:`agent.store.state.State`, whose ``db`` it uses.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlite_utils
@@ -41,6 +42,20 @@ class CreateIntents:
         with self.db.atomic():
             self.db.execute("INSERT OR REPLACE INTO intents (kind, source_id, key, started) "
                             "VALUES (?, ?, ?, ?)", [kind, source_id, key, now()])
+
+    def intend_creates(self, intents: Iterable[tuple[str, str, str]]) -> None:
+        """Several intents (kind, source id, key) in one transaction."""
+        stamp = now()
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO intents (kind, source_id, key, started) "
+                "VALUES (?, ?, ?, ?)", [(k, s, key, stamp) for k, s, key in intents])
+
+    def clear_intents(self, kind: str, source_ids: Iterable[str]) -> None:
+        """Intents written ahead for creates that were never sent."""
+        with self.db.atomic():
+            for source_id in source_ids:
+                self._clear_intent(kind, source_id)
 
     def clear_intent(self, kind: str, source_id: str) -> None:
         """The create is known not to have landed (refused, never sent) or is recorded."""

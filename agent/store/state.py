@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import sqlite_utils
@@ -40,7 +40,7 @@ from .sqlite import REBUILD, connect
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -60,7 +60,12 @@ def _v1(db: sqlite_utils.Database) -> None:
                           pk=("kind", "source_id", "op"))
 
 
-MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5}   # version -> brings the schema from version-1 to it
+def _v6(db: sqlite_utils.Database) -> None:
+    # User.source_digest: what the pushed value was mapped from ("" when unknown)
+    db.execute("ALTER TABLE users ADD COLUMN source_digest TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5, 6: _v6}   # version -> brings the schema from version-1 to it
 
 
 class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
@@ -76,6 +81,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         self.path = path
         self.meta = MetaStore(db, path)
         self._lock = lock
+        self._snapshot: tuple[int, Snapshot] | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -212,17 +218,38 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
     # -- the snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        members: dict[str, set[str]] = {}
-        for group_id, user_id in self.db.execute("SELECT group_id, user_id FROM memberships"):
-            members.setdefault(group_id, set()).add(user_id)
+        """What was pushed. Each user's attributes stay as stored (JSON text) until someone
+        reads them: a plan reads only those of the users it changes. Read again only after
+        this connection wrote something (mapping, planning and planning again within one
+        cycle share one read)."""
+        written = self.db.conn.total_changes
+        if self._snapshot is not None and self._snapshot[0] == written:
+            return self._snapshot[1]
+        snapshot = self._read_snapshot()
+        self._snapshot = (written, snapshot)
+        return snapshot
+
+    def _read_snapshot(self) -> Snapshot:
         with self._rows("users"):
             users = {
-                row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]), _object(row[4]), row[5])
+                row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]),
+                                   StoredAttributes(row[4], self.path) if row[6] else _object(""),
+                                   row[5], row[7])
                 for row in self.db.execute(
-                    "SELECT source_id, scim_id, user_name, active, attributes, digest FROM users")
+                    "SELECT source_id, scim_id, user_name, active, attributes, digest, "
+                    "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END, "
+                    "source_digest FROM users")
             }
+        # one row per group (the primary key's order: no sort); a member id is the very
+        # string of the user's id, one copy of each in memory
+        ids = {sid: sid for sid in users}
+        members = {group_id: frozenset(map(ids.get, ids_of, ids_of))
+                   for group_id, ids_of in (
+                       (row[0], json.loads(row[1])) for row in self.db.execute(
+                           "SELECT group_id, json_group_array(user_id) FROM memberships "
+                           "GROUP BY group_id"))}
         groups = {
-            row[0]: PushedGroup(row[0], row[1], row[2], row[3], frozenset(members.get(row[0], ())))
+            row[0]: PushedGroup(row[0], row[1], row[2], row[3], members.get(row[0], frozenset()))
             for row in self.db.execute(
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
@@ -272,18 +299,19 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
 
     def _put_user(self, user: User, scim_id: str, active: bool) -> None:
         attributes = dict(user.attributes)
-        digest = user.digest if active == user.active else ""
+        whole = active == user.active       # else the target holds something else: no digests
         self.db.execute(
             "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
-            "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "digest, source_digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [user.source_id, scim_id, user.user_name, int(active),
-             json.dumps(attributes, sort_keys=True), digest, now()])
+             json.dumps(attributes, sort_keys=True), user.digest if whole else "",
+             user.source_digest if whole else "", now()])
 
     def record_user_active(self, source_id: str, active: bool) -> None:
         """A deactivation of a user that left the source: keep what we know, flip active."""
         with self.db.atomic():
-            self.db.execute("UPDATE users SET active = ?, digest = '', updated = ? "
-                            "WHERE source_id = ?", [int(active), now(), source_id])
+            self.db.execute("UPDATE users SET active = ?, digest = '', source_digest = '', "
+                            "updated = ? WHERE source_id = ?", [int(active), now(), source_id])
 
     def record_group(self, group: Group, scim_id: str) -> None:
         with self.db.atomic():
@@ -415,6 +443,54 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         except (ValueError, TypeError, AttributeError) as exc:
             raise StateError(f"{self.path}: the snapshot is damaged (a row of {table} does not "
                              f"read: {type(exc).__name__}); {REBUILD}") from None
+
+
+class StoredAttributes(Mapping):
+    """A pushed user's attributes, read from their JSON text the first time they are needed.
+    The text was checked to be a JSON object when the snapshot was loaded."""
+
+    __slots__ = ("_text", "_path", "_value")
+
+    def __init__(self, text: str, path: Path):
+        self._text = text
+        self._path = path
+        self._value: dict | None = None
+
+    def _read(self) -> dict:
+        if self._value is None:
+            try:
+                self._value = _object(self._text)
+            except (ValueError, TypeError) as exc:
+                raise StateError(f"{self._path}: the snapshot is damaged (a row of users does "
+                                 f"not read: {type(exc).__name__}); {REBUILD}") from None
+            self._text = ""
+        return self._value
+
+    def __getitem__(self, key: str) -> str:
+        return self._read()[key]
+
+    def get(self, key: str, default=None):
+        return self._read().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._read()
+
+    def __iter__(self):
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StoredAttributes):
+            other = other._read()
+        return self._read() == (other if isinstance(other, dict) else
+                                dict(other) if isinstance(other, Mapping) else other)
+
+    __hash__ = None     # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._read())
 
 
 def _object(text: str) -> dict:
