@@ -35,6 +35,7 @@ TOKEN = "bench-token"
 
 SERVE = """
 import json, sys
+from collections import Counter
 sys.path.insert(0, sys.argv[1])
 from tests.fakes.split import FakeSplit
 fake = FakeSplit(token=sys.argv[2], fast=True, max_page_size=1000).start()

@@ -56,10 +56,12 @@ def test_a_manager_created_in_the_same_cycle_is_referenced_by_split_id(fake_spli
     agent = split_ws.agent()
     result = agent.sync()
     assert result.outcome is Outcome.OK, result.message
-    # the creates run together, so no manager had a Split id yet: each report is created
-    # without one, and the follow-up pass of the same cycle sets it
-    assert sorted(r.method for r in fake_split.writes()) == ["PATCH", "PATCH", "POST", "POST",
-                                                             "POST"]
+    # each report waits a wave for their manager's create, so the reference goes out in the
+    # create itself: one request per person, no follow-up PATCH
+    writes = fake_split.writes()
+    assert [r.method for r in writes] == ["POST", "POST", "POST"]
+    assert [r.body["userName"] for r in writes] == ["boss@example.org", "ann@example.org",
+                                                    "bob@example.org"]
     assert manager_of(fake_split, "ann@example.org") == split_id(fake_split, "boss@example.org")
     assert manager_of(fake_split, "bob@example.org") == split_id(fake_split, "ann@example.org")
     assert manager_of(fake_split, "boss@example.org") is None
@@ -99,3 +101,24 @@ def test_adoption_reads_managers_back_as_source_ids(fake_split, split_ws):
     assert result.adopted == 2
     assert result.plan.is_empty, result.plan.to_dict()
     assert fake_split.writes() == []
+
+
+def test_a_chain_deeper_than_the_waves_and_a_loop_of_managers_still_end_referenced(
+        fake_split, split_ws):
+    from agent.core.plan import MANAGER_WAVES
+    depth = MANAGER_WAVES + 3
+    chain = [user("c0", "c0@example.org")] + [
+        user(f"c{i}", f"c{i}@example.org", manager=f"c{i - 1}") for i in range(1, depth)]
+    loop = [user("x", "x@example.org", manager="y"), user("y", "y@example.org", manager="x")]
+    split_ws.write_directory(chain + loop, [])
+    result = split_ws.agent().sync()
+    assert result.outcome is Outcome.OK, result.message
+    for i in range(1, depth):
+        assert manager_of(fake_split, f"c{i}@example.org") == split_id(fake_split,
+                                                                    f"c{i - 1}@example.org")
+    assert manager_of(fake_split, "x@example.org") == split_id(fake_split, "y@example.org")
+    assert manager_of(fake_split, "y@example.org") == split_id(fake_split, "x@example.org")
+    posts = [r for r in fake_split.writes() if r.method == "POST"]
+    patches = [r for r in fake_split.writes() if r.method == "PATCH"]
+    assert len(posts) == depth + 2
+    assert len(patches) <= depth - MANAGER_WAVES + 2       # only past the waves, and the loop

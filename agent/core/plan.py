@@ -147,7 +147,8 @@ def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = 
     ops: list[Op] = []
     departed = {u.user_name.casefold(): u for sid, u in snapshot.users.items()
                 if sid not in desired.users and sid not in desired.held_users}
-    ops += _order_by_freed_names(_user_ops(desired, snapshot, options), departed)
+    ops += _order_by_managers(_order_by_freed_names(_user_ops(desired, snapshot, options),
+                                                    departed))
     if options.groups and desired.groups_read:
         ops += _group_ops(desired, snapshot, options)
     ops.sort(key=lambda op: (op.phase, op.kind.value, op.key.casefold(), op.source_id))
@@ -269,6 +270,40 @@ def _order_by_freed_names(ops: list[Op], departed: Mapping[str, PushedUser]) -> 
                        "that account in Split, then sync again")
         out.append(replace(op, wave=level, refused=refused) if (level or refused != op.refused)
                    else op)
+    return out
+
+
+MANAGER_WAVES = 8       # how many levels of a management chain wait for the level above
+
+
+def _order_by_managers(ops: list[Op]) -> list[Op]:
+    """A user created in the same plan as their manager waits a wave for the manager's
+    create, so the reference goes out in the create itself: one request, not a create and a
+    PATCH once the manager exists (in a first sync, nearly every user). Only up to
+    ``MANAGER_WAVES`` levels deep, and a loop of managers is left as it is: what waits
+    longer gets its manager by the follow-up update, as before. Never earlier than the
+    wave its user name asks for (``_order_by_freed_names``)."""
+    creates = {op.source_id: op for op in ops if op.kind is OpKind.CREATE_USER}
+    if not creates:
+        return ops
+    level: dict[str, int] = {}
+
+    def place(source_id: str, chain: tuple[str, ...]) -> int:
+        if source_id in level:
+            return level[source_id]
+        op = creates[source_id]
+        manager = op.attributes.get("manager")
+        if manager not in creates or manager in chain or len(chain) >= MANAGER_WAVES:
+            level[source_id] = op.wave
+        else:
+            level[source_id] = max(op.wave, place(manager, chain + (source_id,)) + 1)
+        return level[source_id]
+
+    out = []
+    for op in ops:
+        if op.kind is OpKind.CREATE_USER and place(op.source_id, ()) != op.wave:
+            op = replace(op, wave=level[op.source_id])
+        out.append(op)
     return out
 
 
