@@ -38,12 +38,12 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.servers.process import ports_open, stop
 from tests.servers.slapd import (CertificateAuthority, issue_server_certificate, ldif_entry,
                                  make_ca)
 
@@ -194,29 +194,11 @@ class SambaDC:
         return self
 
     def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                for port in (389, 636):
-                    socket.create_connection((self.address, port), timeout=0.5).close()
-                return True
-            except OSError:
-                time.sleep(0.1)
-        return False
+        return ports_open(self.process, self.address, (389, 636), timeout)
 
     def stop(self) -> None:
         """SIGTERM to our one process, SIGKILL after 10 s."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop(self.process)
         self.process = None
 
     def __enter__(self) -> "SambaDC":

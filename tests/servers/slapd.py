@@ -25,12 +25,13 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.servers.process import ports_open, stop
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -301,30 +302,12 @@ memberof-refint TRUE
         return self
 
     def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         ports = [self.port] + ([self.ldaps_port] if self.tls else [])
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                for port in ports:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+        return ports_open(self.process, "127.0.0.1", ports, timeout, poll=0.05)
 
     def stop(self) -> None:
         """Stop slapd cleanly (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop(self.process)
         self.process = None
 
     def kill(self) -> None:

@@ -22,6 +22,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tests.servers.process import stop
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 START_TIMEOUT = 60.0             # seconds for the child to migrate or copy, and listen
@@ -83,12 +85,6 @@ class DjangoScim2Server:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.process is not None:
-            self.process.terminate()          # our own child, by its pid
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-            self.process = None
+        stop(self.process)                    # our own child, by its pid
+        self.process = None
         shutil.rmtree(self.folder, ignore_errors=True)
