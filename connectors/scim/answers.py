@@ -54,18 +54,24 @@ def object_of(where: str, body: Any) -> Mapping[str, Any]:
 def page_of(where: str, body: Any) -> tuple[list[Mapping[str, Any]], int | None]:
     """The resources of a ListResponse and its ``totalResults`` (None when not given)."""
     body = object_of(where, body)
-    resources = body.get("Resources")
-    if resources is None:
-        resources = []
-    if not isinstance(resources, list):
-        raise Malformed(f"{where}: Resources should be a list, the target sent "
-                        f"{_kind(resources)}")
+    resources = _objects(where, body, "Resources")
     for i, resource in enumerate(resources):
-        if not isinstance(resource, dict):
-            raise Malformed(f"{where}: Resources[{i}] should be an object, the target sent "
-                            f"{_kind(resource)}")
         id_of(f"{where}: Resources[{i}]", resource)
     return resources, count_of(where, body.get("totalResults"))
+
+
+def _objects(where: str, body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """``body[key]``: a list of objects (absent or null: none), or :class:`Malformed`."""
+    items = body.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise Malformed(f"{where}: {key} should be a list, the target sent {_kind(items)}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Malformed(f"{where}: {key}[{i}] should be an object, the target sent "
+                            f"{_kind(item)}")
+    return items
 
 
 def count_of(where: str, value: Any) -> int | None:
@@ -96,17 +102,8 @@ def user_of(where: str, resource: Any) -> TargetUser:
 def group_of(where: str, resource: Any) -> TargetGroup:
     resource = object_of(where, resource)
     group_id = id_of(where, resource)
-    members = resource.get("members")
-    if members is None:
-        members = []
-    if not isinstance(members, list):
-        raise Malformed(f"{where}: group {group_id}: members should be a list, the target "
-                        f"sent {_kind(members)}")
     ids = set()
-    for i, member in enumerate(members):
-        if not isinstance(member, dict):
-            raise Malformed(f"{where}: group {group_id}: members[{i}] should be an object, the "
-                            f"target sent {_kind(member)}")
+    for i, member in enumerate(_objects(f"{where}: group {group_id}", resource, "members")):
         value = _text(f"{where}: group {group_id}: members[{i}]", member, "value",
                       limit=MAX_ID_LENGTH)
         if value:
