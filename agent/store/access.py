@@ -15,7 +15,7 @@ import pwd
 import stat
 from pathlib import Path
 
-from .errors import StateError
+from .errors import StateError, a_folder
 
 READERS = "plan, status and history only read it"
 
@@ -136,13 +136,9 @@ def diagnose(path: Path, *, write: bool) -> None:
             raise StateError(f"{given}: this user ({me()}) cannot enter {ancestor} "
                              f"({described(ancestor)}); {_fix(ancestor)}")
     folder = path.parent
-    existing = _nearest_existing(folder)
-    if not existing.is_dir():
-        raise StateError(f"{given}: {existing} is a file, not a folder, so the snapshot cannot "
-                         "be kept under it; point [state] path at a file inside a folder")
+    existing = _nearest_existing(folder)         # a folder: the walk above saw to that
     if path.is_dir():
-        raise StateError(f"{given}: is a folder, not a snapshot file; [state] path must name a "
-                         "file (it is created on the first sync)")
+        raise a_folder(given)
     if not path.exists():
         if write and not os.access(existing, os.W_OK):
             raise StateError(f"{given}: cannot be created: this user ({me()}) cannot write to "

@@ -11,5 +11,11 @@ class StateError(Exception):
     """The snapshot cannot be opened, is locked by another agent, or is damaged."""
 
 
+def a_folder(path) -> StateError:
+    """[state] path names a folder."""
+    return StateError(f"{path}: is a folder, not a snapshot file; [state] path must name a "
+                      "file (it is created on the first sync)")
+
+
 class StateBusy(StateError):
     """Another agent holds the snapshot's lock right now."""

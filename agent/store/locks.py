@@ -22,7 +22,8 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import OWNERSHIP_HINT, StateBusy, StateError
+from .access import described, me
+from .errors import OWNERSHIP_HINT, StateBusy, StateError, a_folder
 
 
 class LockHeld(Exception):
@@ -107,8 +108,7 @@ def snapshot_file(db: Path) -> Path:
     except OSError:
         return real                      # not created yet (or unreadable: opening will say)
     if stat.S_ISDIR(info.st_mode):
-        raise StateError(f"{db}: is a folder, not a snapshot file; [state] path must name a "
-                         "file (it is created on the first sync)")
+        raise a_folder(db)
     links = info.st_nlink
     if links > 1:
         raise StateError(f"{db}: the snapshot has {links} hard links; keep one name for it "
@@ -174,7 +174,6 @@ def reader_lock(db: Path) -> SharedLock | None:
     """For a reader who reads the snapshot file alone (it may not make its journal): hold the
     snapshot lock shared, so that no sync or daemon cycle writes while it reads (they find it
     busy and try again later). None when no agent ever wrote this snapshot (no lock file)."""
-    from .access import described, me
     path = snapshot_lock_path(db)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -202,7 +201,6 @@ def unfolded(db: Path) -> None:
     """Refuse to read the file alone while a journal beside it holds what it would miss: the
     changes of a sync that has not folded them into the file yet (one still running, or one
     that was killed), or the index of a connection still open."""
-    from .access import described, me
     for suffix in ("-wal", "-shm"):
         side = db.with_name(db.name + suffix)
         try:
