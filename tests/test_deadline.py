@@ -120,3 +120,20 @@ def test_max_cycle_time_is_a_duration(tmp_path):
         load(ws.config)
     ws.write_config()
     assert load(ws.config).sync.max_cycle_time == dt.timedelta(hours=6)
+
+
+def test_a_deadline_reached_as_the_last_operation_ended_keeps_the_cycles_own_outcome(split_ws):
+    """Nothing was left to send: the cycle ends as it would have without the deadline, so
+    work held back after a refusal still makes it 'refused', never 'ok'."""
+    from agent.core.plan import Op, OpKind
+    from agent.engine.apply import ApplyReport
+    from agent.engine.cycle import SyncResult
+    sent = Op(OpKind.UPDATE_USER, "a@example.org", "1")
+    waiting = Op(OpKind.UPDATE_USER, "b@example.org", "2")
+    report = ApplyReport(planned=1, applied=[sent], deferred=[waiting], interrupted=True)
+    result = split_ws.agent()._out_of_time(SyncResult(Outcome.INTERRUPTED, report=report,
+                                                      message="interrupted: ..."))
+    assert result.outcome is Outcome.REFUSED and "held back" in result.message
+    clean = ApplyReport(planned=1, applied=[sent], interrupted=True)
+    assert split_ws.agent()._out_of_time(
+        SyncResult(Outcome.INTERRUPTED, report=clean)).outcome is Outcome.OK

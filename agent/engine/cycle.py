@@ -376,7 +376,6 @@ class Agent:
         report.interrupted = False
         left = report.planned - len(report.applied) - len(report.failed) - len(report.refused)
         if report.planned and left <= 0:        # the time ran out just as the last one ended
-            report.interrupted = False
             outcome, message = _outcome(report, report.held)
             return dataclasses.replace(result, outcome=outcome, message=message)
         if not report.planned:
