@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from agent.cli.main import main
 from agent.core.outcome import Outcome
 from agent.core.quarantine import BACKOFF, Deferral, backoff, waiting
@@ -95,16 +97,18 @@ def test_a_refused_change_waits_longer_each_time_and_never_blocks_the_others(fak
     assert not json.loads(capsys.readouterr().out)["failures"]
 
 
-def test_a_transient_failure_is_not_held_back(fake_split, split_ws):
+@pytest.mark.parametrize("status", [503, 408, 425])      # 4xx that mean "not now"
+def test_a_transient_failure_is_not_held_back(fake_split, split_ws, status):
     ws, clock = split_ws, Clock()
     people = [user("1", "b@example.org", title="Engineer")]
     ws.write_directory(people, [])
     ws.agent(now=clock).sync()
     bob = bob_id(fake_split)
-    fake_split.refuse("PATCH", f"/Users/{bob}", 503, "busy", None)
+    fake_split.refuse("PATCH", f"/Users/{bob}", status, "busy", None)
     people[0] = user("1", "b@example.org", title="Lead")
     ws.write_directory(people, [])
-    ws.agent(now=clock).sync()
+    failed = ws.agent(now=clock).sync()
+    assert failed.outcome is Outcome.PARTIAL, failed.message     # retried, not a refusal
     fake_split.stop_refusing()
     fake_split.reset_log()
     assert ws.agent(now=clock).sync().outcome is Outcome.OK    # the very next cycle
@@ -142,13 +146,3 @@ def test_what_only_follows_a_refusal_is_a_refusal_too_every_cycle(fake_split, sp
     assert second.outcome is Outcome.REFUSED, second.message
     assert "held back" in second.message
 
-
-def test_a_408_is_a_failure_to_retry_not_a_refusal(fake_split, split_ws):
-    ws, clock = split_ws, Clock()
-    ws.write_directory([user("1", "b@example.org")], [])
-    fake_split.refuse("POST", "/Users", 408, "request timeout")
-    result = ws.agent(now=clock).sync()
-    assert result.outcome is Outcome.PARTIAL, result.message
-    fake_split.stop_refusing()
-    assert ws.agent(now=clock).sync().outcome is Outcome.OK     # not held back 15 minutes
-    assert [u["userName"] for u in fake_split.users.values()] == ["b@example.org"]
