@@ -759,6 +759,32 @@ def test_a_restarted_daemon_takes_its_last_outcome_and_last_success_from_the_run
     assert body["last_success"] == local(wall[0])
 
 
+def test_a_cycle_that_finds_the_snapshot_in_use_tries_again_soon(tmp_path, fake, capsys):
+    """A manual sync (or a plan reading the snapshot shared) used to cost the daemon a whole
+    period: on a daily schedule, a day without syncing. It now tries again within a minute,
+    and never sooner than its period."""
+    from agent.store.locks import lock_snapshot, reader_lock
+
+    setup = Setup(tmp_path, fake, interval="1d")
+    write_source(setup.source, range(2))
+    assert cli_main(["--config", str(setup.config), "sync"]) == 0
+    d = InProcessDaemon(load(setup.config), setup.config, environ={})
+    d._open_state()
+    db = tmp_path / "state" / "state.db"
+    requests = len(fake.requests)
+    for take in (lock_snapshot, reader_lock):
+        with take(db):
+            started = d._now()
+            d._end_tick(started, d._cycle())
+        assert "in use by another scim-agent" in capsys.readouterr().err  # the CLI's logging
+        assert d.standing.next_run - started <= dt.timedelta(minutes=1, seconds=5)
+        assert d.standing.failures == 0 and len(fake.requests) == requests   # not a failure
+    d._end_tick(d._now(), d._cycle())              # free again: a cycle, then the period
+    assert d.standing.next_run - d._now() > dt.timedelta(hours=23)
+    assert Schedule(ScheduleConfig(interval=dt.timedelta(seconds=10))).busy_retry(
+        dt.datetime(2026, 1, 1)) == dt.datetime(2026, 1, 1, 0, 0, 10)
+
+
 def test_a_daemon_on_a_new_snapshot_has_no_last_success(tmp_path, fake):
     setup = Setup(tmp_path, fake)
     d = InProcessDaemon(load(setup.config), setup.config, environ={})

@@ -102,6 +102,7 @@ class Daemon:
         self._idle = threading.Event()
         self._idle.set()
         self._in_cycle = False
+        self._busy = False             # the last cycle found the snapshot in use
         self._cycle_started: dt.datetime | None = None
         self._config_fp = config_fingerprint(config)
         self._daemon_lock: FileLock | None = None
@@ -245,11 +246,17 @@ class Daemon:
         st = self.standing
         with self._lock:
             self._in_cycle = False
+            busy, self._busy = self._busy, False
             if self.stop.is_set():
                 st.next_run = None
+            elif busy:
+                st.next_run = self.schedule.busy_retry(ended)
             else:   # resumed by _after_tick, once APScheduler counts this run as done
                 st.next_run = self.schedule.next_run(started, ended, 0 if st.hold else st.failures)
-        if st.failures and not st.hold and st.next_run:
+        if busy and st.next_run:
+            log.info("the snapshot is in use by another scim-agent (a manual sync, or a plan "
+                     "reading it); skipping this cycle, trying again at %s", local(st.next_run))
+        elif st.failures and not st.hold and st.next_run:
             log.warning("%d failed cycle(s) in a row; next attempt at %s (backing off %s)",
                         st.failures, local(st.next_run),
                         format_duration(self.schedule.backoff(st.failures)))
@@ -288,8 +295,7 @@ class Daemon:
                             pacers=self._pacers)
         result = agent.sync(stop=self.stop, progress=self.watchdog.beat, mode="run")
         if result.busy:     # asked of the lock itself: no probe that could race a manual sync
-            log.info("the snapshot is in use by another scim-agent (a manual sync?); "
-                     "skipping this cycle")
+            self._busy = True
             return ""
         return self._record(result)
 

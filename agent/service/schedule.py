@@ -16,6 +16,7 @@ from ..config import ScheduleConfig, format_duration
 from .clock import utc_now
 
 MAX_DOUBLINGS = 30           # 2**30 periods exceeds any max_backoff; keeps the product finite
+BUSY_RETRY = dt.timedelta(minutes=1)   # a cycle that found the snapshot in use tries again
 
 
 class Schedule:
@@ -49,6 +50,11 @@ class Schedule:
         else:  # a cycle longer than the interval is followed at once, never overlapped
             due = max(started + self.config.effective_interval, ended)
         return max(due, ended + self.backoff(failures))
+
+    def busy_retry(self, ended: dt.datetime) -> dt.datetime:
+        """After a cycle that found the snapshot in use (a manual ``sync``, an admin's
+        ``plan`` reading it): soon, not a whole period later; never sooner than a period."""
+        return ended + min(BUSY_RETRY, self.period())
 
     def describe(self) -> str:
         if self.cron is not None:
