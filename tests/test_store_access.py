@@ -295,3 +295,38 @@ def test_a_link_to_a_missing_folder_is_named(tmp_path, split_ws, capsys, command
     assert code == 1
     one_sentence(out + err, f"{tmp_path / 'mnt'} is a symlink to {tmp_path / 'not-mounted'}, "
                             "which does not exist")
+
+
+def _mount_read_only(folder: Path) -> bool:
+    """Bind ``folder`` over itself read-only (root with CAP_SYS_ADMIN); False if not allowed."""
+    bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if bind.returncode != 0:
+        return False
+    ro = subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True)
+    if ro.returncode != 0:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
+                    reason="a bind mount needs root")
+def test_a_state_folder_on_a_read_only_mount_is_named_and_readers_still_serve(synced_ws,
+                                                                              capsys):
+    """``ProtectSystem=strict`` without the state folder in ``ReadWritePaths=`` (or a volume
+    mounted ``ro``): even root may not write. sync says the mount is read-only, in one
+    sentence; the readers serve the snapshot and leave it as it was."""
+    ws = synced_ws
+    folder = ws.state.parent
+    before = fingerprint(ws.state)
+    if not _mount_read_only(folder):
+        pytest.skip("this machine does not allow bind mounts")
+    try:
+        for command in (["status"], ["plan"], ["history", "ann@example.org"]):
+            assert main(["--config", str(ws.config), *command]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        assert main(["--config", str(ws.config), "sync"]) == 1
+        one_sentence(capsys.readouterr().err, f"{ws.state} is on a file system mounted read-only")
+        assert fingerprint(ws.state) == before
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
