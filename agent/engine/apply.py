@@ -152,7 +152,8 @@ class _Recorder:
                     write(*args)
                 for item in batch:
                     try:
-                        item.write(*item.args)   # each State write is atomic: a savepoint
+                        with db.atomic():        # a savepoint: a failed write leaves nothing
+                            item.write(*item.args)
                     except StateError:
                         raise
                     except Exception as exc:     # this write's own failure, not the others'
