@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors import SOURCES, source_class
+from connectors.redaction import without_credentials
 from connectors.base import TARGET_DIALECTS, USER_ATTRIBUTES, Secret, SettingError, is_loopback
 
 from . import sandbox
@@ -49,7 +50,13 @@ DEFAULT_CONFIG_PATH = Path("/etc/scim-agent/config.toml")
 
 
 class ConfigError(Exception):
-    """The config file is missing, unreadable or wrong. The message names file and key."""
+    """The config file is missing, unreadable or wrong. The message names file and key, and
+    never echoes what looks like a credential (a token pasted into a URL or an id field: the
+    config's secrets are not known to the redaction yet)."""
+
+    def __init__(self, message: str):
+        where, colon, what = message.partition(": ")     # the file's path is shown as it is
+        super().__init__(where + colon + without_credentials(what))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,33 @@ def _union(known: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Values that look like a credential, before any secret is known
+
+# A run of token characters at least 16 long with digits and letters of both cases, or a
+# run of 32 letters and digits: how access tokens, client secrets and API keys are spelt, and
+# how no host name label, key name, GUID or folder name usually is.
+_CREDENTIAL_LIKE = re.compile(r"(?<![\w~+=-])[\w~+=-]{16,}(?![\w~+=-])")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with every run that looks like a credential replaced by a note of its
+    length. For messages about a value rejected before its config is loaded (so before its
+    secrets are known to :func:`redact`): a token pasted into a URL or an id field must not
+    be echoed into a terminal or the journal."""
+    return _CREDENTIAL_LIKE.sub(_hidden, text)
+
+
+def _hidden(match: re.Match) -> str:
+    run = match.group()
+    mixed = re.search(r"[a-z]", run) and re.search(r"[A-Z]", run) and re.search(r"\d", run)
+    long_key = len(run) >= 32 and re.fullmatch(r"[A-Za-z0-9]+", run) and re.search(r"\d", run)
+    if _GUID.match(run) or not (mixed or long_key):
+        return run
+    return f"[{len(run)} characters hidden: they look like a secret]"
+
+
+# ---------------------------------------------------------------------------------------------
 # Control characters
 
 # C0 and C1 controls (tab and newline included: a name holds neither), DEL, the Unicode line

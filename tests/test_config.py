@@ -783,3 +783,44 @@ def test_a_secret_file_that_is_a_pipe_or_a_folder_is_refused_not_read_for_ever(t
         with pytest.raises(ConfigError, match=rf"\[target\] token: secret file .*{name} is "
                                               r"not a regular file"):
             load(path)
+
+
+# ------------------------------------------------------------------ a pasted secret is not echoed
+
+PASTED = "Zq8Q~k2LmN4pR7sT9vW1xY3zA5bC6dE8fG0hJ"     # a client secret's shape, nothing real
+
+
+@pytest.mark.parametrize("source, target", [
+    # the URL and the token Split shows, copied together
+    ('type = "file"\npath = "directory.json"',
+     f'url = "https://split.example.test/scim/v2 {PASTED}"'),
+    ('type = "file"\npath = "directory.json"',
+     f'url = "https://split.example.test/scim/v2?token={PASTED}"'),
+    # the secret in the id field next to it, or after the org URL
+    ('type = "entra"\ntenant_id = "contoso.onmicrosoft.com"\n'
+     f'client_id = "{PASTED}"\nclient_secret = "s"', None),
+    (f'type = "entra"\ntenant_id = "{PASTED}"\n'
+     'client_id = "0f8fad5b-d9cb-469f-a165-70867728950e"\nclient_secret = "s"', None),
+    (f'type = "okta"\norg_url = "https://acme.okta.com/{PASTED}"\ntoken = "t"', None),
+    (f'type = "okta"\norg_url = "https://acme.okta.com {PASTED}"\ntoken = "t"', None),
+    (f'type = "ldap"\nurl = "ldaps://dc1.example.test {PASTED}"\nuser_base = "dc=example,dc=test"',
+     None),
+])
+def test_a_secret_pasted_into_a_plain_field_is_not_echoed(tmp_path, source, target):
+    """The config is refused before its secrets are known to the redaction, so the message
+    itself must not repeat what looks like one (it reaches the terminal and, under systemd,
+    the journal at every restart)."""
+    text = config_text(source=source, **({"target": target} if target else {}))
+    message = load_error(tmp_path, text)
+    assert PASTED not in message and PASTED[:12] not in message, message
+    assert "] url:" in message or "] client_id:" in message or "] tenant_id:" in message \
+        or "] org_url:" in message, message                   # the key is still named
+
+
+def test_ordinary_values_in_a_message_are_shown_as_they_are(tmp_path):
+    message = load_error(tmp_path, config_text(
+        source='type = "entra"\ntenant_id = "organizations"\n'
+               'client_id = "0f8fad5b-d9cb-469f-a165-70867728950e"\nclient_secret = "s"'))
+    assert "'organizations' is not one tenant" in message
+    message = load_error(tmp_path, config_text(source='type = "ldpa"'))
+    assert "'ldpa' is not one of" in message and "hidden" not in message

@@ -127,4 +127,5 @@ def _is_ldap_url(url: str) -> bool:
         parts.port                          # raises ValueError when it is not a number
     except ValueError:
         return False
-    return parts.scheme in ("ldap", "ldaps") and bool(parts.hostname)
+    return (parts.scheme in ("ldap", "ldaps") and bool(parts.hostname)
+            and url.isascii() and url.isprintable() and not any(c.isspace() for c in url))

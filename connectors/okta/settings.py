@@ -96,7 +96,11 @@ class Settings:
 
 def org_base(value: str) -> str:
     """``scheme://host[:port]`` of an org URL, or SettingError("org_url") if it is not one."""
-    url = httpx.URL(value.strip().rstrip("/"))
+    bare = value.strip()
+    if not bare.isascii() or not bare.isprintable() or any(c.isspace() for c in bare):
+        raise SettingError("org_url", "holds a space, a line break or a non-ASCII character; "
+                                      "an org URL is plain, e.g. https://acme.okta.com")
+    url = httpx.URL(bare.rstrip("/"))
     if not url.host or url.path not in ("", "/") or url.query:
         raise SettingError("org_url", f"{value!r} must be the bare org URL, "
                                       f"e.g. https://acme.okta.com")
