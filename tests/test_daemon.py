@@ -785,6 +785,44 @@ def test_a_cycle_that_finds_the_snapshot_in_use_tries_again_soon(tmp_path, fake,
         dt.datetime(2026, 1, 1)) == dt.datetime(2026, 1, 1, 0, 0, 10)
 
 
+def test_a_cycle_whose_every_write_fails_is_a_failed_cycle_not_a_success(tmp_path, fake,
+                                                                         capsys):
+    """Split that answers reads but refuses every write (503) used to leave /healthz "ok"
+    for ever, with last_success renewed each cycle and no back-off: the cycle "ran to its
+    end". Now a cycle that applied nothing while operations failed counts as failed (exit 4
+    still); one that applied something and failed the rest is partial, a success."""
+    from agent.core.outcome import Outcome
+
+    setup = Setup(tmp_path, fake, interval="1m")
+    write_source(setup.source, range(2))
+    assert cli_main(["--config", str(setup.config), "sync"]) == 0
+    d = InProcessDaemon(load(setup.config), setup.config, environ={})
+    d._open_state()
+    d._end_tick(d._now(), d._cycle())                     # a quiet cycle: ok
+    succeeded = d.standing.last_success
+    assert d.standing.last_outcome is Outcome.OK and succeeded is not None
+
+    write_source(setup.source, range(4))
+    fake.refuse("POST", "/Users", 503, "maintenance", None)
+    for failures in (1, 2):
+        started = d._now()
+        d._end_tick(started, d._cycle())
+        st = d.standing
+        assert st.last_outcome is Outcome.FAILED and st.failures == failures
+        assert st.last_success == succeeded                # not renewed
+        assert st.next_run - started >= d.schedule.backoff(failures)     # backing off
+    assert d.health()[1]["status"] == "retrying"
+    said = capsys.readouterr()                      # the log, as the CLI's sync set it up
+    assert "ERROR agent.service.daemon: cycle failed: applied 0 of 3 operations; 2 failed" \
+        in said.out + said.err
+    assert cli_main(["--config", str(setup.config), "sync"]) == 4     # the exit status as before
+
+    fake.stop_refusing()
+    d._end_tick(d._now(), d._cycle())
+    assert d.standing.last_outcome is Outcome.OK and d.standing.failures == 0
+    assert d.standing.last_success > succeeded and len(fake.users) == 4
+
+
 def test_a_daemon_on_a_new_snapshot_has_no_last_success(tmp_path, fake):
     setup = Setup(tmp_path, fake)
     d = InProcessDaemon(load(setup.config), setup.config, environ={})

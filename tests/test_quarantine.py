@@ -108,7 +108,7 @@ def test_a_transient_failure_is_not_held_back(fake_split, split_ws, status):
     people[0] = user("1", "b@example.org", title="Lead")
     ws.write_directory(people, [])
     failed = ws.agent(now=clock).sync()
-    assert failed.outcome is Outcome.PARTIAL, failed.message     # retried, not a refusal
+    assert failed.outcome is Outcome.FAILED, failed.message      # retried, not a refusal
     fake_split.stop_refusing()
     fake_split.reset_log()
     assert ws.agent(now=clock).sync().outcome is Outcome.OK    # the very next cycle

@@ -51,6 +51,7 @@ EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_GUARD, EXIT_FAILED_OPS, EXIT_REFUSED = 0
 EXIT_INTERRUPTED = 130      # the shell's convention for a run stopped by SIGINT
 EXIT_USAGE = EXIT_ERROR     # a wrong command line is an error; argparse's own 2 means "changes"
 _EXIT_OF = {Outcome.OK: EXIT_OK, Outcome.REFUSED: EXIT_REFUSED, Outcome.PARTIAL: EXIT_FAILED_OPS,
+            Outcome.FAILED: EXIT_FAILED_OPS,
             Outcome.GUARD: EXIT_GUARD, Outcome.INTERRUPTED: EXIT_INTERRUPTED,
             Outcome.DECLINED: EXIT_OK, Outcome.ERROR: EXIT_ERROR}
 

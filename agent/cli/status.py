@@ -150,5 +150,5 @@ def _run_line(run: dict) -> str:
     if run["outcome"] == "ok":
         return head + (applied or "no changes")
     parts = [f"applied {applied}" if applied else "", f"{run['failed']} failed" if run["failed"]
-             else "", run["message"] if run["outcome"] != "partial" else ""]
+             else "", run["message"] if run["outcome"] not in ("partial", "failed") else ""]
     return head + "; ".join(p for p in parts if p)

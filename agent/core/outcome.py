@@ -17,6 +17,9 @@ class Outcome(StrEnum):
                                # or held (a rule of the target, a source record to fix): a
                                # person must act, no retry helps
     PARTIAL = "partial"        # the cycle ran to its end, some operations failed (retried)
+    FAILED = "failed"          # the cycle ran to its end, operations failed and none could be
+                               # applied (retried): for the daemon a failed cycle, so that a
+                               # target that takes reads but no writes is not "ok" for ever
     GUARD = "guard"            # a safety guard stopped the cycle before anything was sent
     INTERRUPTED = "interrupted"  # a stop was asked for (SIGTERM, Ctrl-C): what was applied
                                  # is recorded, nothing new was sent

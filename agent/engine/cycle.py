@@ -389,7 +389,8 @@ class Agent:
                    + (f", {len(report.failed)} failed" if report.failed else "")
                    + f"; {left} wait for the next cycle")
         log.warning("%s", message)
-        return SyncResult(Outcome.PARTIAL, plan=result.plan, report=report, message=message,
+        return SyncResult(Outcome.PARTIAL if report.applied else Outcome.FAILED,
+                          plan=result.plan, report=report, message=message,
                           adopted=result.adopted, warnings=result.warnings + [message],
                           target_read=result.target_read, duration=result.duration)
 
@@ -510,7 +511,7 @@ def _outcome(report: ApplyReport, held: list) -> tuple[Outcome, str]:
     if report.interrupted:
         return Outcome.INTERRUPTED, f"interrupted: {message}; nothing more was sent"
     if retried:
-        return Outcome.PARTIAL, message
+        return (Outcome.PARTIAL if report.applied else Outcome.FAILED), message
     return (Outcome.REFUSED if refused else Outcome.OK), message
 
 

@@ -309,6 +309,8 @@ class Daemon:
         st.last_finished = self._now()
         st.last_message = result.message
         if result.outcome.succeeded:
+            if result.outcome is Outcome.PARTIAL:
+                log.warning("cycle partial: %s", result.message)
             if st.failures:
                 log.info("the cycle succeeded after %d failed one(s)", st.failures)
             st.failures = 0
@@ -445,4 +447,5 @@ class Daemon:
 
     def health(self) -> tuple[int, dict]:
         return self.standing.health(now=self._now(), period=self.schedule.period(),
-                                    token_days_left=token_days_left(self.config))
+                                    token_days_left=token_days_left(self.config),
+                                    syncing=self._in_cycle and self.watchdog.cycle_progressing())

@@ -83,20 +83,30 @@ class Standing:
         return " ".join(text.split())[:400]
 
     def health(self, *, now: dt.datetime, period: dt.timedelta,
-               token_days_left: int | None) -> tuple[int, dict]:
-        """/healthz: 200 while the last cycle succeeded, or the last success (or the start)
-        is younger than HEALTHY_PERIODS periods; 503 when held or failing longer. Until this
-        process ends its first cycle it is "starting" (showing what the history says), for
-        HEALTHY_PERIODS periods at most."""
-        reference = self.last_success or self.started_at
+               token_days_left: int | None, syncing: bool = False) -> tuple[int, dict]:
+        """/healthz: 200 while the last cycle succeeded and ended less than HEALTHY_PERIODS
+        periods ago, or the last success (or the start) is that young; 503 when held or
+        failing longer, and when no cycle has ended for that long (skipped because another
+        agent holds the snapshot, say: a prompt left unanswered). ``syncing``: a cycle is
+        under way and making progress (the watchdog's word); a long first cycle, or a long
+        one after a success, is "syncing", not failing. Until this process ends its first
+        cycle it is "starting" (showing what the history says), for HEALTHY_PERIODS periods
+        at most."""
+        window = period * HEALTHY_PERIODS
+
+        def fresh(moment: dt.datetime | None) -> bool:
+            return moment is not None and now - moment <= window
+
+        succeeded = self.last_outcome is not None and self.last_outcome.succeeded
         if self.hold:
             status = "held"
-        elif self.restored:
-            status = "starting" if now - self.started_at <= period * HEALTHY_PERIODS \
-                else "failing"
-        elif self.last_outcome is not None and self.last_outcome.succeeded:
+        elif not self.restored and succeeded and fresh(self.last_finished):
             status = "ok"
-        elif now - reference <= period * HEALTHY_PERIODS:
+        elif syncing and (self.restored or self.last_outcome is None or succeeded):
+            status = "syncing"
+        elif self.restored:
+            status = "starting" if fresh(self.started_at) else "failing"
+        elif fresh(self.last_success or self.started_at):
             status = "retrying" if self.last_outcome else "starting"
         else:
             status = "failing"
@@ -110,7 +120,7 @@ class Standing:
             "next_run": local(self.next_run) if self.next_run else None,
             "token_days_left": token_days_left,
         }
-        return (200 if status in ("ok", "retrying", "starting") else 503), body
+        return (200 if status in ("ok", "syncing", "retrying", "starting") else 503), body
 
 
 def _moment(stamp: str | None) -> dt.datetime | None:
