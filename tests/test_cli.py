@@ -305,7 +305,7 @@ def test_sync_json_lists_what_was_applied_and_adopted(capsys, split_ws, fake_spl
     assert report["failed"] == []
 
 
-def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog):
+def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog, monkeypatch):
     import io
     import logging
 
@@ -325,8 +325,12 @@ def test_progress_is_a_line_on_a_terminal_and_log_lines_otherwise(caplog):
         plain = Progress(io.StringIO())
         for done in range(1, 101):
             plain(done, 100)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("applied ")]
-    assert len(lines) == 11 and lines[-1] == "applied 100 of 100 operations"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("processed ")]
+    assert len(lines) == 11 and lines[-1] == "processed 100 of 100 operations"
+
+    # as sync makes it: on the stderr of the moment, which is a terminal here
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert Progress().tty
 
 
 # ------------------------------------------------------------------ interrupted runs

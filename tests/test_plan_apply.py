@@ -7,10 +7,13 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from agent.cli.main import main
 from agent.core.outcome import Outcome
@@ -148,8 +151,9 @@ def _read(leader: int, until: bytes, seen: bytes, deadline: float) -> bytes:
     return seen
 
 
-def _on_a_terminal(ws, answer: str) -> tuple[int, str]:
-    """``scim-agent sync`` with stdin and stdout on a pseudo-terminal, answering ``answer``."""
+def _on_a_terminal(ws, answer: str | signal.Signals) -> tuple[int, str]:
+    """``scim-agent sync`` with stdin and stdout on a pseudo-terminal, answering ``answer``
+    (or sending that signal at the question)."""
     leader, follower = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(ws.config), "sync"],
@@ -157,7 +161,10 @@ def _on_a_terminal(ws, answer: str) -> tuple[int, str]:
     os.close(follower)
     deadline = time.monotonic() + 60
     seen = _read(leader, b"Type yes to apply", b"", deadline)
-    os.write(leader, answer.encode() + b"\n")
+    if isinstance(answer, signal.Signals):
+        proc.send_signal(answer)
+    else:
+        os.write(leader, answer.encode() + b"\n")
     seen = _read(leader, b"\x00never", seen, min(deadline, time.monotonic() + 30))
     proc.wait(timeout=30)
     os.close(leader)
@@ -172,3 +179,29 @@ def test_on_a_terminal_sync_shows_the_plan_and_asks_first(split_ws, fake_split):
     code, screen = _on_a_terminal(split_ws, "yes")
     assert code == 0 and "Applied: users 2 created" in screen
     assert len(fake_split.users) == 2
+
+
+def test_ctrl_c_at_the_question_means_no(split_ws, fake_split):
+    """It used to print "stopping: the requests in flight finish", wait on, and after a late
+    "yes" say "interrupted" and then "No changes"."""
+    split_ws.write_directory(PEOPLE, [])
+    code, screen = _on_a_terminal(split_ws, signal.SIGINT)
+    assert code == 0 and "Nothing was applied." in screen, screen
+    assert "stopping" not in screen and "No changes" not in screen
+    assert fake_split.writes() == []
+
+
+def test_the_question_has_an_answer_within_its_time_or_none(tmp_path):
+    """The answer is read with a time limit (a forgotten prompt holds the snapshot lock)."""
+    from agent.cli.main import answer_within
+
+    read, write = os.pipe()
+    with os.fdopen(read) as stream, os.fdopen(write, "w") as typed:
+        started = time.monotonic()
+        assert answer_within(stream, 0.2) is None and time.monotonic() - started >= 0.2
+        typed.write("yes\n")
+        typed.flush()
+        assert answer_within(stream, 5) == "yes\n"
+        typed.close()
+        with pytest.raises(EOFError):
+            answer_within(stream, 5)

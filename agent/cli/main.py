@@ -18,6 +18,7 @@ import difflib
 import json
 import logging
 import os
+import select
 import signal
 import sqlite3
 import sys
@@ -237,9 +238,14 @@ def cmd_sync(agent: Agent, args) -> int:
     return exit_code(result.outcome)
 
 
+PROMPT_TIMEOUT = 600.0      # seconds: the snapshot is locked while sync asks (the daemon waits)
+
+
 def _prompt(agent: Agent):
     """On a terminal, show the plan and ask before anything is sent; None otherwise (cron,
-    the daemon, a pipe: they never ask)."""
+    the daemon, a pipe: they never ask). Ctrl-C at the question, end of input, and no answer
+    within PROMPT_TIMEOUT all mean no: the question holds the snapshot lock, and a prompt
+    left open in a forgotten terminal must not stop the daemon's cycles for good."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return None
 
@@ -248,16 +254,35 @@ def _prompt(agent: Agent):
         # the question on stdout, where the plan is (input() would put it on stderr)
         print(f"\nApply these {len(plan.sendable)} change(s) to {agent.config.target.url}? "
               "Type yes to apply: ", end="", flush=True)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            answer = input()
-        except EOFError:
+            answer = answer_within(sys.stdin, PROMPT_TIMEOUT)
+        except (KeyboardInterrupt, EOFError):
             answer = ""
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if answer is None:
+            print(f"\nNo answer within {PROMPT_TIMEOUT / 60:g} minutes. Nothing was applied "
+                  "(a sync does not hold the snapshot longer while it waits; 'plan --out "
+                  "FILE', then 'sync --plan FILE', reviews at leisure).")
+            return False
         if answer.strip().lower() not in ("y", "yes"):
-            print("Nothing was applied.")
+            print("\nNothing was applied." if not answer else "Nothing was applied.")
             return False
         print()
         return True
     return confirm
+
+
+def answer_within(stream, timeout: float) -> str | None:
+    """A line typed on ``stream`` within ``timeout`` seconds, or None; EOFError at its end."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        return None
+    line = stream.readline()
+    if not line:
+        raise EOFError
+    return line
 
 
 @contextlib.contextmanager

@@ -142,7 +142,7 @@ class Progress:
 
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr   # as it is now, not at import
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.last_step = -1
         self.last_draw = 0.0
 
@@ -161,7 +161,7 @@ class Progress:
             step = done * 10 // total
             if step != self.last_step:
                 self.last_step = step
-                log.info("applied %d of %d operations", done, total)
+                log.info("processed %d of %d operations", done, total)  # failed ones too
 
 
 def sync_json(result: SyncResult, exit_status: int) -> dict:
@@ -270,7 +270,9 @@ def print_sync(result: SyncResult) -> None:
         print(line)
     if lines:
         print()
-    if not (report.applied or failed or report.refused or report.deferred or report.fatal):
+    if report.interrupted and not (report.applied or failed):
+        print("Interrupted before anything was sent: nothing was applied.")
+    elif not (report.applied or failed or report.refused or report.deferred or report.fatal):
         if result.target_read is not None:
             print("No changes: the source, the snapshot and Split agree (Split was read this "
                   "cycle).")
