@@ -293,6 +293,10 @@ def _coerce(hint: Any, value: Any, where: str, ctx: _Context, resolve: bool = Tr
             path = Path(value).expanduser()
             return path if path.is_absolute() else (ctx.base / path)
         if hint is dt.timedelta:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                raise ValueError(f"{value} has no unit, and a bare number is ambiguous (seconds? "
+                                 f"minutes?); write it with one, such as \"30s\", \"5m\" or "
+                                 f"\"1h\"")
             return parse_duration(value)
         if hint is dt.date:
             if isinstance(value, dt.datetime):
@@ -381,6 +385,11 @@ def _check_values(config: Config, ctx: _Context) -> None:
         except SettingError as exc:
             raise ctx.error("[target] ca_file", exc.message)
     s = config.schedule
+    for key in ("interval", "max_backoff"):
+        value = getattr(s, key)
+        if value is not None and value < dt.timedelta(seconds=1):
+            raise ctx.error(f"[schedule] {key}", f"{format_duration(value)} is shorter than a "
+                                                 "second; a schedule counts in seconds at least")
     if s.interval and s.cron:
         raise ctx.error("[schedule]", "set interval or cron, not both")
     if s.cron:
@@ -389,8 +398,13 @@ def _check_values(config: Config, ctx: _Context) -> None:
             CronTrigger.from_crontab(s.cron)
         except ValueError as exc:
             raise ctx.error("[schedule] cron", f"not a crontab expression: {exc}")
-    if config.metrics.listen and not re.match(r"^[\w.\-\[\]:]+:\d+$", config.metrics.listen):
-        raise ctx.error("[metrics] listen", "expected host:port such as 127.0.0.1:9464")
+    if config.metrics.listen:
+        listen = re.match(r"^[\w.\-\[\]:]+:(\d+)$", config.metrics.listen)
+        if not listen:
+            raise ctx.error("[metrics] listen", "expected host:port such as 127.0.0.1:9464")
+        if not 1 <= int(listen.group(1)) <= 65535:
+            raise ctx.error("[metrics] listen", f"port {listen.group(1)} is not a TCP port "
+                                                "(1 to 65535)")
 
 
 

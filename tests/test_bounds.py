@@ -184,7 +184,7 @@ def test_max_response_mb_is_the_cap_of_a_sync(tmp_path, capsys):
 
 @pytest.mark.parametrize("line, message", [
     ('max_wait = "2h"', "[target] max_wait: must be at most 1h"),
-    ("max_wait = 0", "[target] max_wait: a duration must be positive"),
+    ("max_wait = \"0s\"", "[target] max_wait: a duration must be positive"),
     ("max_response_mb = 0", "[target] max_response_mb: must be between 1 and 4096"),
     ('max_response_mb = "big"', "[target] max_response_mb: expected a whole number"),
 ])

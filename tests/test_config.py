@@ -303,10 +303,22 @@ def test_wrong_type_names_the_key(tmp_path, kwargs, where):
     assert "expected" in message
 
 
-@pytest.mark.parametrize("value", ['"5 minutes"', '"0s"', '"-5m"', '"m"', "true", '""'])
+@pytest.mark.parametrize("value", ['"5 minutes"', '"0s"', '"-5m"', '"m"', "true", '""',
+                                   "5", "2.5", '"100ms"'])
 def test_bad_duration_names_the_key(tmp_path, value):
     message = load_error(tmp_path, config_text(extra=f"[schedule]\ninterval = {value}"))
     assert "[schedule] interval" in message
+
+
+@pytest.mark.parametrize("section, key", [("schedule", "max_backoff"), ("sync", "max_cycle_time"),
+                                          ("sync", "reconcile_every"), ("target", "max_wait")])
+def test_a_bare_number_is_no_duration_for_any_key(tmp_path, section, key):
+    """``interval = 5`` meant five minutes to the one who wrote it and ran a cycle every five
+    seconds: every duration is written with its unit."""
+    text = config_text(extra=f"[{section}]\n{key} = 5") if section != "target" else \
+        config_text(target='url = "https://split.example.test/scim/v2"\nmax_wait = 5')
+    message = load_error(tmp_path, text)
+    assert f"[{section}] {key}" in message and "has no unit" in message
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -815,6 +827,12 @@ def test_a_secret_pasted_into_a_plain_field_is_not_echoed(tmp_path, source, targ
     assert PASTED not in message and PASTED[:12] not in message, message
     assert "] url:" in message or "] client_id:" in message or "] tenant_id:" in message \
         or "] org_url:" in message, message                   # the key is still named
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:0"])
+def test_a_metrics_port_out_of_range_is_named_at_load(tmp_path, listen):
+    message = load_error(tmp_path, config_text(extra=f'[metrics]\nlisten = "{listen}"'))
+    assert "[metrics] listen" in message and "not a TCP port" in message
 
 
 def test_ordinary_values_in_a_message_are_shown_as_they_are(tmp_path):
