@@ -8,6 +8,7 @@ rotation. Every wait is bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -337,18 +338,27 @@ def test_watchdog_pings_every_half_interval_and_stops_when_a_cycle_stalls(caplog
 def test_a_hold_says_what_lifts_it_by_its_kind_not_its_text(tmp_path, fake):
     from agent.core.outcome import Hold, HoldKind
     from agent.service.holds import PushHold
+    from connectors.base import Secret
     config = load(Setup(tmp_path, fake).config)
     since = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     under_systemd = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
 
-    def how(kind: HoldKind, reason: str, environ) -> str:
+    def how(kind: HoldKind, reason: str, environ, config=config) -> str:
         return PushHold.start(Hold(kind, reason), since, 0, config, "fp", environ).describe()
 
-    assert "restart the service" in how(HoldKind.TOKEN_REJECTED, "401 from Split", under_systemd)
-    assert "reload the service" in how(HoldKind.TOKEN_REJECTED, "401 from Split", {})
+    def token_from(origin: str):
+        token = Secret("t0k3n-value", origin)
+        return dataclasses.replace(config, target=dataclasses.replace(config.target, token=token))
+
+    # a token file is read again on reload; a credential or the environment only at start
+    assert "reload the service" in how(HoldKind.TOKEN_REJECTED, "401 from Split", under_systemd)
+    for origin in ("credential scim_token", "environment variable SCIM_TOKEN"):
+        for environ in (under_systemd, {}):
+            assert "restart the service" in how(HoldKind.TOKEN_REJECTED, "401 from Split",
+                                                environ, token_from(origin))
     # a guard stop whose message happens to say "token" is still lifted by a reload
     assert "reload the service" in how(HoldKind.GUARD, "safety guard: token users gone",
-                                       under_systemd)
+                                       under_systemd, token_from("credential scim_token"))
 
 
 def test_the_service_never_imports_the_command_line():
@@ -651,6 +661,15 @@ def _unit_settings(path: Path) -> list[tuple[str, str]]:
             if line and not line.startswith(("#", "[")) and "=" in line]
 
 
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_the_stop_grace_ends_before_systemd_kills_the_agent(name):
+    """A stop lets the requests in flight finish for up to [target] timeout + 10 s; past the
+    unit's TimeoutStopSec systemd would SIGKILL it mid-write, so the grace is capped below."""
+    from agent.service.daemon import STOP_GRACE_LIMIT
+    stop = re.search(r"^TimeoutStopSec=(\d+)s$", UNITS[name].read_text(), re.M)
+    assert stop and STOP_GRACE_LIMIT + 5 <= int(stop.group(1))
+
+
 def test_the_template_differs_from_the_single_unit_only_in_what_is_per_organisation():
     """Same hardening, same everything, except the names that carry the instance (%i): its
     config, its state folder, its token and its description."""
@@ -821,6 +840,26 @@ def test_a_cycle_whose_every_write_fails_is_a_failed_cycle_not_a_success(tmp_pat
     d._end_tick(d._now(), d._cycle())
     assert d.standing.last_outcome is Outcome.OK and d.standing.failures == 0
     assert d.standing.last_success > succeeded and len(fake.users) == 4
+
+
+def test_a_cycle_that_fails_unexpectedly_is_counted_everywhere_a_failed_cycle_is(tmp_path,
+                                                                                   fake):
+    setup = Setup(tmp_path, fake, interval="1m")
+    d = InProcessDaemon(load(setup.config), setup.config, environ={})
+    d._open_state()
+
+    class Scheduler:
+        def pause_job(self, _id):
+            pass
+
+    def broken():
+        raise RuntimeError("a bug")
+
+    d.scheduler, d._cycle = Scheduler(), broken
+    d._tick()
+    assert d.standing.failures == 1 and d.standing.next_run is not None
+    assert re.search(r'^scim_agent_cycles_total\{outcome="error"\} 1\.0$',
+                     d.metrics.render().decode(), re.M)
 
 
 def test_a_daemon_on_a_new_snapshot_has_no_last_success(tmp_path, fake):

@@ -63,6 +63,7 @@ from .schedule import Schedule
 log = logging.getLogger(__name__)
 
 JOB_ID = "cycle"
+STOP_GRACE_LIMIT = 80.0   # seconds: the units' TimeoutStopSec=90s SIGKILLs after 90
 SUCCEEDED = [o.value for o in Outcome if o.succeeded]
 ENDED = [o.value for o in Outcome if o is not Outcome.INTERRUPTED]   # what _record counts
 
@@ -182,7 +183,8 @@ class Daemon:
             log.info("stopping: the requests in flight finish, nothing new is sent")
         self.stop.set()
         self.scheduler.shutdown(wait=False)
-        grace = self.config.target.timeout + 10
+        # a request in flight may take [target] timeout; never longer than the unit lets us
+        grace = min(self.config.target.timeout + 10, STOP_GRACE_LIMIT)
         deadline = self._clock() + grace
         while not self._idle.wait(0.1):
             if self._clock() > deadline:
@@ -331,6 +333,7 @@ class Daemon:
         st.cycle_ended()
         st.failures += 1
         st.last_outcome, st.last_message, st.last_finished = Outcome.ERROR, message, self._now()
+        self.metrics.cycles.labels(Outcome.ERROR.value).inc()   # counted as any failed cycle
 
     # -- hold -------------------------------------------------------------------------------
 

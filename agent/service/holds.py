@@ -40,14 +40,16 @@ class PushHold:
     after_run: int            # a manual sync recorded after this run id can lift the hold
     fingerprint: str          # content of the config and its secrets when the hold began
     files: tuple              # cheap (mtime, size, inode) signature, checked every tick
-    restart_needed: bool = False   # the token comes from systemd credentials
+    restart_needed: bool = False   # the token is read once, at start
 
     @classmethod
     def start(cls, hold: Hold, since: dt.datetime, after_run: int, config: Config,
               fingerprint: str, environ: Mapping[str, str]) -> "PushHold":
-        # systemd copies credentials at start: only a restart brings a new token in
-        restart = hold.kind is HoldKind.TOKEN_REJECTED and bool(
-            environ.get("CREDENTIALS_DIRECTORY"))
+        # systemd copies credentials at start, and a process's environment is fixed when it
+        # starts: only a restart brings a new token in. A token file is read again on reload.
+        origin = config.target.token.origin if config.target.token is not None else ""
+        restart = hold.kind is HoldKind.TOKEN_REJECTED and origin.startswith(
+            ("credential ", "environment variable "))
         return cls(hold, since, after_run, fingerprint, file_signature(config, environ),
                    restart)
 
