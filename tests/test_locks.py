@@ -67,3 +67,18 @@ def test_a_symlink_planted_as_the_lock_file_is_not_followed(snapshot, tmp_path):
     with pytest.raises(StateError, match="cannot take the snapshot lock"):
         State.open(snapshot)
     assert victim.read_text() == "keep me\n"
+
+
+def test_a_writer_kept_out_by_a_reader_is_told_so_not_given_a_stale_pid(snapshot):
+    """Readers hold the lock shared and write no pid; the pid in the file is whoever wrote it
+    last (a sync long gone, an idle daemon), so naming it sent the operator after the wrong
+    process."""
+    from agent.store.locks import reader_lock
+    with reader_lock(snapshot):
+        with pytest.raises(StateBusy) as busy:
+            lock_snapshot(snapshot)
+    assert "someone is reading the snapshot" in str(busy.value) and "pid" not in str(busy.value)
+    with lock_snapshot(snapshot):                    # a writer is named by its pid
+        with pytest.raises(StateBusy) as busy:
+            lock_snapshot(snapshot)
+    assert f"(pid {os.getpid()})" in str(busy.value)

@@ -135,11 +135,31 @@ def lock_snapshot(db: Path) -> FileLock:
     except PermissionError:
         raise StateError(f"{path}: permission denied: {OWNERSHIP_HINT}") from None
     except LockHeld as held:
+        if _held_shared(path):         # readers write no pid: the one in the file is stale
+            raise StateBusy(f"{db}: someone is reading the snapshot (a plan, status or "
+                            "history run by a user who may only read it); try again when it "
+                            "is done") from None
         raise StateBusy(f"{db}: another scim-agent{f' (pid {held.pid})' if held.pid else ''} "
                         "is using this snapshot (the daemon, or a sync still running); try "
                         "again when it is done") from None
     except OSError as exc:
         raise StateError(f"{path}: cannot take the snapshot lock: {exc.strerror}") from None
+
+
+def _held_shared(path: Path) -> bool:
+    """Whether the lock at ``path`` is held shared only (a reader), not by a writer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        return True
+    finally:
+        os.close(fd)               # closing drops the shared lock just taken
 
 
 def lock_daemon(db: Path) -> FileLock:
