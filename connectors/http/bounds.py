@@ -32,6 +32,7 @@ import httpcore
 import httpx
 
 from ..redaction import redact, redact_bytes
+from .pool import Lanes
 
 _CHUNK = 64 * 1024          # writes are cut so that one large body cannot outlive the deadline
 
@@ -110,15 +111,20 @@ class _Backend(httpcore.NetworkBackend):
 
 
 def transport(ssl_context, limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's own transport, on sockets that honour the thread's :func:`deadline`.
-    (httpx takes no network backend, so its pool is rebuilt with one; the drip-server tests in
-    tests/test_bounds.py fail if a new httpx stops using it.)"""
+    """httpx's own transport, on sockets that honour the thread's :func:`deadline`, with a lane
+    of one connection per request in flight (:mod:`.pool`). (httpx takes no network backend,
+    so its pool is rebuilt with one; the drip-server tests in tests/test_bounds.py fail if a
+    new httpx stops using it.)"""
     made = httpx.HTTPTransport(verify=ssl_context, limits=limits, trust_env=False)
-    made._pool = httpcore.ConnectionPool(
-        ssl_context=ssl_context, max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False,
-        network_backend=_Backend())
+    backend = _Backend()
+
+    def lane() -> httpcore.ConnectionPool:
+        return httpcore.ConnectionPool(
+            ssl_context=ssl_context, max_connections=1, max_keepalive_connections=1,
+            keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False,
+            network_backend=backend)
+
+    made._pool = Lanes(lane, limits.max_connections or 1)
     return made
 
 
