@@ -147,9 +147,13 @@ def read_capped(response: httpx.Response, limit: int) -> httpx.Response:
         if size > limit:
             raise TooLarge(limit)
         chunks.append(chunk)
-    # The body is decoded now: it no longer has the encoding or the length the server gave.
-    headers = [(k, v) for k, v in response.headers.multi_items()
-               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    # The body is decoded now: it no longer has the encoding or the length the server gave
+    # (an answer sent as it is, the usual case, keeps its headers: they say the body's length).
+    headers: httpx.Headers | list = response.headers
+    if "content-encoding" in headers or "transfer-encoding" in headers \
+            or declared not in ("", str(size)):
+        headers = [(k, v) for k, v in headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
     return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
                           request=response.request)
 
@@ -180,9 +184,11 @@ def credentials_of(headers: typing.Mapping[str, str], data: typing.Mapping | Non
 def scrubbed(response: httpx.Response, extra: typing.Sequence[str] = ()) -> httpx.Response:
     """The answer without any known secret, or ``extra`` value, in its body or headers."""
     body = redact_bytes(response.content, extra)
-    headers = [(k, redact(v, extra)) for k, v in response.headers.multi_items()]
-    if body is response.content and headers == list(response.headers.multi_items()):
-        return response
+    received = response.headers.multi_items()
+    headers = [(k, redact(v, extra)) for k, v in received]
+    if body is response.content and all(new is old for (_, new), (_, old) in
+                                        zip(headers, received)):
+        return response             # redact() hands back the very text it found nothing in
     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
     return httpx.Response(response.status_code, headers=headers, content=body,
                           request=response.request)
