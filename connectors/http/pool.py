@@ -6,8 +6,9 @@ on the way: with 8 workers sharing a pool of 8, about a tenth of the agent's CPU
 :class:`Lanes` keeps the same bound and the same per-connection care (httpcore's own pool, of
 one connection, does the keep-alive expiry, the dropped-socket check and the reconnect), but a
 request takes a whole lane and gives it back when its answer is closed, so each request looks
-at one connection only. The most recently used lane goes first: its connection is the warmest,
-and the others expire as httpcore's would when fewer requests are in flight.
+at one connection only. The most recently used lane goes first (its connection is the warmest);
+a lane left idle past the keep-alive expiry finds its connection expired when next taken and
+opens a new one, so at most ``size`` sockets are ever held, as with httpcore's pool.
 """
 
 from __future__ import annotations
