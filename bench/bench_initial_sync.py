@@ -34,7 +34,7 @@ from bench.bench_plan import build_directory  # noqa: E402
 TOKEN = "bench-token"
 
 SERVE = """
-import json, sys
+import json, resource, sys
 from collections import Counter
 sys.path.insert(0, sys.argv[1])
 from tests.fakes.split import FakeSplit
@@ -47,7 +47,8 @@ for line in sys.stdin:
         statuses = Counter(str(r.status) for r in fake.requests)
         print(json.dumps({"kinds": kinds, "statuses": statuses, "users": len(fake.users),
                           "groups": len(fake.groups),
-                          "members": sum(len(g.get("members", [])) for g in fake.groups.values())}),
+                          "members": sum(len(g.get("members", [])) for g in fake.groups.values()),
+                          "cpu": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}),
               flush=True)
         fake.reset_log()
 fake.stop()
@@ -101,6 +102,7 @@ def run(users: int, groups: int, memberships: int, concurrency: int, seed: int,
     server = Server()
     try:
         config = write_config(work, server.url, concurrency)
+        started = server.log()["cpu"]          # the server's CPU before the sync
         wall, cpu, status = sync(config, profile)
         first = server.log()
         quiet_wall, quiet_cpu, quiet_status = sync(config)
@@ -110,7 +112,8 @@ def run(users: int, groups: int, memberships: int, concurrency: int, seed: int,
     requests = sum(first["kinds"].values())
     writes = {k: n for k, n in quiet["kinds"].items() if not k.startswith("GET")}
     return {"users": users, "groups": groups, "status": status, "wall": wall, "cpu": cpu,
-            "requests": requests, "rate": requests / wall, "kinds": first["kinds"],
+            "requests": requests, "rate": requests / wall,
+            "server_cpu": first["cpu"] - started, "kinds": first["kinds"],
             "statuses": first["statuses"], "pushed": {k: first[k] for k in
                                                       ("users", "groups", "members")},
             "quiet": {"status": quiet_status, "wall": quiet_wall, "cpu": quiet_cpu,
@@ -132,7 +135,8 @@ def main() -> None:
     print(f"{r['users']} users, {r['groups']} groups; concurrency {args.concurrency}; "
           f"sync exit {r['status']}")
     print(f"  first sync: {r['requests']} requests in {r['wall']:.1f} s = "
-          f"{r['rate']:.0f} requests/s (agent CPU {r['cpu']:.1f} s)")
+          f"{r['rate']:.0f} requests/s (agent CPU {r['cpu']:.1f} s, server CPU "
+          f"{r['server_cpu']:.1f} s)")
     for kind, n in sorted(r["kinds"].items(), key=lambda kv: -kv[1]):
         print(f"    {kind:<24} {n:8d}")
     print(f"  answers: {dict(r['statuses'])}; Split holds {r['pushed']}")

@@ -127,6 +127,24 @@ def test_a_compressed_bomb_counts_at_its_decoded_size():
         assert client(server, max_body=16 << 20).call(Request("GET", "Users")).json() == []
 
 
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 2\r\n\r\n[]",
+    b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gzip.compress(b"[]"))
+    + gzip.compress(b"[]"),
+    b"Transfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n",
+])
+def test_an_answer_read_whole_says_the_length_of_its_decoded_body(framing):
+    def answer(request, wire):
+        wire.send(b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\n" + framing)
+
+    with HostileServer(answer) as server:
+        response = client(server).call(Request("GET", "Users"))
+    assert response.json() == [] and response.headers["X-Kept"] == "yes"
+    assert response.headers["Content-Length"] == "2"
+    assert "Content-Encoding" not in response.headers
+    assert "Transfer-Encoding" not in response.headers
+
+
 def test_the_scim_target_refuses_a_huge_listing_and_stops_the_run():
     def answer(request, wire):
         resources = [{"id": str(i), "userName": f"u{i}@example.org"} for i in range(50)]

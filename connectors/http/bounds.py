@@ -32,6 +32,7 @@ import httpcore
 import httpx
 
 from ..redaction import redact, redact_bytes
+from .pool import Lanes
 
 _CHUNK = 64 * 1024          # writes are cut so that one large body cannot outlive the deadline
 
@@ -110,15 +111,20 @@ class _Backend(httpcore.NetworkBackend):
 
 
 def transport(ssl_context, limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's own transport, on sockets that honour the thread's :func:`deadline`.
-    (httpx takes no network backend, so its pool is rebuilt with one; the drip-server tests in
-    tests/test_bounds.py fail if a new httpx stops using it.)"""
+    """httpx's own transport, on sockets that honour the thread's :func:`deadline`, with a lane
+    of one connection per request in flight (:mod:`.pool`). (httpx takes no network backend,
+    so its pool is rebuilt with one; the drip-server tests in tests/test_bounds.py fail if a
+    new httpx stops using it.)"""
     made = httpx.HTTPTransport(verify=ssl_context, limits=limits, trust_env=False)
-    made._pool = httpcore.ConnectionPool(
-        ssl_context=ssl_context, max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False,
-        network_backend=_Backend())
+    backend = _Backend()
+
+    def lane() -> httpcore.ConnectionPool:
+        return httpcore.ConnectionPool(
+            ssl_context=ssl_context, max_connections=1, max_keepalive_connections=1,
+            keepalive_expiry=limits.keepalive_expiry, http1=True, http2=False,
+            network_backend=backend)
+
+    made._pool = Lanes(lane, limits.max_connections or 1)
     return made
 
 
@@ -141,9 +147,13 @@ def read_capped(response: httpx.Response, limit: int) -> httpx.Response:
         if size > limit:
             raise TooLarge(limit)
         chunks.append(chunk)
-    # The body is decoded now: it no longer has the encoding or the length the server gave.
-    headers = [(k, v) for k, v in response.headers.multi_items()
-               if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    # The body is decoded now: it no longer has the encoding or the length the server gave
+    # (an answer sent as it is, the usual case, keeps its headers: they say the body's length).
+    headers: httpx.Headers | list = response.headers
+    if "content-encoding" in headers or "transfer-encoding" in headers \
+            or declared not in ("", str(size)):
+        headers = [(k, v) for k, v in headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
     return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
                           request=response.request)
 
@@ -174,9 +184,11 @@ def credentials_of(headers: typing.Mapping[str, str], data: typing.Mapping | Non
 def scrubbed(response: httpx.Response, extra: typing.Sequence[str] = ()) -> httpx.Response:
     """The answer without any known secret, or ``extra`` value, in its body or headers."""
     body = redact_bytes(response.content, extra)
-    headers = [(k, redact(v, extra)) for k, v in response.headers.multi_items()]
-    if body is response.content and headers == list(response.headers.multi_items()):
-        return response
+    received = response.headers.multi_items()
+    headers = [(k, redact(v, extra)) for k, v in received]
+    if body is response.content and all(new is old for (_, new), (_, old) in
+                                        zip(headers, received)):
+        return response             # redact() hands back the very text it found nothing in
     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
     return httpx.Response(response.status_code, headers=headers, content=body,
                           request=response.request)

@@ -53,7 +53,7 @@ def build_client(base_url: str, policy: HttpPolicy, headers: dict[str, str] | No
     limits = httpx.Limits(max_connections=max(policy.concurrency, 1),
                           max_keepalive_connections=max(policy.concurrency, 1))
     context = tls_context(policy.ca_file)
-    return httpx.Client(
+    return _Client(
         base_url=base_url,
         headers={"User-Agent": "scim-agent/0.1", **(headers or {})},
         timeout=timeout,
@@ -65,6 +65,32 @@ def build_client(base_url: str, policy: HttpPolicy, headers: dict[str, str] | No
         # a request going out and an answer coming in both prove the process is not hung
         event_hooks={"request": [_beat], "response": [_beat]},
     )
+
+
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, not consulted for an answer that sets no cookie: the jar reads only
+    ``Set-Cookie`` (``Set-Cookie2`` is off in its default policy), and the urllib adapters
+    httpx builds to ask it cost more than the rest of reading an answer's headers."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
+class _Client(httpx.Client):
+    """An ``httpx.Client`` whose cookies (still kept, still sent back) are a :class:`_Cookies`."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.cookies = None              # an empty _Cookies jar, through the setter below
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies) -> None:
+        self._jar = _Cookies(cookies)
 
 
 class Failure(enum.Enum):

@@ -222,6 +222,9 @@ def quota_spent(response: httpx.Response, now: float | None = None) -> float | N
     than a year of seconds, as GitHub sends).
     """
     headers = response.headers
+    if not any(b"ratelimit" in key or b"rate-limit" in key
+               for key in (raw.lower() for raw, _ in headers.raw)):
+        return None                    # every header read below is one of these
 
     def number(name: str) -> float | None:
         try:
