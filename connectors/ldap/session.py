@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import ldap3
 from ldap3.core import exceptions as lx
@@ -29,7 +30,9 @@ from ldap3.core import exceptions as lx
 from ..base import SourceError, activity
 from .decoding import MEMBER_ATTRIBUTES, entry_attributes
 from .dn import normalise_dn
+from .projection import Projection
 from .settings import host_of
+from .wire import receiver_of
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +73,21 @@ class Session:
 
     def search(self, what: str, base: str, flt: str, attributes: Iterable[str], *,
                controls: Sequence[Control] = (), base_key: str = "user_base/group_base",
-               ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
-        """Every entry, page by page; (dn, {lowercased attribute: [raw values]}). ``what``
-        names the search in messages ("users", "disabled users"); ``base_key`` the setting a
-        missing base comes from."""
+               projection: Projection | None = None) -> Iterator[tuple[str, Any]]:
+        """Every entry, page by page; (dn, {lowercased attribute: [raw values]}), or with a
+        ``projection`` (dn, what it projects the entry to). ``what`` names the search in
+        messages ("users", "disabled users"); ``base_key`` the setting a missing base comes
+        from."""
         cookie = None
         attributes = list(attributes)
         guard = _PagingGuard(self.host, what, self.page_size)
         # only AD is asked for value ranges (member_attributes), and only it answers in them
         ranged = self.flavor == "ad" or any(";range=" in name for name in attributes)
+        receiver = receiver_of(self.conn) if projection is not None else None
         self._on_search(what, flt)
         while True:
+            if receiver is not None:
+                receiver.projection = projection
             try:
                 self.conn.search(base, flt, ldap3.SUBTREE, attributes=attributes,
                                  paged_size=self.page_size, paged_cookie=cookie,
@@ -88,6 +95,9 @@ class Session:
             except lx.LDAPNoSuchObjectResult as exc:
                 raise SourceError(f"{self.host} has no entry {base!r}, the search base of the "
                                   f"{what} (check source.{base_key})") from exc
+            finally:
+                if receiver is not None:
+                    receiver.projection = None
             self._complete_or_fail(f"search of {what}")
             # Take this page's entries and cookie now: range retrieval below runs searches of
             # its own on the same connection, which replace conn.result and conn.response.
@@ -95,14 +105,20 @@ class Session:
             controls_back = self.conn.result.get("controls") or {}
             cookie = (controls_back.get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
             guard.page_started()
+            seen = guard.entry
             for entry in page:
                 kind = entry.get("type")
                 if kind == "searchResEntry":
-                    guard.entry(entry.get("raw_dn") or entry["dn"])   # a re-sent one wins
+                    dn = entry["dn"]
+                    seen(entry.get("raw_dn") or dn)              # a re-sent one wins
+                    projected = entry.get("projected")
+                    if projected is not None:
+                        yield dn, projected
+                        continue
                     attrs = entry_attributes(entry)
                     if ranged:
-                        self._complete_ranges(entry["dn"], attrs)
-                    yield entry["dn"], attrs
+                        self._complete_ranges(dn, attrs)
+                    yield dn, attrs if projection is None else projection.from_attrs(attrs)
                 elif kind == "searchResRef":
                     self._reference(entry)
             activity()
