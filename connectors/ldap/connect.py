@@ -90,6 +90,7 @@ def _no_delay(conn: ldap3.Connection) -> None:
     Nagle's algorithm the bind right after the TLS handshake waits for the server's delayed
     ACK (about 40 ms on Linux) before it leaves."""
     sock = getattr(conn, "socket", None)
+    sock = getattr(sock, "plain", sock)           # under MemoryTls
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

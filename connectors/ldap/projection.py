@@ -9,7 +9,7 @@ decoded once, and an attribute no record uses skipped by its length without bein
 Its meaning is :meth:`Projection.from_attrs`, which takes an entry in the ``lowered`` form
 (:func:`.decoding.lowered`) and is what every entry the fast walk does not take goes through
 (``;range=`` windows, names that are not UTF-8, anything malformed): the two agree on every
-message, which tests/test_ldap_projection.py checks against ldap3's own decoder.
+message, which tests/test_ldap_decoding.py checks against ldap3's own decoder.
 """
 
 from __future__ import annotations

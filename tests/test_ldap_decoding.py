@@ -1,4 +1,6 @@
-"""The lean entry decoders against ldap3's own decoding, on random search entries.
+"""The fast paths of a read against their references, on random input: the lean entry
+decoders against ldap3's own decoding, and normalise_dn's plain-DN shortcut against the
+general normalisation.
 
 :func:`connectors.ldap.decoding.decode_entry` and :class:`connectors.ldap.projection.Projection`
 walk the BER of a searchResEntry themselves (a full read spends most of its time there). Here
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ldap3.operation.search import search_result_entry_response_to_dict_fast
 from ldap3.utils.asn1 import decode_message_fast
 
 from connectors.ldap.decoding import decode_entry, lowered
+from connectors.ldap.dn import _normalised, normalise_dn
 from connectors.ldap.projection import Projection
 
 WANTED = ["entryUUID", "modifyTimestamp", "mail", "givenName", "sn", "displayName", "cn",
@@ -118,3 +122,20 @@ def test_projection_declines_other_messages():
     truncated = tlv(0x30, tlv(0x02, b"\x07", 0) + tlv(0x64, tlv(0x04, b"cn=a", 0)
                                                        + tlv(0x30, b"", 0), 0), 0)[:-3]
     assert projection(truncated) is None
+
+
+dn_text = st.text(alphabet=st.sampled_from(list("aZ09 =,+\\\"#;<>é\tx-.")), max_size=30)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(dn_text, st.lists(st.tuples(st.sampled_from(["cn", "OU", " dc", "uid "]),
+                                             dn_text), min_size=1, max_size=4)
+                 .map(lambda rdns: ",".join(f"{t}={v}" for t, v in rdns))))
+def test_the_plain_dn_shortcut_normalises_as_the_general_way(dn):
+    try:
+        expected = _normalised(dn)
+    except Exception as exc:                      # not a DN: the shortcut must not take it
+        with pytest.raises(type(exc)):
+            normalise_dn(dn)
+        return
+    assert normalise_dn(dn) == expected
