@@ -32,14 +32,19 @@ def _ber_length(m: bytes, i: int) -> tuple[int, int]:
 def entry_start(m: bytes) -> tuple[int, bytes, int, int] | None:
     """Where a searchResEntry LDAPMessage's attributes are: (message id, raw DN, start and
     end of the attribute list), or None if ``m`` is some other message. Raises IndexError or
-    ValueError on a truncated or malformed one."""
+    ValueError on a truncated or malformed one. Short lengths are read inline: this runs
+    once per entry."""
     if m[0] != 0x30:
         return None
     n = m[1]
     i = 2 if n < 0x80 else 2 + (n & 0x7F)
     if m[i] != 0x02:
         return None
-    n, i = _ber_length(m, i + 1)
+    n = m[i + 1]
+    if n < 0x80:
+        i += 2
+    else:
+        n, i = _ber_length(m, i + 1)
     message_id = int.from_bytes(m[i:i + n], "big", signed=True)
     i += n
     if m[i] != 0x64:                               # [APPLICATION 4] searchResEntry
@@ -48,13 +53,21 @@ def entry_start(m: bytes) -> tuple[int, bytes, int, int] | None:
     i += 2 if n < 0x80 else 2 + (n & 0x7F)
     if m[i] != 0x04:
         return None
-    n, i = _ber_length(m, i + 1)
+    n = m[i + 1]
+    if n < 0x80:
+        i += 2
+    else:
+        n, i = _ber_length(m, i + 1)
     raw_dn = m[i:i + n]
     i += n
     if m[i] != 0x30:
         return None
-    total, i = _ber_length(m, i + 1)
-    return message_id, raw_dn, i, i + total
+    n = m[i + 1]
+    if n < 0x80:
+        i += 2
+    else:
+        n, i = _ber_length(m, i + 1)
+    return message_id, raw_dn, i, i + n
 
 
 _NAMES: dict[bytes, str] = {}     # attribute names as sent -> lower-cased text; a few dozen

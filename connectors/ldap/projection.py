@@ -79,7 +79,10 @@ class Projection:
         SEQUENCE, its type and its SET must end at the same byte, and the value at the end
         of the SET. The tags are not looked at there: RFC 4511 fixes them (SEQUENCE, OCTET
         STRING, SET OF OCTET STRING, primitive, definite lengths). Any other form goes
-        through :func:`_attribute`, which reads every length form and checks every tag."""
+        through :func:`_attribute`, which reads every length form and checks every tag. An
+        odd form at the very end of a message (an empty SET, a needlessly long length of a
+        type) can make the inline test read past the end: the entry is then declined and
+        takes the general path, with the same result."""
         try:
             start = entry_start(m)
             if start is None:
@@ -93,8 +96,8 @@ class Projection:
                 if n < 0x80:
                     stop = i + 2 + n
                     j = i + 4 + m[i + 3]             # the SET OF values, if all is short
-                    if (j < stop and (n := m[j + 1]) and j + 2 + n == stop
-                            and m[j + 3] + 2 == n):
+                    n = m[j + 1]
+                    if j + 2 + n == stop and m[j + 3] + 2 == n:
                         sent = m[i + 4:j]
                         i = stop
                         slot = slots.get(sent)
