@@ -3,7 +3,8 @@
 ldap3's generic BER decoding, per-value str conversion and case-insensitive result
 dictionaries cost more than the network; search result entries are decoded by
 :func:`decode_entry` into plain dicts of bytes, and only the attributes a mapping needs are
-turned into text. ``objectGUID`` is 16 bytes whose first three fields are little-endian
+turned into text (the users of a read go straight to text in one pass:
+:mod:`.projection`). ``objectGUID`` is 16 bytes whose first three fields are little-endian
 (``uuid.UUID(bytes_le=...)``); OpenLDAP's ``entryUUID`` is text.
 """
 
