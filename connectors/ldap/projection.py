@@ -111,7 +111,20 @@ class Projection:
                             continue
                         if not slot:
                             continue
-                        raw = [m[j + 4:stop]]
+                        if slot == _RANGED:
+                            return None
+                        text, roles = slot           # the id or the stamp: one value
+                        value = m[j + 4:stop]
+                        if roles & ID:
+                            ident = value
+                        if roles & STAMP:
+                            stamp = value
+                        if text is not None:
+                            try:
+                                values[text] = value.decode()
+                            except UnicodeDecodeError:
+                                values.pop(text, None)
+                        continue
                     else:
                         sent, raw, i = _attribute(m, i)
                         slot = slots.get(sent)
