@@ -78,7 +78,14 @@ class ChangeMarker:
         return {"v": CURSOR_VERSION, "flavor": self.session.flavor, "url": self.session.url}
 
     def seen(self, attrs: Mapping[str, list[bytes]]) -> None:
-        pass
+        """An entry read, by its attributes (lowered form)."""
+        stamp = attrs.get(self.stamp_key)
+        self.seen_stamp(stamp[0] if stamp else None)
+
+    stamp_key = ""
+
+    def seen_stamp(self, stamp: bytes | None) -> None:
+        """An entry read, by the raw first value of its change attribute."""
 
     def changed_filter(self, state: Mapping[str, Any]) -> str:
         raise NotImplementedError
@@ -107,11 +114,14 @@ class TimestampMarker(ChangeMarker):
     def __init__(self, session: Session):
         super().__init__(session)
         self.newest = ""
+        self._newest = b""
 
-    def seen(self, attrs: Mapping[str, list[bytes]]) -> None:
-        stamp = attrs.get("modifytimestamp")
-        if stamp and stamp[0] > self.newest.encode():
-            self.newest = stamp[0].decode("ascii", "replace")
+    stamp_key = "modifytimestamp"
+
+    def seen_stamp(self, stamp: bytes | None) -> None:
+        if stamp and stamp > self._newest:
+            self._newest = stamp
+            self.newest = stamp.decode("ascii", "replace")
 
     def changed_filter(self, state: Mapping[str, Any]) -> str:
         since = str(state.get("since", EPOCH_TIMESTAMP))

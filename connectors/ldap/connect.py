@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import ldap3
 
 from ..base import SettingError, SourceAuthError, SourceError
-from .decoding import install_lean_decoder
 from .errors import ldap_errors
 from .settings import Settings, host_of, refusal_in_clear
 from .tls import VerifyingTls, verifying_context
+from .wire import install_receiver
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Connector:
             except BaseException:
                 quietly_unbind(conn)
                 raise
-        install_lean_decoder(conn)
+        install_receiver(conn)
         log.debug("bound to %s as %s", host, s.bind_dn or "anonymous")
         return conn
 
@@ -90,6 +90,7 @@ def _no_delay(conn: ldap3.Connection) -> None:
     Nagle's algorithm the bind right after the TLS handshake waits for the server's delayed
     ACK (about 40 ms on Linux) before it leaves."""
     sock = getattr(conn, "socket", None)
+    sock = getattr(sock, "plain", sock)           # under MemoryTls
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

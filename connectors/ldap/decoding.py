@@ -3,7 +3,8 @@
 ldap3's generic BER decoding, per-value str conversion and case-insensitive result
 dictionaries cost more than the network; search result entries are decoded by
 :func:`decode_entry` into plain dicts of bytes, and only the attributes a mapping needs are
-turned into text. ``objectGUID`` is 16 bytes whose first three fields are little-endian
+turned into text (the users of a read go straight to text in one pass:
+:mod:`.projection`). ``objectGUID`` is 16 bytes whose first three fields are little-endian
 (``uuid.UUID(bytes_le=...)``); OpenLDAP's ``entryUUID`` is text.
 """
 
@@ -13,59 +14,10 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 
-import ldap3
-
 from ..base import SourceError, Value
 
 MEMBER_ATTRIBUTES = ("member", "uniqueMember")
 GUID_ATTRIBUTES = frozenset({"objectguid", "ms-ds-consistencyguid"})
-
-
-def install_lean_decoder(conn: ldap3.Connection) -> None:
-    """Decode search result entries with :func:`decode_entry` instead of ldap3's generic BER
-    walker. Only on the real synchronous strategy; the mock builds responses its own way."""
-    from ldap3.strategy.mockBase import MockBaseStrategy
-    from ldap3.strategy.sync import SyncStrategy
-
-    strategy = conn.strategy
-    if not isinstance(strategy, SyncStrategy) or isinstance(strategy, MockBaseStrategy):
-        return
-    strategy._get_response = lambda message_id, timeout: _get_response(strategy, message_id)
-
-
-def _get_response(strategy, message_id: int):
-    """ldap3's SyncStrategy._get_response (2.9.1), with search entries decoded by
-    :func:`decode_entry`; everything else still goes through ldap3's own decoder."""
-    from ldap3.core.exceptions import LDAPSocketReceiveError
-    from ldap3.strategy.base import RESPONSE_COMPLETE, SESSION_TERMINATED_BY_SERVER
-    from ldap3.utils.asn1 import decode_message_fast
-
-    responses: list = []
-    complete = False
-    while not complete:
-        messages = strategy.receiving()
-        if not messages:
-            return SESSION_TERMINATED_BY_SERVER
-        for raw in messages:
-            if not raw:
-                continue
-            entry = decode_entry(raw)
-            if entry is not None:
-                mid, response = entry
-            else:
-                message = decode_message_fast(raw)
-                mid, response = int(message["messageID"]), strategy.decode_response_fast(message)
-            if mid == message_id:
-                responses.append(response)
-                if response["type"] not in ("searchResEntry", "searchResRef",
-                                            "intermediateResponse"):
-                    complete = True
-            elif mid == 0 and response.get("responseName") == "1.3.6.1.4.1.1466.20036":
-                return SESSION_TERMINATED_BY_SERVER       # notice of disconnection
-            else:
-                raise LDAPSocketReceiveError(f"unexpected LDAP message id {mid}")
-    responses.append(RESPONSE_COMPLETE)
-    return responses
 
 
 def _ber_length(m: bytes, i: int) -> tuple[int, int]:
@@ -73,7 +25,50 @@ def _ber_length(m: bytes, i: int) -> tuple[int, int]:
     if first < 0x80:
         return first, i + 1
     n = first & 0x7F
+    if not n:
+        raise ValueError("indefinite length")      # not allowed in LDAP (RFC 4511 5.1)
     return int.from_bytes(m[i + 1:i + 1 + n], "big"), i + 1 + n
+
+
+def entry_start(m: bytes) -> tuple[int, bytes, int, int] | None:
+    """Where a searchResEntry LDAPMessage's attributes are: (message id, raw DN, start and
+    end of the attribute list), or None if ``m`` is some other message. Raises IndexError or
+    ValueError on a truncated or malformed one. Short lengths are read inline: this runs
+    once per entry."""
+    if m[0] != 0x30:
+        return None
+    n = m[1]
+    i = 2 if n < 0x80 else 2 + (n & 0x7F)
+    if m[i] != 0x02:
+        return None
+    n = m[i + 1]
+    if n < 0x80:
+        i += 2
+    else:
+        n, i = _ber_length(m, i + 1)
+    message_id = int.from_bytes(m[i:i + n], "big", signed=True)
+    i += n
+    if m[i] != 0x64:                               # [APPLICATION 4] searchResEntry
+        return None
+    n = m[i + 1]
+    i += 2 if n < 0x80 else 2 + (n & 0x7F)
+    if m[i] != 0x04:
+        return None
+    n = m[i + 1]
+    if n < 0x80:
+        i += 2
+    else:
+        n, i = _ber_length(m, i + 1)
+    raw_dn = m[i:i + n]
+    i += n
+    if m[i] != 0x30:
+        return None
+    n = m[i + 1]
+    if n < 0x80:
+        i += 2
+    else:
+        n, i = _ber_length(m, i + 1)
+    return message_id, raw_dn, i, i + n
 
 
 _NAMES: dict[bytes, str] = {}     # attribute names as sent -> lower-cased text; a few dozen
@@ -92,28 +87,10 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
     taken inline: short lengths (under 128), names already seen, one value. Anything
     unexpected returns None and ldap3 decodes the message instead."""
     try:
-        if m[0] != 0x30:
+        start = entry_start(m)
+        if start is None:
             return None
-        n = m[1]
-        i = 2 if n < 0x80 else 2 + (n & 0x7F)
-        if m[i] != 0x02:
-            return None
-        n, i = _ber_length(m, i + 1)
-        message_id = int.from_bytes(m[i:i + n], "big", signed=True)
-        i += n
-        if m[i] != 0x64:                               # [APPLICATION 4] searchResEntry
-            return None
-        n = m[i + 1]
-        i += 2 if n < 0x80 else 2 + (n & 0x7F)
-        if m[i] != 0x04:
-            return None
-        n, i = _ber_length(m, i + 1)
-        raw_dn = m[i:i + n]
-        i += n
-        if m[i] != 0x30:
-            return None
-        total, i = _ber_length(m, i + 1)
-        end = i + total
+        message_id, raw_dn, i, end = start
         attrs: dict[str, list[bytes]] = {}
         names = _NAMES
         while i < end:
@@ -160,7 +137,7 @@ def decode_entry(m: bytes) -> tuple[int, dict] | None:
             return None
         return message_id, {"type": "searchResEntry", "raw_dn": raw_dn, "dn": raw_dn.decode(),
                             "raw_attributes": attrs, "attributes": attrs, "lowered": True}
-    except (IndexError, UnicodeDecodeError):
+    except (IndexError, ValueError):               # UnicodeDecodeError is a ValueError
         return None
 
 

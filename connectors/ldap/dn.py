@@ -16,10 +16,23 @@ from ..base import SourceError
 _SIMPLE_DN = re.compile(r'[^\\"+<>;#=,]+=[^\\"+<>;#=,]*(?:,[^\\"+<>;#=,]+=[^\\"+<>;#=,]*)*')
 
 
+# the commonest of those: printable ASCII with no space next to a separator or at either
+# end, whose canonical spelling is its lower case (what the steps below come to for it)
+_S = r'[^\x00-\x20\x7f\\"+<>;#=,]'
+_RDN = _S + r'+=(?:' + _S + r'(?:[^\x00-\x1f\x7f\\"+<>;#=,]*' + _S + r')?)?'
+_PLAIN_DN = re.compile(_RDN + r'(?:,' + _RDN + r')*')
+
+
 def normalise_dn(dn: str) -> str:
     """A DN in one canonical spelling for comparisons: attribute types lower-cased, values
     unescaped then case-folded, multi-valued RDNs sorted, insignificant spaces dropped, and
     special characters re-escaped the same way every time."""
+    if dn.isascii() and _PLAIN_DN.fullmatch(dn):
+        return dn.lower()
+    return _normalised(dn)
+
+
+def _normalised(dn: str) -> str:
     if _SIMPLE_DN.fullmatch(dn):
         if _padded(dn):
             dn = ",".join(f"{attr.strip()}={value.strip()}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import ldap3
 from ldap3.core import exceptions as lx
@@ -29,7 +30,9 @@ from ldap3.core import exceptions as lx
 from ..base import SourceError, activity
 from .decoding import MEMBER_ATTRIBUTES, entry_attributes
 from .dn import normalise_dn
+from .projection import Projection
 from .settings import host_of
+from .wire import receiver_of
 
 log = logging.getLogger(__name__)
 
@@ -70,47 +73,105 @@ class Session:
 
     def search(self, what: str, base: str, flt: str, attributes: Iterable[str], *,
                controls: Sequence[Control] = (), base_key: str = "user_base/group_base",
-               ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
-        """Every entry, page by page; (dn, {lowercased attribute: [raw values]}). ``what``
-        names the search in messages ("users", "disabled users"); ``base_key`` the setting a
-        missing base comes from."""
+               projection: Projection | None = None) -> Iterator[tuple[str, Any]]:
+        """Every entry, page by page; (dn, {lowercased attribute: [raw values]}), or with a
+        ``projection`` (dn, what it projects the entry to). ``what`` names the search in
+        messages ("users", "disabled users"); ``base_key`` the setting a missing base comes
+        from.
+
+        A projected search that needs no range retrieval asks for the next page before it
+        hands out the entries of this one, so the server prepares it while the caller builds
+        records (only the range retrieval searches in between pages)."""
         cookie = None
         attributes = list(attributes)
         guard = _PagingGuard(self.host, what, self.page_size)
         # only AD is asked for value ranges (member_attributes), and only it answers in them
         ranged = self.flavor == "ad" or any(";range=" in name for name in attributes)
+        receiver = receiver_of(self.conn) if projection is not None else None
+        ahead = receiver is not None and not ranged
+        asked: int | None = None           # the message id of a page asked for ahead
         self._on_search(what, flt)
-        while True:
-            try:
-                self.conn.search(base, flt, ldap3.SUBTREE, attributes=attributes,
-                                 paged_size=self.page_size, paged_cookie=cookie,
-                                 paged_criticality=True, controls=list(controls) or None)
-            except lx.LDAPNoSuchObjectResult as exc:
-                raise SourceError(f"{self.host} has no entry {base!r}, the search base of the "
-                                  f"{what} (check source.{base_key})") from exc
-            self._complete_or_fail(f"search of {what}")
-            # Take this page's entries and cookie now: range retrieval below runs searches of
-            # its own on the same connection, which replace conn.result and conn.response.
-            page = list(self.conn.response or ())
-            controls_back = self.conn.result.get("controls") or {}
-            cookie = (controls_back.get(PAGED_RESULTS_OID) or {}).get("value", {}).get("cookie")
-            guard.page_started()
-            for entry in page:
-                kind = entry.get("type")
-                if kind == "searchResEntry":
-                    guard.entry(entry.get("raw_dn") or entry["dn"])   # a re-sent one wins
-                    attrs = entry_attributes(entry)
-                    if ranged:
-                        self._complete_ranges(entry["dn"], attrs)
-                    yield entry["dn"], attrs
-                elif kind == "searchResRef":
-                    self._reference(entry)
-            activity()
-            self._on_page(what, guard.new)
-            if not cookie:
-                break
-            guard.page_ended()
+        try:
+            while True:
+                if receiver is not None:
+                    receiver.projection = projection
+                try:
+                    if asked is not None:
+                        message_id, asked = asked, None
+                        with self.conn.connection_lock:
+                            self.conn.post_send_search(message_id)
+                    else:
+                        self.conn.search(base, flt, ldap3.SUBTREE, attributes=attributes,
+                                         paged_size=self.page_size, paged_cookie=cookie,
+                                         paged_criticality=True,
+                                         controls=list(controls) or None)
+                except lx.LDAPNoSuchObjectResult as exc:
+                    raise SourceError(f"{self.host} has no entry {base!r}, the search base of "
+                                      f"the {what} (check source.{base_key})") from exc
+                finally:
+                    if receiver is not None:
+                        receiver.projection = None
+                self._complete_or_fail(f"search of {what}")
+                # Take this page's entries and cookie now: range retrieval below runs searches
+                # of its own on the same connection, which replace conn.result and .response.
+                page = list(self.conn.response or ())
+                controls_back = self.conn.result.get("controls") or {}
+                cookie = ((controls_back.get(PAGED_RESULTS_OID) or {}).get("value", {})
+                          .get("cookie"))
+                guard.page_started()
+                seen = guard.entry
+                for entry in page:
+                    if entry.get("type") == "searchResEntry":
+                        seen(entry.get("raw_dn") or entry["dn"])     # a re-sent one wins
+                if cookie:
+                    guard.page_ended()
+                    if ahead:
+                        asked = self._ask(base, flt, attributes, cookie, controls)
+                for entry in page:
+                    kind = entry.get("type")
+                    if kind == "searchResEntry":
+                        dn = entry["dn"]
+                        projected = entry.get("projected")
+                        if projected is not None:
+                            yield dn, projected
+                            continue
+                        attrs = entry_attributes(entry)
+                        if ranged:
+                            self._complete_ranges(dn, attrs)
+                        yield dn, attrs if projection is None else projection.from_attrs(attrs)
+                    elif kind == "searchResRef":
+                        self._reference(entry)
+                activity()
+                self._on_page(what, guard.new)
+                if not cookie:
+                    break
+        finally:
+            if asked is not None:           # left before the page asked for ahead: take it
+                self._drain(asked)
         log.debug("%s: %s from %s", what, guard.summary(), self.host)
+
+    def _ask(self, base: str, flt: str, attributes: list[str], cookie: bytes,
+             controls: Sequence[Control]) -> int:
+        """Send the request for the page after ``cookie`` (what ldap3's Connection.search
+        sends) without waiting for it; its answer is taken with post_send_search."""
+        from ldap3.operation.search import search_operation
+        from ldap3.protocol.rfc2696 import paged_search_control
+
+        conn = self.conn
+        request = search_operation(base, flt, ldap3.SUBTREE, ldap3.DEREF_ALWAYS, attributes,
+                                   0, 0, False, conn.auto_escape, conn.auto_encode, None,
+                                   validator=conn.server.custom_validator,
+                                   check_names=conn.check_names)
+        with conn.connection_lock:
+            return conn.send("searchRequest", request,
+                             [*controls, paged_search_control(True, self.page_size, cookie)])
+
+    def _drain(self, message_id: int) -> None:
+        try:
+            with self.conn.connection_lock:
+                self.conn.post_send_search(message_id)
+        except Exception:                   # the read is being abandoned anyway
+            log.debug("page asked for ahead not taken", exc_info=True)
 
     def search_all(self, what: str, base: str, flt: str, attributes: Iterable[str], **kw):
         return list(self.search(what, base, flt, attributes, **kw))

@@ -37,6 +37,7 @@ from .decoding import MEMBER_ATTRIBUTES, AttributeDecoder, decode_id, member_dns
 from .dn import normalise_dn
 from .errors import ldap_errors
 from .filters import and_, member_of_in_chain, wrap
+from .projection import Projected, Projection
 from .session import NO_ATTRIBUTES, RANGE_SIZE, Session
 from .settings import FLAVORS, Settings
 
@@ -102,7 +103,8 @@ class LdapSource:
             name for name in _unique([self.id_attribute, flavor.change_attribute,
                                       *self.group_name_attributes, *attributes])
             if name.lower() not in members]
-        self._user_values = AttributeDecoder(self.user_attributes, flavor.change_attribute)
+        self._users = Projection(self.user_attributes, self.id_attribute,
+                                 flavor.change_attribute)
         self._group_values = AttributeDecoder(self.group_record_attributes,
                                               flavor.change_attribute)
         self.range_size = RANGE_SIZE      # values per range-retrieval window (AD)
@@ -124,16 +126,17 @@ class LdapSource:
                                    base_key="user_base") if self.disabled_filter else set()
             users: dict[str, UserRecord] = {}
             index: dict[str, str] = {}
-            for dn, attrs in session.search("users", self.user_base, user_filter,
-                                            self.user_attributes, base_key="user_base"):
+            for dn, projected in session.search("users", self.user_base, user_filter,
+                                                self.user_attributes, base_key="user_base",
+                                                projection=self._users):
                 key = normalise_dn(dn)
                 if scope is not None and key not in scope:
                     continue
-                record = self._user_record(dn, attrs, key not in disabled, session.host)
+                record = self._user_record(dn, projected, key not in disabled, session.host)
                 users[record.id] = record
                 index[key] = record.id
                 index[dn] = record.id        # as spelt: most member DNs match it exactly
-                marker.seen(attrs)
+                marker.seen_stamp(projected[2])
             resolved = self._group_records(session, groups, index, marker)
             cursor = marker.cursor(time.monotonic() - started)
         log.info("read %d users (%d disabled) and %d groups from %s in %.1fs",
@@ -173,13 +176,14 @@ class LdapSource:
                                    base_key="user_base") if self.disabled_filter else set()
             users: dict[str, UserRecord] = {}
             user_keys: dict[str, str] = {}
-            for dn, attrs in session.search("users", self.user_base, and_(user_filter, changed),
-                                            self.user_attributes, base_key="user_base"):
+            for dn, projected in session.search("users", self.user_base,
+                                                and_(user_filter, changed), self.user_attributes,
+                                                base_key="user_base", projection=self._users):
                 key = normalise_dn(dn)
-                record = self._user_record(dn, attrs, key not in disabled, session.host)
+                record = self._user_record(dn, projected, key not in disabled, session.host)
                 users[record.id] = record
                 user_keys[record.id] = key
-                marker.seen(attrs)
+                marker.seen_stamp(projected[2])
             removed: set[str] = set()
             if self.settings.scope_group:
                 removed = self._rescope(session, known, users, user_keys)
@@ -235,11 +239,11 @@ class LdapSource:
     # -----------------------------------------------------------------------------------
     # Records
 
-    def _user_record(self, dn: str, attrs: Mapping[str, list[bytes]], active: bool,
+    def _user_record(self, dn: str, projected: Projected, active: bool,
                      host: str) -> UserRecord:
-        values = self._user_values(attrs)
+        values, ident, _ = projected
         values["dn"] = dn
-        return UserRecord(self._id_of(dn, attrs, host), values, active)
+        return UserRecord(self._id(dn, ident, host), values, active)
 
     def _group_attributes(self, session: Session) -> list[str]:
         return [*self.group_record_attributes, *session.member_attributes]
@@ -254,11 +258,14 @@ class LdapSource:
 
     def _id_of(self, dn: str, attrs: Mapping[str, list[bytes]], host: str) -> str:
         raw = attrs.get(self.id_attribute.lower())
-        if not raw:
+        return self._id(dn, raw[0] if raw else None, host)
+
+    def _id(self, dn: str, raw: bytes | None, host: str) -> str:
+        if raw is None:
             # Skipping the entry would make it look deleted: refuse the whole read instead.
             raise SourceError(f"entry {dn!r} on {host} has no {self.id_attribute} attribute "
                               f"(check source.id_attribute and the bind account's read rights)")
-        return decode_id(self.id_attribute, raw[0])
+        return decode_id(self.id_attribute, raw)
 
     def _group_records(self, session: Session, groups: list[tuple[str, dict]],
                        index: dict[str, str], marker: ChangeMarker) -> dict[str, GroupRecord]:
@@ -379,7 +386,8 @@ class LdapSource:
                     continue                # a member that is not a user in our filter
                 active = not (disabled_filter and session.read_entry(dn, disabled_filter,
                                                                      (NO_ATTRIBUTES,)) is not None)
-                record = self._user_record(dn, attrs, active, session.host)
+                record = self._user_record(dn, self._users.from_attrs(attrs), active,
+                                           session.host)
                 users[record.id] = record
                 user_keys[record.id] = key
         removed -= set(users)

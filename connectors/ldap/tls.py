@@ -3,12 +3,20 @@
 ldap3 does not verify certificates unless told to: every TLS connection here uses an
 SSLContext with CERT_REQUIRED and host-name checking, trusting ``ca_file`` or the operating
 system's store (never ``SSL_CERT_FILE``-style variables). Nothing turns it off.
+
+The TLS runs over memory BIOs (:class:`MemoryTls`) rather than in an ``SSLSocket``: the same
+context and the same checks in the handshake, but an SSLSocket reads every TLS record with
+two system calls (its header, then the rest), and slapd sends one record per search entry;
+here the socket is read in large blocks and the records are taken from memory.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
+
+BLOCK = 262144          # what one read of the socket may take
 
 import ldap3
 
@@ -22,9 +30,78 @@ class VerifyingTls(ldap3.Tls):
         self._context = context
 
     def wrap_socket(self, connection, do_handshake=False):
-        connection.socket = self._context.wrap_socket(
-            connection.socket, server_side=False, do_handshake_on_connect=do_handshake,
-            server_hostname=connection.server.host)
+        tls = MemoryTls(connection.socket, self._context, connection.server.host)
+        tls.do_handshake()          # ldap3 asks for it at once, for ldaps and StartTLS alike
+        connection.socket = tls
+
+
+class MemoryTls:
+    """A TLS client connection over the connected socket ``plain``, with the socket calls
+    ldap3 makes (``sendall``, ``recv``, ``settimeout``, ``shutdown``, ``close``, ...). The
+    socket's timeout applies to every read and write of it, the handshake's included; a
+    closed connection reads as ``b""``, as an SSLSocket's does."""
+
+    def __init__(self, plain: socket.socket, context: ssl.SSLContext, host: str):
+        self.plain = plain
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=False,
+                                     server_hostname=host)
+
+    def __getattr__(self, name: str):
+        return getattr(self.plain, name)     # settimeout, setsockopt, getpeername, fileno...
+
+    def do_handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self._tls.read(size)
+            except ssl.SSLWantReadError:
+                self._flush()                # a TLS 1.3 key update may want an answer
+                self._fill()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def sendall(self, data: bytes) -> None:
+        while True:
+            try:
+                self._tls.write(data)
+                break
+            except ssl.SSLWantReadError:     # a renegotiation (TLS 1.2) wants to read first
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def getpeercert(self, binary_form: bool = False):
+        return self._tls.getpeercert(binary_form)
+
+    def version(self) -> str | None:
+        return self._tls.version()
+
+    def shutdown(self, how: int) -> None:
+        self.plain.shutdown(how)
+
+    def close(self) -> None:
+        self.plain.close()
+
+    def _fill(self) -> None:
+        data = self.plain.recv(BLOCK)
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+
+    def _flush(self) -> None:
+        if self._outgoing.pending:
+            self.plain.sendall(self._outgoing.read())
 
 
 def verifying_context(ca_file: Path | None) -> ssl.SSLContext:
