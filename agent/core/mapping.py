@@ -17,6 +17,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
@@ -151,7 +152,8 @@ class _Mapper:
         if digest and "manager" not in attrs:
             digest += _manager_digest(None)
         return User(source_id=record.id, user_name=user_name, active=record.active,
-                    attributes=attrs, source_digest=digest)
+                    attributes=attrs, source_digest=digest,
+                    manager_reference=attrs.get("manager", ""))
 
     def group_name(self, record: GroupRecord) -> str:
         """The group's name on the target; "" (and a problem) when it has none, when its
@@ -190,13 +192,17 @@ def is_admin_group(record: GroupRecord, name: str, rules: MappingRules) -> bool:
     return record.id == rules.admin_group or wanted in (name.casefold(), own.casefold())
 
 
-def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str]) -> dict[str, set[str]]:
+def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str],
+                    keep: set[str] | None = None) -> dict[str, set[str]]:
     """Transitive user members of every group. Cycles are tolerated (a group reached twice is
     not walked twice); ids that are neither a known user nor a known group are ignored; an
     id that is both a user's and a group's is the user. Set operations: a group's members
-    are never walked one by one."""
+    are never walked one by one. ``keep`` (some of ``user_ids``): only those users are
+    members (the same as intersecting each result with it, in one pass less)."""
     flat: dict[str, set[str]] = {}
     group_ids = set(groups) - user_ids
+    if keep is not None:
+        user_ids = keep
     for gid in groups:
         seen_groups = {gid}
         stack = [gid]
@@ -217,6 +223,9 @@ def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str]) -> di
 
 
 def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: list[Problem]):
+    folded = [key_of(obj).casefold() for obj in objects.values()]
+    if len(set(folded)) == len(folded):
+        return                          # no name is shared (the common case: one pass)
     by_key: dict[str, list[str]] = {}
     for sid, obj in objects.items():
         by_key.setdefault(key_of(obj).casefold(), []).append(sid)
@@ -305,17 +314,18 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
     snapshot knows which SCIM id Split gave the manager, and the engine turns the source id
     into that target id as it sends (``agent/core/references.py``)."""
     index = ManagerIndex(records, users)
+    ids = records.keys()                    # (asks for no record)
     dropped = 0
     digests: dict[str | None, str] = {}
     for sid, user in list(users.items()):
         again = reused.get(sid)
-        reference = again.reference if again is not None else user.attributes.get("manager")
+        reference = again[1] if again is not None else user.attributes.get("manager")
         if reference is None and again is None:
             continue                # names no manager: its source_digest says so already
         if reference is None:
             manager = None
         else:
-            manager = reference if reference in records else index.resolve(reference)
+            manager = reference if reference in ids else index.resolve(reference)
         if manager == sid:
             manager = None
         if reference is not None and manager is None:
@@ -324,14 +334,15 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
         if named is None:
             named = digests[manager] = _manager_digest(manager)
         if again is not None:
-            if again.source_digest == again.record_digest + named:
+            if user.source_digest == again[0] + named:
                 continue                               # exactly the value pushed
             attributes = dict(user.attributes)
             attributes.pop("manager", None)
             if manager is not None:
                 attributes["manager"] = manager
             users[sid] = User(sid, user.user_name, user.active, attributes,
-                              source_digest=again.record_digest + named)
+                              source_digest=again[0] + named,
+                              manager_reference=reference or "")
             continue
         attributes = user.attributes
         if manager != reference:
@@ -342,7 +353,8 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
                 attributes["manager"] = manager
         users[sid] = User(sid, user.user_name, user.active, attributes,
                           user.digest if attributes is user.attributes else "",
-                          source_digest=user.source_digest and user.source_digest + named)
+                          source_digest=user.source_digest and user.source_digest + named,
+                          manager_reference=user.manager_reference)
     return dropped
 
 
@@ -385,27 +397,45 @@ def _manager_digest(manager: str | None) -> str:
                                  digest_size=8).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class _Reused:
-    record_digest: str
-    source_digest: str          # as pushed: the record's digest and the manager it named
-    reference: str | None       # the record's manager reference, to be resolved again
+def source_record_digest(digest: str, fingerprint: str) -> str:
+    """A record's digest from the source's own (``Directory.user_digests``): that digest
+    under this mapping. Never equal to a :func:`record_digest`, which is another length."""
+    return digest and f"{digest}.{fingerprint[:16]}"
 
 
-def _reusable(record: UserRecord, digest: str, pushed: PushedUser | None,
+# A record whose pushed value is taken: (its digest, its manager reference to be resolved
+# again); a tuple, as there is one for nearly every user
+_Reused = tuple[str, "str | None"]
+
+
+def _reusable(record: UserRecord | None, digest: str, pushed: PushedUser | None,
               manager: Expression | None) -> _Reused | None:
-    """The pushed value stands for ``record``'s when it was recorded from this very record
-    under this mapping (and recorded whole: a row whose digest was cleared is mapped)."""
+    """The pushed value stands for the record's when it was recorded from this very record
+    under this mapping (and recorded whole: a row whose digest was cleared is mapped).
+
+    ``record`` is None when the source's digest stands for it (it is not built): its
+    ``active`` is the pushed row's, since a row keeps its source digest only when it was
+    recorded with the active of the user mapped (``State._put_user``), and its manager
+    reference is the one recorded with the row (a row without one is mapped)."""
     if not digest or pushed is None or not pushed.digest \
-            or not pushed.source_digest.startswith(digest + "/") or pushed.active != record.active:
+            or pushed.source_digest[len(digest):len(digest) + 1] != "/" \
+            or not pushed.source_digest.startswith(digest):
         return None
     reference = None
-    if manager is not None:
-        try:
-            reference = manager.evaluate(record.attributes) or None
-        except BadValue:
+    if record is None:
+        if manager is not None:
+            if pushed.manager_reference is None:
+                return None
+            reference = pushed.manager_reference or None
+    else:
+        if pushed.active != record.active:
             return None
-    return _Reused(digest, pushed.source_digest, reference)
+        if manager is not None:
+            try:
+                reference = manager.evaluate(record.attributes) or None
+            except BadValue:
+                return None
+    return digest, reference
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,30 +470,38 @@ def map_directory(directory: Directory, rules: MappingRules,
     fingerprint = mapping_fingerprint(rules)
     manager = rules.user_attributes.get("manager")
     pushed = pushed or {}
-    for record in records.values():
-        digest = record_digest(record, fingerprint)
-        was = pushed.get(record.id)
+    # a source's own digests: a record is built only when its value cannot be the pushed one
+    given = directory.user_digests
+    record: UserRecord | None = None
+    for sid in records:
+        if given is None:
+            record = records[sid]
+            digest = record_digest(record, fingerprint)
+        else:
+            digest = source_record_digest(given.get(sid, ""), fingerprint)
+        was = pushed.get(sid)
         again = None
         if was is not None and was.digest and digest and was.source_digest[:len(digest)] == digest:
             again = _reusable(record, digest, was, manager)
         if again is not None:
-            users[record.id] = User(record.id, was.user_name, was.active, was.attributes,
-                                    was.digest, was.source_digest)
-            reused[record.id] = again
+            users[sid] = User(sid, was.user_name, was.active, was.attributes,
+                              was.digest, was.source_digest, again[1] or "")
+            reused[sid] = again
             continue
-        user = mapper.user(record, digest)
+        user = mapper.user(records[sid] if record is None else record, digest)
         if user is not None:
-            users[record.id] = user
-    _drop_duplicates(users, lambda u: u.user_name, "user", mapper.problems)
+            users[sid] = user
+    _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems)
     dropped = resolve_managers(users, records, reused)
     if dropped:
         log.info("%d manager reference(s) name no user in scope; manager is left unset for "
                  "them", dropped)
 
+    # Only active users are members on the target: a deactivated account keeps no access.
     active = {sid for sid, u in users.items() if u.active}
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
-    flat = flatten_members(directory.groups, set(records))
+    flat = flatten_members(directory.groups, set(records), keep=active)
     known = directory.users.keys() | directory.groups.keys()
     strangers = sum(len(g.members - known) for g in directory.groups.values())
     if strangers:
@@ -474,11 +512,9 @@ def map_directory(directory: Directory, rules: MappingRules,
         name = mapper.group_name(record)
         if not name:
             continue
-        # Only active users are members on the target: a deactivated account keeps no access.
-        groups[gid] = Group(source_id=gid, display_name=name,
-                            members=frozenset(flat.pop(gid) & active))
+        groups[gid] = Group(source_id=gid, display_name=name, members=frozenset(flat.pop(gid)))
     del flat
-    _drop_duplicates(groups, lambda g: g.display_name, "group", mapper.problems)
+    _drop_duplicates(groups, attrgetter("display_name"), "group", mapper.problems)
 
     if rules.admin_group and not any(g.display_name == rules.admin_group_name
                                      for g in groups.values()):

@@ -39,6 +39,9 @@ class User:
     # names); "" when unknown. Recorded with the pushed row, it lets the next cycle take an
     # unchanged record's value from the snapshot instead of mapping it again.
     source_digest: str = field(default="", compare=False)
+    # The record's own manager reference (an id, an e-mail, a DN; "" for none), recorded
+    # beside source_digest: an unchanged record's reference is resolved again from it.
+    manager_reference: str = field(default="", compare=False)
 
     def __post_init__(self):
         if not self.digest:
@@ -130,6 +133,7 @@ class PushedUser:
     attributes: Mapping[str, str]
     digest: str
     source_digest: str = field(default="", compare=False)   # User.source_digest, when known
+    manager_reference: str | None = field(default=None, compare=False)   # None: not known
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from .sqlite import REBUILD, connect
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -65,7 +65,14 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE users ADD COLUMN source_digest TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5, 6: _v6}   # version -> brings the schema from version-1 to it
+def _v7(db: sqlite_utils.Database) -> None:
+    # User.manager_reference, recorded with source_digest (NULL: not known, so the row's
+    # record is mapped again)
+    db.execute("ALTER TABLE users ADD COLUMN manager_reference TEXT")
+
+
+MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5, 6: _v6,
+              7: _v7}   # version -> brings the schema from version-1 to it
 
 
 class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
@@ -234,11 +241,11 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             users = {
                 row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]),
                                    StoredAttributes(row[4], self.path) if row[6] else _object(""),
-                                   row[5], row[7])
+                                   row[5], row[7], row[8])
                 for row in self.db.execute(
                     "SELECT source_id, scim_id, user_name, active, attributes, digest, "
                     "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END, "
-                    "source_digest FROM users")
+                    "source_digest, manager_reference FROM users")
             }
         # one row per group (the primary key's order: no sort); a member id is the very
         # string of the user's id, one copy of each in memory
@@ -302,16 +309,18 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         whole = active == user.active       # else the target holds something else: no digests
         self.db.execute(
             "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
-            "digest, source_digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "digest, source_digest, manager_reference, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [user.source_id, scim_id, user.user_name, int(active),
              json.dumps(attributes, sort_keys=True), user.digest if whole else "",
-             user.source_digest if whole else "", now()])
+             user.source_digest if whole else "",
+             user.manager_reference if whole and user.source_digest else None, now()])
 
     def record_user_active(self, source_id: str, active: bool) -> None:
         """A deactivation of a user that left the source: keep what we know, flip active."""
         with self.db.atomic():
             self.db.execute("UPDATE users SET active = ?, digest = '', source_digest = '', "
-                            "updated = ? WHERE source_id = ?", [int(active), now(), source_id])
+                            "manager_reference = NULL, updated = ? WHERE source_id = ?", [int(active), now(), source_id])
 
     def record_group(self, group: Group, scim_id: str) -> None:
         with self.db.atomic():
