@@ -26,7 +26,7 @@ import sqlite_utils
 from connectors.base import Directory, GroupRecord, UserRecord
 
 from ..core.adopt import Facts
-from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
+from ..core.model import DesiredState, Group, PushedGroup, PushedUser, Snapshot, User
 from .access import diagnose
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .changes import Change, ChangeLog, migrate_v4
@@ -315,6 +315,25 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
              json.dumps(attributes, sort_keys=True), user.digest if whole else "",
              user.source_digest if whole else "",
              user.manager_reference if whole and user.source_digest else None, now()])
+
+    def record_source_digests(self, desired: DesiredState) -> int:
+        """Rows holding exactly a desired user's value (its digest and active) but recorded
+        from another source digest (from before a change of how records are digested, or
+        adopted from the target), or without the record's manager reference, are given the
+        desired user's, in one transaction: the next cycle takes those users as they are
+        instead of mapping them again. Returns how many rows changed."""
+        pushed = self.snapshot().users
+        stale = [(u.source_digest, u.manager_reference, sid, u.digest, int(u.active))
+                 for sid, u in desired.users.items() if u.source_digest
+                 and (p := pushed.get(sid)) is not None and p.digest == u.digest
+                 and p.active == u.active and (p.source_digest != u.source_digest
+                                               or p.manager_reference != u.manager_reference)]
+        if stale:
+            with self.db.atomic():
+                self.db.conn.executemany(
+                    "UPDATE users SET source_digest = ?, manager_reference = ? "
+                    "WHERE source_id = ? AND digest = ? AND active = ?", stale)
+        return len(stale)
 
     def record_user_active(self, source_id: str, active: bool) -> None:
         """A deactivation of a user that left the source: keep what we know, flip active."""
