@@ -22,7 +22,9 @@ from operator import attrgetter
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
 from .expressions import BadValue, Expression, first_of, lookup  # noqa: F401 (re-exported)
-from .model import DesiredState, Group, Problem, PushedUser, User, digest_of
+from .model import (ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_MANAGER_REFERENCE,
+                    ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, Group, Problem, PushedUser,
+                    PushedUsers, User, digest_of)
 from .scope import Objects, Scope
 
 log = logging.getLogger(__name__)
@@ -408,27 +410,29 @@ def source_record_digest(digest: str, fingerprint: str) -> str:
 _Reused = tuple[str, "str | None"]
 
 
-def _reusable(record: UserRecord | None, digest: str, pushed: PushedUser | None,
+def _reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
               manager: Expression | None) -> _Reused | None:
     """The pushed value stands for the record's when it was recorded from this very record
     under this mapping (and recorded whole: a row whose digest was cleared is mapped).
+    ``pushed``: its row (:class:`PushedUsers`).
 
     ``record`` is None when the source's digest stands for it (it is not built): its
     ``active`` is the pushed row's, since a row keeps its source digest only when it was
     recorded with the active of the user mapped (``State._put_user``), and its manager
     reference is the one recorded with the row (a row without one is mapped)."""
-    if not digest or pushed is None or not pushed.digest \
-            or pushed.source_digest[len(digest):len(digest) + 1] != "/" \
-            or not pushed.source_digest.startswith(digest):
+    if not digest or pushed is None or not pushed[ROW_DIGEST]:
+        return None
+    source_digest = pushed[ROW_SOURCE_DIGEST]
+    if source_digest[len(digest):len(digest) + 1] != "/" or not source_digest.startswith(digest):
         return None
     reference = None
     if record is None:
         if manager is not None:
-            if pushed.manager_reference is None:
+            if pushed[ROW_MANAGER_REFERENCE] is None:
                 return None
-            reference = pushed.manager_reference or None
+            reference = pushed[ROW_MANAGER_REFERENCE] or None
     else:
-        if pushed.active != record.active:
+        if pushed[ROW_ACTIVE] != record.active:
             return None
         if manager is not None:
             try:
@@ -469,7 +473,7 @@ def map_directory(directory: Directory, rules: MappingRules,
     reused: dict[str, _Reused] = {}
     fingerprint = mapping_fingerprint(rules)
     manager = rules.user_attributes.get("manager")
-    pushed = pushed or {}
+    rows = PushedUsers.of(pushed).rows if pushed else {}     # (no PushedUser is made)
     # a source's own digests: a record is built only when its value cannot be the pushed one
     given = directory.user_digests
     record: UserRecord | None = None
@@ -479,13 +483,14 @@ def map_directory(directory: Directory, rules: MappingRules,
             digest = record_digest(record, fingerprint)
         else:
             digest = source_record_digest(given.get(sid, ""), fingerprint)
-        was = pushed.get(sid)
+        row = rows.get(sid)
         again = None
-        if was is not None and was.digest and digest and was.source_digest[:len(digest)] == digest:
-            again = _reusable(record, digest, was, manager)
+        if row is not None and row[ROW_DIGEST] and digest \
+                and row[ROW_SOURCE_DIGEST][:len(digest)] == digest:
+            again = _reusable(record, digest, row, manager)
         if again is not None:
-            users[sid] = User(sid, was.user_name, was.active, was.attributes,
-                              was.digest, was.source_digest, again[1] or "")
+            users[sid] = User(sid, row[ROW_USER_NAME], row[ROW_ACTIVE], row[ROW_ATTRIBUTES],
+                              row[ROW_DIGEST], row[ROW_SOURCE_DIGEST], again[1] or "")
             reused[sid] = again
             continue
         user = mapper.user(records[sid] if record is None else record, digest)

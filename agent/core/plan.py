@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, DesiredState, Group, Problem,
-                    PushedUser, Snapshot, User)
+from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, ROW_ACTIVE, ROW_DIGEST,
+                    DesiredState, Group, Problem, PushedUser, PushedUsers, Snapshot, User)
 
 
 class OpKind(StrEnum):
@@ -145,9 +145,10 @@ class PlanOptions:
 
 def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = PlanOptions()) -> Plan:
     ops: list[Op] = []
-    gone = snapshot.users.keys() - desired.users.keys()      # (a set operation: no loop)
+    pushed = snapshot.users
+    gone = pushed.keys() - desired.users.keys()      # (a set operation: no PushedUser made)
     held = desired.held_users
-    departed = {u.user_name.casefold(): u for sid, u in snapshot.users.items()
+    departed = {pushed[sid].user_name.casefold(): pushed[sid] for sid in pushed
                 if sid in gone and sid not in held} if gone else {}
     ops += _order_by_managers(_order_by_freed_names(_user_ops(desired, snapshot, options),
                                                     departed))
@@ -159,15 +160,17 @@ def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = 
 
 def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
     ops = []
+    rows = PushedUsers.of(snapshot.users).rows
     for sid, user in desired.users.items():
-        pushed = snapshot.users.get(sid)
-        if pushed is None:
+        row = rows.get(sid)
+        if row is None:
             if user.active:   # an account disabled before we ever saw it is not created
                 ops.append(Op(OpKind.CREATE_USER, user.key, sid,
                               attributes=user.attributes, user=user))
             continue
-        if pushed.digest == user.digest:
+        if row[ROW_DIGEST] == user.digest:
             continue
+        pushed = snapshot.users[sid]
         changed = diff(pushed.attributes, user.attributes)
         manager = changed.get("manager", (None, None))[1]
         if manager is not None and not _can_be_referenced(manager, desired, snapshot):
@@ -190,11 +193,12 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
             ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, problem.source_id,
                           reason=f"disabled in the source (not pushed otherwise: "
                                  f"{problem.reason})"))
-    gone = snapshot.users.keys() - desired.users.keys()
+    gone = rows.keys() - desired.users.keys()
     if options.deactivate and gone:
         held = desired.held_users
-        for sid, pushed in snapshot.users.items():
-            if sid in gone and sid not in held and pushed.active:
+        for sid in rows:
+            if sid in gone and sid not in held and rows[sid][ROW_ACTIVE]:
+                pushed = snapshot.users[sid]
                 ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, sid,
                               reason="no longer in the source or its scope"))
     return ops

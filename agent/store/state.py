@@ -26,7 +26,7 @@ import sqlite_utils
 from connectors.base import Directory, GroupRecord, UserRecord
 
 from ..core.adopt import Facts
-from ..core.model import DesiredState, Group, PushedGroup, PushedUser, Snapshot, User
+from ..core.model import DesiredState, Group, PushedGroup, PushedUsers, Snapshot, User
 from .access import diagnose
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .changes import Change, ChangeLog, migrate_v4
@@ -239,28 +239,23 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
     def _read_snapshot(self) -> Snapshot:
         with self._rows("users"):
             users = {
-                row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]),
-                                   StoredAttributes(row[4], self.path) if row[6] else _object(""),
-                                   row[5], row[7], row[8])
+                row[0]: (row[1], row[2], bool(row[3]),
+                         StoredAttributes(row[4], self.path) if row[6] else _object(""),
+                         row[5], row[7], row[8])
                 for row in self.db.execute(
                     "SELECT source_id, scim_id, user_name, active, attributes, digest, "
                     "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END, "
                     "source_digest, manager_reference FROM users")
             }
-        # one row per group (the primary key's order: no sort); a member id is the very
-        # string of the user's id, one copy of each in memory
-        ids = {sid: sid for sid in users}
-        members = {group_id: frozenset(map(ids.get, ids_of, ids_of))
-                   for group_id, ids_of in (
-                       (row[0], json.loads(row[1])) for row in self.db.execute(
-                           "SELECT group_id, json_group_array(user_id) FROM memberships "
-                           "GROUP BY group_id"))}
+        # one row per group (the primary key's order: no sort)
+        members = {row[0]: frozenset(json.loads(row[1])) for row in self.db.execute(
+            "SELECT group_id, json_group_array(user_id) FROM memberships GROUP BY group_id")}
         groups = {
             row[0]: PushedGroup(row[0], row[1], row[2], row[3], members.get(row[0], frozenset()))
             for row in self.db.execute(
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
-        return Snapshot(users, groups)
+        return Snapshot(PushedUsers(users), groups)
 
     def digest(self) -> str:
         """A digest of everything pushed (ids, digests, memberships): a saved plan records it,
