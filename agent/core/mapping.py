@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -303,7 +303,8 @@ class ManagerIndex:
 
 
 def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
-                     reused: Mapping[str, "_Reused"] = {}) -> int:
+                     reused: Mapping[str, "_Reused"] = {}, todo: Iterable[str] | None = None,
+                     digests: dict[str | None, str] | None = None) -> int:
     """Replace each ``manager`` value by the source id of the user it names, in place; a
     reference to nobody in scope (or to oneself) is dropped. Returns how many were dropped.
     Each user is given its ``source_digest`` (its record's digest and the manager it names).
@@ -312,14 +313,19 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
     the manager they named when pushed; it is resolved again from the record's reference,
     since the user it named may have left or another may have taken that name.
 
+    ``todo``: only these users (default: every one); the others are known to name the very
+    manager they named when pushed. ``digests``: manager -> its part of a source digest,
+    as far as known.
+
     Why a source id: the core speaks source ids everywhere (group members too); only the
     snapshot knows which SCIM id Split gave the manager, and the engine turns the source id
     into that target id as it sends (``agent/core/references.py``)."""
     index = ManagerIndex(records, users)
     ids = records.keys()                    # (asks for no record)
     dropped = 0
-    digests: dict[str | None, str] = {}
-    for sid, user in list(users.items()):
+    digests = {} if digests is None else digests
+    for sid in list(users) if todo is None else [sid for sid in todo if sid in users]:
+        user = users[sid]
         again = reused.get(sid)
         reference = again[1] if again is not None else user.attributes.get("manager")
         if reference is None and again is None:
@@ -336,14 +342,15 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
         if named is None:
             named = digests[manager] = _manager_digest(manager)
         if again is not None:
-            if user.source_digest == again[0] + named:
+            pushed_as = user.source_digest
+            if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
                 continue                               # exactly the value pushed
             attributes = dict(user.attributes)
             attributes.pop("manager", None)
             if manager is not None:
                 attributes["manager"] = manager
             users[sid] = User(sid, user.user_name, user.active, attributes,
-                              source_digest=again[0] + named,
+                              source_digest=pushed_as[:again[0]] + named,
                               manager_reference=reference or "")
             continue
         attributes = user.attributes
@@ -405,9 +412,10 @@ def source_record_digest(digest: str, fingerprint: str) -> str:
     return digest and f"{digest}.{fingerprint[:16]}"
 
 
-# A record whose pushed value is taken: (its digest, its manager reference to be resolved
-# again); a tuple, as there is one for nearly every user
-_Reused = tuple[str, "str | None"]
+# A record whose pushed value is taken: (the length of its digest, the start of the pushed
+# source digest; its manager reference, to be resolved again); a tuple, as there is one for
+# nearly every user
+_Reused = tuple[int, "str | None"]
 
 
 def _reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
@@ -439,7 +447,7 @@ def _reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
                 reference = manager.evaluate(record.attributes) or None
             except BadValue:
                 return None
-    return digest, reference
+    return len(digest), reference
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,27 +485,58 @@ def map_directory(directory: Directory, rules: MappingRules,
     # a source's own digests: a record is built only when its value cannot be the pushed one
     given = directory.user_digests
     record: UserRecord | None = None
+    tail = source_record_digest("-", fingerprint)[1:] + "/"     # what follows the source's
+    ids = records.keys()                    # (asks for no record)
+    digests: dict[str | None, str] = {}     # manager -> its part of a source digest
+    todo: list[str] = []                    # users whose manager resolve_managers works out
+    named_nobody: list[str] = []            # ... and those it need not (themselves, by id)
     for sid in records:
+        row = rows.get(sid)
+        again = None
         if given is None:
             record = records[sid]
             digest = record_digest(record, fingerprint)
+            if row is not None and digest and row[ROW_SOURCE_DIGEST].startswith(digest):
+                again = _reusable(record, digest, row, manager)
         else:
-            digest = source_record_digest(given.get(sid, ""), fingerprint)
-        row = rows.get(sid)
-        again = None
-        if row is not None and row[ROW_DIGEST] and digest \
-                and row[ROW_SOURCE_DIGEST][:len(digest)] == digest:
-            again = _reusable(record, digest, row, manager)
+            # _reusable(None, source_record_digest(own, fingerprint), row, manager), in the
+            # loop over every user: no digest is written out unless the record is mapped
+            own = given.get(sid, "")
+            digest = ""
+            if row is not None and own and row[ROW_DIGEST] \
+                    and row[ROW_SOURCE_DIGEST].startswith(own) \
+                    and row[ROW_SOURCE_DIGEST].startswith(tail, len(own)) \
+                    and (manager is None or row[ROW_MANAGER_REFERENCE] is not None):
+                again = (len(own) + len(tail) - 1,
+                         (row[ROW_MANAGER_REFERENCE] or None) if manager is not None else None)
+            else:
+                digest = source_record_digest(own, fingerprint)
         if again is not None:
             users[sid] = User(sid, row[ROW_USER_NAME], row[ROW_ACTIVE], row[ROW_ATTRIBUTES],
                               row[ROW_DIGEST], row[ROW_SOURCE_DIGEST], again[1] or "")
+            # resolve_managers, at once, for a reference by id or none (nearly everyone's):
+            # naming the manager it named when pushed, the user is exactly the pushed value
+            reference = again[1]
+            if reference is None or reference in ids:
+                boss = reference if reference != sid else None
+                named = digests.get(boss)
+                if named is None:
+                    named = digests[boss] = _manager_digest(boss)
+                pushed_as = row[ROW_SOURCE_DIGEST]
+                if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
+                    if reference is not None and boss is None:
+                        named_nobody.append(sid)
+                    continue
             reused[sid] = again
+            todo.append(sid)
             continue
         user = mapper.user(records[sid] if record is None else record, digest)
         if user is not None:
             users[sid] = user
+            todo.append(sid)
     _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems)
-    dropped = resolve_managers(users, records, reused)
+    dropped = resolve_managers(users, records, reused, todo, digests) \
+        + sum(1 for sid in named_nobody if sid in users)
     if dropped:
         log.info("%d manager reference(s) name no user in scope; manager is left unset for "
                  "them", dropped)
