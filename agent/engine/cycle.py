@@ -476,6 +476,11 @@ def bulk():
         yield
     finally:
         if enabled:
+            # what was made stays: enabled as it is, the collector's next pass would walk
+            # every one of those objects (an eighth of a plan); they go to the oldest
+            # generation instead, as if they had survived the passes they missed
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
