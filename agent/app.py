@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from connectors.base import Source, Target
-from connectors.http import HttpPolicy, RateLimiter
 from connectors.redaction import keep_secret
-from connectors.scim import ScimTarget
 
 from .config import Config, ConfigError, secrets_of
 from .engine.cycle import Agent
@@ -32,10 +30,16 @@ def make_source(config: Config, attributes: Sequence[str] = ()) -> Source:
 
 def make_target(config: Config, *, clock: Callable[[], float] = time.monotonic,
                 sleep: Callable[[float], None] = time.sleep,
-                pacers: dict | None = None) -> ScimTarget:
+                pacers: dict | None = None) -> Target:
     """The SCIM target of ``[target]``; ``clock`` and ``sleep`` pace it and time its retries.
     ``pacers`` keeps the pace each target learned (its RateLimiter) from one cycle to the
-    next, so a daemon does not relearn Split's limit from the ceiling every cycle."""
+    next, so a daemon does not relearn Split's limit from the ceiling every cycle.
+
+    The HTTP stack is imported here, when a target is built: ``plan`` from a file source
+    never loads it (a tenth of a second of a plan's start)."""
+    from connectors.http import HttpPolicy, RateLimiter
+    from connectors.scim import ScimTarget
+
     if config.target.token is None or not config.target.token.resolved:
         raise ConfigError(f"{config.path}: [target] token: is required for this command")
     t = config.target

@@ -143,12 +143,21 @@ class Directory:
     source has no change feed). ``groups_read`` is False when the source said nothing about
     groups at all (an export without a groups section): that is not an empty directory of
     groups, and the engine leaves every group as it is.
+
+    ``user_digests`` (optional; None: the engine digests each record itself) is a source's
+    own digest of each user, by id, over everything that user's record is made from: two
+    reads that give an id the same digest give it equal records. A source that has one
+    cheaply (the file source: of each parsed object) may then make ``users`` a mapping that
+    builds a record only when it is asked for: the engine asks only for records whose digest
+    differs from the one their pushed value was mapped from. Its ``keys()`` and ``in`` must
+    not build records; building one must not fail (check the records while reading).
     """
 
     users: Mapping[str, UserRecord]
     groups: Mapping[str, GroupRecord]
     cursor: str | None = None
     groups_read: bool = True
+    user_digests: Mapping[str, str] | None = None
 
     @classmethod
     def of(cls, users=(), groups=(), cursor: str | None = None,

@@ -32,9 +32,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import marshal
 import math
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
+from hashlib import blake2b
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -136,17 +140,90 @@ def _read_json(path: Path, checksum: bool) -> Directory:
         raise SourceError(f'{path}: expected {{"users": [...], "groups": [...]}}')
     if "users" not in document:
         raise SourceError(f'{path}: no "users" list')
-    # Each parsed object becomes its record and is let go at once: the whole document and
-    # all of its records are never held together.
-    users = _taken(document["users"], lambda r, i: _user(r, _Where(path, "users", i),
-                                                          surrogates))
+    # Objects sure to make a record are made into one only when the engine asks; any other
+    # export becomes its records here, each parsed object let go as soon as it is one.
+    lazy = None if surrogates else _Records.of(document["users"], path)
+    users = lazy if lazy is not None else \
+        _taken(document["users"], lambda r, i: _user(r, _Where(path, "users", i), surrogates))
     groups = _taken(document.get("groups", []),
                     lambda r, i: _group(r, _Where(path, "groups", i), surrogates))
     # No "groups" key is not "no groups": the export said nothing about them.
-    return _directory(users, groups, path, groups_read="groups" in document)
+    return _directory(users, groups, path, groups_read="groups" in document,
+                      digests=lazy.digests if lazy is not None else None)
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+# What a user's digest is made of: the parsed object as marshal writes it (exact for JSON's
+# values, its keys in their order; version 2 writes no back-references, so equal objects
+# give equal bytes), under this reader's version and Python's. Raise RECORD_VERSION whenever
+# _user may make another record of the same object.
+RECORD_VERSION = 1
+_DIGEST_PERSON = f"file{RECORD_VERSION}.py{sys.version_info[0]}{sys.version_info[1]}".encode()
+_VALUE_TYPES = frozenset({str, bool, int, float, type(None)})
+
+
+class _Records(Mapping):
+    """The users of an export, each made into its :class:`UserRecord` only when asked for
+    (the engine asks only for those whose digest says they changed). Made only from objects
+    checked in bulk to make a record without error, each as :func:`_user` makes it. Each
+    object is kept as the bytes its digest was made of (marshal gives the very object back),
+    a fifth of the memory of the parsed object."""
+
+    __slots__ = ("_parsed", "_made", "_path", "digests")
+
+    def __init__(self, parsed: dict[str, bytes | None], path: Path, digests: dict[str, str]):
+        self._parsed = parsed           # id -> the object's bytes (None once made a record)
+        self._made: dict[str, UserRecord] = {}
+        self._path = path
+        self.digests = digests
+
+    @classmethod
+    def of(cls, objects: list, path: Path) -> "_Records | None":
+        """None unless every object is sure to make a record as it is: an object whose id
+        or userName is not plain text (or is too long, or is given twice), whose ``active``
+        is not true or false, or which holds a list or an object, is read the long way,
+        which says precisely what is wrong. (Lone surrogates are ruled out before.)"""
+        if not set(map(type, objects)) <= {dict}:
+            return None
+        ids = [o.get("id") for o in objects]
+        names = [o.get("userName") for o in objects]
+        actives = [o.get("active", True) for o in objects]
+        if not (set(map(type, ids)) | set(map(type, names)) <= {str}
+                and set(map(type, actives)) <= {bool}
+                and set(map(type, chain.from_iterable(map(dict.values, objects))))
+                <= _VALUE_TYPES):
+            return None
+        if "" in ids or "" in names or list(map(str.strip, ids)) != ids \
+                or list(map(str.strip, names)) != names \
+                or max(map(len, ids), default=0) > MAX_ID_LENGTH or len(set(ids)) != len(ids):
+            return None
+        blobs = [marshal.dumps(o, 2) for o in objects]
+        digests = dict(zip(ids, [blake2b(b, digest_size=16, person=_DIGEST_PERSON).hexdigest()
+                                 for b in blobs]))
+        return cls(dict(zip(ids, blobs)), path, digests)
+
+    def __getitem__(self, uid: str) -> UserRecord:
+        record = self._made.get(uid)
+        if record is None:
+            parsed = marshal.loads(self._parsed[uid])     # (a KeyError for another id)
+            record = self._made[uid] = _user(parsed, f"{self._path}: the user {_shown(uid)}",
+                                             False)
+            self._parsed[uid] = None    # made once: then only the record is kept
+        return record
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._parsed
+
+    def __iter__(self):
+        return iter(self._parsed)
+
+    def __len__(self) -> int:
+        return len(self._parsed)
+
+    def keys(self):
+        return self._parsed.keys()
 
 
 def _taken(items: list, convert) -> list:
@@ -313,7 +390,7 @@ def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
         raise SourceError(f"{where}: members must be a list of ids, not {_kind(members)}")
     ids = None
     if not surrogates and set(map(type, members)) <= {str}:      # the common case, kept cheap
-        ids = [m.strip() for m in members]
+        ids = list(map(str.strip, members))
         if not all(ids) or (ids and max(map(len, ids)) > MAX_ID_LENGTH):
             ids = None                                             # said below, precisely
     if ids is None:
@@ -388,19 +465,22 @@ def _shown(value: Any) -> str:
     return ascii(text) if not text.isprintable() else repr(text)
 
 
-def _directory(users: list[UserRecord], groups: list[GroupRecord], origin: Path,
-               groups_read: bool) -> Directory:
+def _directory(users: "list[UserRecord] | _Records", groups: list[GroupRecord], origin: Path,
+               groups_read: bool, digests: dict[str, str] | None = None) -> Directory:
     for kind, records in (("user", users), ("group", groups)):
-        if len({r.id for r in records}) == len(records):
-            continue
+        if isinstance(records, _Records) or len({r.id for r in records}) == len(records):
+            continue                    # (_Records holds no id twice)
         seen: set[str] = set()
         for record in records:
             if record.id in seen:
                 raise SourceError(f"{origin}: two {kind}s have the id {_shown(record.id)}")
             seen.add(record.id)
-    # A member id is the very string of the user's id: one copy of each in memory.
-    ids = {u.id: u.id for u in users}
+    # A member id is the very string of the user's id: one copy of each in memory, and the
+    # engine's set operations on members find each by identity.
+    user_ids = users.keys() if isinstance(users, _Records) else [u.id for u in users]
+    ids = dict(zip(user_ids, user_ids))
     ids.update((g.id, g.id) for g in groups)
-    groups = [GroupRecord(g.id, g.attributes, frozenset([ids.get(m, m) for m in g.members]))
+    groups = [GroupRecord(g.id, g.attributes, frozenset(map(ids.get, g.members, g.members)))
               for g in groups]
-    return Directory.of(users, groups, groups_read=groups_read)
+    by_id = users if isinstance(users, _Records) else {u.id: u for u in users}
+    return Directory(by_id, {g.id: g for g in groups}, None, groups_read, digests)

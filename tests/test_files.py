@@ -205,6 +205,56 @@ def test_json_active_accepts_text_forms(tmp_path):
         {"u-1": False, "u-2": True, "u-3": True}
 
 
+# ------------------------------------------------------------------ digests, records on demand
+
+
+def test_json_records_made_on_demand_are_those_made_at_once(tmp_path):
+    """An export whose objects are sure to make records has its records made when asked for;
+    they are exactly those an export read the long way gets (a surrogate pair's escape,
+    anywhere, makes every record at once)."""
+    document = users({"id": "u-1", "userName": "a@example.org", "title": "  Dev ", "n": 7,
+                      "f": 1.5, "b": False, "gone": None, "empty": "", "active": False},
+                     {"userName": "b@example.org", "id": "u-2", "manager": "u-1"})
+    lazy = source(write_json(tmp_path / "lazy.json", document)).read()
+    document["groups"] = [{"id": "g", "displayName": "\U0001f600", "members": []}]
+    path = tmp_path / "eager.json"
+    path.write_text(json.dumps(document))            # ensure_ascii: \ud83d\ude00
+    eager = source(path).read()
+    assert lazy.user_digests is not None and eager.user_digests is None
+    assert list(lazy.users) == ["u-1", "u-2"] and "u-2" in lazy.users
+    assert dict(lazy.users) == dict(eager.users)
+    assert lazy.users["u-1"] is lazy.users["u-1"]     # made once
+
+
+def test_json_user_digests_change_with_anything_a_record_is_made_of(tmp_path):
+    base = [{"id": f"u-{i}", "userName": f"p{i}@example.org", "title": "Dev", "active": True,
+             "manager": "u-0"} for i in range(3)]
+
+    def digests(objects) -> dict:
+        return source(write_json(tmp_path / "d.json", users(*objects))).read().user_digests
+
+    first = digests(base)
+    assert digests(base) == first and len(set(first.values())) == 3
+    for key, value in (("title", "Ops"), ("title", "Dev "), ("active", False),
+                       ("manager", "u-2"), ("userName", "q@example.org"), ("extra", "x"),
+                       ("title", 7), ("title", None)):
+        again = digests([base[0], {**base[1], key: value}, base[2]])
+        assert again["u-1"] != first["u-1"], (key, value)
+        assert {k: v for k, v in again.items() if k != "u-1"} == \
+            {k: v for k, v in first.items() if k != "u-1"}
+
+
+@pytest.mark.parametrize("odd", [{"id": 7}, {"id": " u-1"}, {"active": "yes"},
+                                 {"title": ["a"]}, {"userName": ""}])
+def test_json_objects_not_sure_to_make_a_record_are_read_the_long_way(tmp_path, odd):
+    document = users({"id": "u-1", "userName": "a@example.org", **odd})
+    try:
+        directory = source(write_json(tmp_path / "d.json", document)).read()
+    except SourceError:
+        return                      # said as before, at once
+    assert directory.user_digests is None and type(directory.users) is dict
+
+
 # ------------------------------------------------------------------ malformed CSV
 
 

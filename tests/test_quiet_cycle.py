@@ -76,3 +76,26 @@ def test_after_a_change_only_that_record_is_mapped_and_sent(split_ws, fake_split
     writes = [(r.method, r.path.split("/")[1]) for r in fake_split.writes()]
     assert writes == ([("PATCH", "Users")] if users[7]["active"] else writes)
     assert len(fake_split.requests) == 1 + len(writes)                  # the probe, the write
+
+
+def test_rows_recorded_from_another_digest_are_given_the_records_own(split_ws, fake_split,
+                                                                     monkeypatch):
+    """Rows from before a change of how records are digested (or adopted from Split) hold
+    the desired value but another source digest: a cycle sends nothing for them and records
+    their records' digests, so the cycle after it maps none of them again."""
+    import sqlite3
+    users, groups = directory(60)
+    split_ws.write_directory(users, groups)
+    assert split_ws.agent().sync().outcome is Outcome.OK
+    with sqlite3.connect(split_ws.state) as conn:
+        conn.execute("UPDATE users SET source_digest = 'other/-', manager_reference = NULL")
+    mapped = mapped_records(monkeypatch)
+    fake_split.reset_log()
+    again = split_ws.agent().sync()
+    assert again.outcome is Outcome.OK and again.plan.is_empty
+    assert fake_split.writes() == []
+    assert set(mapped) == {u["id"] for u in users}               # every record, once more
+    mapped.clear()
+    assert split_ws.agent().sync().plan.is_empty
+    never = {u["id"] for u in users if not u["active"]}
+    assert set(mapped) == never | {u["id"] for u in users if u.get("manager") in never}

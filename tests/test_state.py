@@ -467,3 +467,54 @@ def test_a_busy_snapshot_names_the_holder(state, db_path):
     from agent.store.state import StateBusy
     with pytest.raises(StateBusy, match=rf"another scim-agent \(pid {os.getpid()}\) is using"):
         State.open(db_path)
+
+
+def test_schema_7_rows_written_before_it_know_no_manager_reference(tmp_path):
+    """A row recorded by schema 6 keeps its source digest but not the record's manager
+    reference: a record the engine holds is still taken from it (its reference is read from
+    the record), one a source builds only on demand is mapped again; both plan nothing."""
+    import json
+
+    import sqlite_utils
+
+    from agent.core.mapping import MappingRules, map_directory
+    from agent.core.plan import make_plan
+    from agent.store.state import MIGRATIONS
+    from connectors.files import FileSource
+
+    rules = MappingRules.for_source(FileSource)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"users": [
+        {"id": "u1", "userName": "a@example.org", "manager": "u2"},
+        {"id": "u2", "userName": "b@example.org"}], "groups": []}))
+
+    def read(built: bool) -> Directory:
+        view = FileSource(FileSource.Settings(path=export)).read()
+        return Directory(dict(view.users), {}) if built else view
+
+    for built in (True, False):
+        path = tmp_path / f"state-{built}.db"
+        db = sqlite_utils.Database(sqlite3.connect(path))
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        for version in range(1, 7):
+            MIGRATIONS[version](db)
+        db["meta"].upsert({"key": "schema_version", "value": "6"}, pk="key")
+        for n, user in enumerate(map_directory(read(built), rules).users.values()):
+            db.execute("INSERT INTO users (source_id, scim_id, user_name, active, attributes, "
+                       "digest, source_digest, updated) VALUES (?, ?, ?, 1, ?, ?, ?, '')",
+                       [user.source_id, f"s{n}", user.user_name,
+                        json.dumps(dict(user.attributes)), user.digest, user.source_digest])
+        db.conn.commit()
+        db.close()
+        with State.open(path) as state:
+            assert state.meta.schema_version() == SCHEMA_VERSION == 7
+            pushed = state.snapshot().users
+            assert pushed["u1"].manager_reference is None and pushed["u1"].source_digest
+            desired = map_directory(read(built), rules, pushed)
+            assert (desired.users["u1"].attributes is pushed["u1"].attributes) is built
+            assert make_plan(desired, state.snapshot()).is_empty
+            state.record_user(desired.users["u1"], "s0")       # recorded again: taken next time
+            pushed = state.snapshot().users
+            assert pushed["u1"].manager_reference == "u2"
+            assert map_directory(read(built), rules, pushed).users["u1"].attributes \
+                is pushed["u1"].attributes

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
 from .expressions import BadValue, Expression, first_of, lookup  # noqa: F401 (re-exported)
-from .model import DesiredState, Group, Problem, PushedUser, User, digest_of
+from .model import (ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_MANAGER_REFERENCE,
+                    ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, Group, Problem, PushedUser,
+                    PushedUsers, User, digest_of)
 from .scope import Objects, Scope
 
 log = logging.getLogger(__name__)
@@ -151,7 +154,8 @@ class _Mapper:
         if digest and "manager" not in attrs:
             digest += _manager_digest(None)
         return User(source_id=record.id, user_name=user_name, active=record.active,
-                    attributes=attrs, source_digest=digest)
+                    attributes=attrs, source_digest=digest,
+                    manager_reference=attrs.get("manager", ""))
 
     def group_name(self, record: GroupRecord) -> str:
         """The group's name on the target; "" (and a problem) when it has none, when its
@@ -190,13 +194,17 @@ def is_admin_group(record: GroupRecord, name: str, rules: MappingRules) -> bool:
     return record.id == rules.admin_group or wanted in (name.casefold(), own.casefold())
 
 
-def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str]) -> dict[str, set[str]]:
+def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str],
+                    keep: set[str] | None = None) -> dict[str, set[str]]:
     """Transitive user members of every group. Cycles are tolerated (a group reached twice is
     not walked twice); ids that are neither a known user nor a known group are ignored; an
     id that is both a user's and a group's is the user. Set operations: a group's members
-    are never walked one by one."""
+    are never walked one by one. ``keep`` (some of ``user_ids``): only those users are
+    members (the same as intersecting each result with it, in one pass less)."""
     flat: dict[str, set[str]] = {}
     group_ids = set(groups) - user_ids
+    if keep is not None:
+        user_ids = keep
     for gid in groups:
         seen_groups = {gid}
         stack = [gid]
@@ -217,6 +225,9 @@ def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str]) -> di
 
 
 def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: list[Problem]):
+    folded = [key_of(obj).casefold() for obj in objects.values()]
+    if len(set(folded)) == len(folded):
+        return                          # no name is shared (the common case: one pass)
     by_key: dict[str, list[str]] = {}
     for sid, obj in objects.items():
         by_key.setdefault(key_of(obj).casefold(), []).append(sid)
@@ -292,7 +303,8 @@ class ManagerIndex:
 
 
 def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
-                     reused: Mapping[str, "_Reused"] = {}) -> int:
+                     reused: Mapping[str, "_Reused"] = {}, todo: Iterable[str] | None = None,
+                     digests: dict[str | None, str] | None = None) -> int:
     """Replace each ``manager`` value by the source id of the user it names, in place; a
     reference to nobody in scope (or to oneself) is dropped. Returns how many were dropped.
     Each user is given its ``source_digest`` (its record's digest and the manager it names).
@@ -301,21 +313,27 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
     the manager they named when pushed; it is resolved again from the record's reference,
     since the user it named may have left or another may have taken that name.
 
+    ``todo``: only these users (default: every one); the others are known to name the very
+    manager they named when pushed. ``digests``: manager -> its part of a source digest,
+    as far as known.
+
     Why a source id: the core speaks source ids everywhere (group members too); only the
     snapshot knows which SCIM id Split gave the manager, and the engine turns the source id
     into that target id as it sends (``agent/core/references.py``)."""
     index = ManagerIndex(records, users)
+    ids = records.keys()                    # (asks for no record)
     dropped = 0
-    digests: dict[str | None, str] = {}
-    for sid, user in list(users.items()):
+    digests = {} if digests is None else digests
+    for sid in list(users) if todo is None else [sid for sid in todo if sid in users]:
+        user = users[sid]
         again = reused.get(sid)
-        reference = again.reference if again is not None else user.attributes.get("manager")
+        reference = again[1] if again is not None else user.attributes.get("manager")
         if reference is None and again is None:
             continue                # names no manager: its source_digest says so already
         if reference is None:
             manager = None
         else:
-            manager = reference if reference in records else index.resolve(reference)
+            manager = reference if reference in ids else index.resolve(reference)
         if manager == sid:
             manager = None
         if reference is not None and manager is None:
@@ -324,14 +342,16 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
         if named is None:
             named = digests[manager] = _manager_digest(manager)
         if again is not None:
-            if again.source_digest == again.record_digest + named:
+            pushed_as = user.source_digest
+            if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
                 continue                               # exactly the value pushed
             attributes = dict(user.attributes)
             attributes.pop("manager", None)
             if manager is not None:
                 attributes["manager"] = manager
             users[sid] = User(sid, user.user_name, user.active, attributes,
-                              source_digest=again.record_digest + named)
+                              source_digest=pushed_as[:again[0]] + named,
+                              manager_reference=reference or "")
             continue
         attributes = user.attributes
         if manager != reference:
@@ -342,7 +362,8 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
                 attributes["manager"] = manager
         users[sid] = User(sid, user.user_name, user.active, attributes,
                           user.digest if attributes is user.attributes else "",
-                          source_digest=user.source_digest and user.source_digest + named)
+                          source_digest=user.source_digest and user.source_digest + named,
+                          manager_reference=user.manager_reference)
     return dropped
 
 
@@ -385,27 +406,48 @@ def _manager_digest(manager: str | None) -> str:
                                  digest_size=8).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class _Reused:
-    record_digest: str
-    source_digest: str          # as pushed: the record's digest and the manager it named
-    reference: str | None       # the record's manager reference, to be resolved again
+def source_record_digest(digest: str, fingerprint: str) -> str:
+    """A record's digest from the source's own (``Directory.user_digests``): that digest
+    under this mapping. Never equal to a :func:`record_digest`, which is another length."""
+    return digest and f"{digest}.{fingerprint[:16]}"
 
 
-def _reusable(record: UserRecord, digest: str, pushed: PushedUser | None,
+# A record whose pushed value is taken: (the length of its digest, the start of the pushed
+# source digest; its manager reference, to be resolved again); a tuple, as there is one for
+# nearly every user
+_Reused = tuple[int, "str | None"]
+
+
+def _reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
               manager: Expression | None) -> _Reused | None:
-    """The pushed value stands for ``record``'s when it was recorded from this very record
-    under this mapping (and recorded whole: a row whose digest was cleared is mapped)."""
-    if not digest or pushed is None or not pushed.digest \
-            or not pushed.source_digest.startswith(digest + "/") or pushed.active != record.active:
+    """The pushed value stands for the record's when it was recorded from this very record
+    under this mapping (and recorded whole: a row whose digest was cleared is mapped).
+    ``pushed``: its row (:class:`PushedUsers`).
+
+    ``record`` is None when the source's digest stands for it (it is not built): its
+    ``active`` is the pushed row's, since a row keeps its source digest only when it was
+    recorded with the active of the user mapped (``State._put_user``), and its manager
+    reference is the one recorded with the row (a row without one is mapped)."""
+    if not digest or pushed is None or not pushed[ROW_DIGEST]:
+        return None
+    source_digest = pushed[ROW_SOURCE_DIGEST]
+    if source_digest[len(digest):len(digest) + 1] != "/" or not source_digest.startswith(digest):
         return None
     reference = None
-    if manager is not None:
-        try:
-            reference = manager.evaluate(record.attributes) or None
-        except BadValue:
+    if record is None:
+        if manager is not None:
+            if pushed[ROW_MANAGER_REFERENCE] is None:
+                return None
+            reference = pushed[ROW_MANAGER_REFERENCE] or None
+    else:
+        if pushed[ROW_ACTIVE] != record.active:
             return None
-    return _Reused(digest, pushed.source_digest, reference)
+        if manager is not None:
+            try:
+                reference = manager.evaluate(record.attributes) or None
+            except BadValue:
+                return None
+    return len(digest), reference
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,31 +481,71 @@ def map_directory(directory: Directory, rules: MappingRules,
     reused: dict[str, _Reused] = {}
     fingerprint = mapping_fingerprint(rules)
     manager = rules.user_attributes.get("manager")
-    pushed = pushed or {}
-    for record in records.values():
-        digest = record_digest(record, fingerprint)
-        was = pushed.get(record.id)
+    rows = PushedUsers.of(pushed).rows if pushed else {}     # (no PushedUser is made)
+    # a source's own digests: a record is built only when its value cannot be the pushed one
+    given = directory.user_digests
+    record: UserRecord | None = None
+    tail = source_record_digest("-", fingerprint)[1:] + "/"     # what follows the source's
+    ids = records.keys()                    # (asks for no record)
+    digests: dict[str | None, str] = {}     # manager -> its part of a source digest
+    todo: list[str] = []                    # users whose manager resolve_managers works out
+    named_nobody: list[str] = []            # ... and those it need not (themselves, by id)
+    for sid in records:
+        row = rows.get(sid)
         again = None
-        if was is not None and was.digest and digest and was.source_digest[:len(digest)] == digest:
-            again = _reusable(record, digest, was, manager)
+        if given is None:
+            record = records[sid]
+            digest = record_digest(record, fingerprint)
+            if row is not None and digest and row[ROW_SOURCE_DIGEST].startswith(digest):
+                again = _reusable(record, digest, row, manager)
+        else:
+            # _reusable(None, source_record_digest(own, fingerprint), row, manager), in the
+            # loop over every user: no digest is written out unless the record is mapped
+            own = given.get(sid, "")
+            digest = ""
+            if row is not None and own and row[ROW_DIGEST] \
+                    and row[ROW_SOURCE_DIGEST].startswith(own) \
+                    and row[ROW_SOURCE_DIGEST].startswith(tail, len(own)) \
+                    and (manager is None or row[ROW_MANAGER_REFERENCE] is not None):
+                again = (len(own) + len(tail) - 1,
+                         (row[ROW_MANAGER_REFERENCE] or None) if manager is not None else None)
+            else:
+                digest = source_record_digest(own, fingerprint)
         if again is not None:
-            users[record.id] = User(record.id, was.user_name, was.active, was.attributes,
-                                    was.digest, was.source_digest)
-            reused[record.id] = again
+            users[sid] = User(sid, row[ROW_USER_NAME], row[ROW_ACTIVE], row[ROW_ATTRIBUTES],
+                              row[ROW_DIGEST], row[ROW_SOURCE_DIGEST], again[1] or "")
+            # resolve_managers, at once, for a reference by id or none (nearly everyone's):
+            # naming the manager it named when pushed, the user is exactly the pushed value
+            reference = again[1]
+            if reference is None or reference in ids:
+                boss = reference if reference != sid else None
+                named = digests.get(boss)
+                if named is None:
+                    named = digests[boss] = _manager_digest(boss)
+                pushed_as = row[ROW_SOURCE_DIGEST]
+                if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
+                    if reference is not None and boss is None:
+                        named_nobody.append(sid)
+                    continue
+            reused[sid] = again
+            todo.append(sid)
             continue
-        user = mapper.user(record, digest)
+        user = mapper.user(records[sid] if record is None else record, digest)
         if user is not None:
-            users[record.id] = user
-    _drop_duplicates(users, lambda u: u.user_name, "user", mapper.problems)
-    dropped = resolve_managers(users, records, reused)
+            users[sid] = user
+            todo.append(sid)
+    _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems)
+    dropped = resolve_managers(users, records, reused, todo, digests) \
+        + sum(1 for sid in named_nobody if sid in users)
     if dropped:
         log.info("%d manager reference(s) name no user in scope; manager is left unset for "
                  "them", dropped)
 
+    # Only active users are members on the target: a deactivated account keeps no access.
     active = {sid for sid, u in users.items() if u.active}
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
-    flat = flatten_members(directory.groups, set(records))
+    flat = flatten_members(directory.groups, set(records), keep=active)
     known = directory.users.keys() | directory.groups.keys()
     strangers = sum(len(g.members - known) for g in directory.groups.values())
     if strangers:
@@ -474,11 +556,9 @@ def map_directory(directory: Directory, rules: MappingRules,
         name = mapper.group_name(record)
         if not name:
             continue
-        # Only active users are members on the target: a deactivated account keeps no access.
-        groups[gid] = Group(source_id=gid, display_name=name,
-                            members=frozenset(flat.pop(gid) & active))
+        groups[gid] = Group(source_id=gid, display_name=name, members=frozenset(flat.pop(gid)))
     del flat
-    _drop_duplicates(groups, lambda g: g.display_name, "group", mapper.problems)
+    _drop_duplicates(groups, attrgetter("display_name"), "group", mapper.problems)
 
     if rules.admin_group and not any(g.display_name == rules.admin_group_name
                                      for g in groups.values()):

@@ -39,6 +39,9 @@ class User:
     # names); "" when unknown. Recorded with the pushed row, it lets the next cycle take an
     # unchanged record's value from the snapshot instead of mapping it again.
     source_digest: str = field(default="", compare=False)
+    # The record's own manager reference (an id, an e-mail, a DN; "" for none), recorded
+    # beside source_digest: an unchanged record's reference is resolved again from it.
+    manager_reference: str = field(default="", compare=False)
 
     def __post_init__(self):
         if not self.digest:
@@ -130,6 +133,50 @@ class PushedUser:
     attributes: Mapping[str, str]
     digest: str
     source_digest: str = field(default="", compare=False)   # User.source_digest, when known
+    manager_reference: str | None = field(default=None, compare=False)   # None: not known
+
+
+class PushedUsers(Mapping):
+    """The snapshot's users by source id, kept as rows: each becomes a :class:`PushedUser`
+    only when looked up (a plan looks up those it changes; mapping and planning read the
+    rest of them through ``rows``). ``rows``: source id -> the fields after ``source_id``,
+    in order (the ``ROW_*`` indexes)."""
+
+    __slots__ = ("rows", "_made")
+
+    def __init__(self, rows: dict[str, tuple]):
+        self.rows = rows
+        self._made: dict[str, PushedUser] = {}
+
+    @classmethod
+    def of(cls, users: Mapping[str, PushedUser]) -> "PushedUsers":
+        """``users`` as rows (as it is when it already is)."""
+        if isinstance(users, PushedUsers):
+            return users
+        return cls({sid: (u.scim_id, u.user_name, u.active, u.attributes, u.digest,
+                          u.source_digest, u.manager_reference) for sid, u in users.items()})
+
+    def __getitem__(self, source_id: str) -> PushedUser:
+        user = self._made.get(source_id)
+        if user is None:
+            user = self._made[source_id] = PushedUser(source_id, *self.rows[source_id])
+        return user
+
+    def __contains__(self, source_id: object) -> bool:
+        return source_id in self.rows
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def keys(self):
+        return self.rows.keys()
+
+
+ROW_USER_NAME, ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_SOURCE_DIGEST, \
+    ROW_MANAGER_REFERENCE = range(1, 7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,4 +203,4 @@ class Snapshot:
 
     @property
     def active_users(self) -> int:
-        return sum(1 for u in self.users.values() if u.active)
+        return sum(row[ROW_ACTIVE] for row in PushedUsers.of(self.users).rows.values())

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, DesiredState, Group, Problem,
-                    PushedUser, Snapshot, User)
+from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, ROW_ACTIVE, ROW_DIGEST,
+                    DesiredState, Group, Problem, PushedUser, PushedUsers, Snapshot, User)
 
 
 class OpKind(StrEnum):
@@ -145,8 +145,11 @@ class PlanOptions:
 
 def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = PlanOptions()) -> Plan:
     ops: list[Op] = []
-    departed = {u.user_name.casefold(): u for sid, u in snapshot.users.items()
-                if sid not in desired.users and sid not in desired.held_users}
+    pushed = snapshot.users
+    gone = pushed.keys() - desired.users.keys()      # (a set operation: no PushedUser made)
+    held = desired.held_users
+    departed = {pushed[sid].user_name.casefold(): pushed[sid] for sid in pushed
+                if sid in gone and sid not in held} if gone else {}
     ops += _order_by_managers(_order_by_freed_names(_user_ops(desired, snapshot, options),
                                                     departed))
     if options.groups and desired.groups_read:
@@ -157,15 +160,17 @@ def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = 
 
 def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
     ops = []
+    rows = PushedUsers.of(snapshot.users).rows
     for sid, user in desired.users.items():
-        pushed = snapshot.users.get(sid)
-        if pushed is None:
+        row = rows.get(sid)
+        if row is None:
             if user.active:   # an account disabled before we ever saw it is not created
                 ops.append(Op(OpKind.CREATE_USER, user.key, sid,
                               attributes=user.attributes, user=user))
             continue
-        if pushed.digest == user.digest:
+        if row[ROW_DIGEST] == user.digest:
             continue
+        pushed = snapshot.users[sid]
         changed = diff(pushed.attributes, user.attributes)
         manager = changed.get("manager", (None, None))[1]
         if manager is not None and not _can_be_referenced(manager, desired, snapshot):
@@ -188,10 +193,12 @@ def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -
             ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, problem.source_id,
                           reason=f"disabled in the source (not pushed otherwise: "
                                  f"{problem.reason})"))
-    if options.deactivate:
+    gone = rows.keys() - desired.users.keys()
+    if options.deactivate and gone:
         held = desired.held_users
-        for sid, pushed in snapshot.users.items():
-            if sid not in desired.users and sid not in held and pushed.active:
+        for sid in rows:
+            if sid in gone and sid not in held and rows[sid][ROW_ACTIVE]:
+                pushed = snapshot.users[sid]
                 ops.append(Op(OpKind.DEACTIVATE_USER, pushed.user_name, sid,
                               reason="no longer in the source or its scope"))
     return ops
@@ -309,7 +316,7 @@ def _order_by_managers(ops: list[Op]) -> list[Op]:
 
 def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
     ops = []
-    user_key = _user_keys(desired, snapshot)
+    user_key = _UserKeys(desired, snapshot)
     # held users keep their memberships; a disabled one loses them, as any deactivated account
     held_users = desired.held_users - {p.source_id for p in desired.problems if p.disabled}
     admin = options.admin_group_name.casefold()
@@ -334,6 +341,8 @@ def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) 
                               changed={"displayName": (pushed.display_name, group.display_name)}))
             if renamed_admin:
                 continue    # another group's members must not flow into the administrators
+            if group.members == pushed.members:
+                continue    # (one pass over the members of a group that did not change)
             to_add = group.members - pushed.members
             to_remove = pushed.members - group.members - held_users
         # a refused rename keeps the old name on the target; members still follow the source
@@ -358,16 +367,23 @@ def _group_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) 
 
 
 def _member_op(kind: OpKind, key: str, sid: str, members: Iterable[str],
-               user_key: Mapping[str, str], refused: str = "") -> Op:
+               user_key: "_UserKeys", refused: str = "") -> Op:
     ordered = sorted(members, key=lambda m: (user_key.get(m, m).casefold(), m))
     return Op(kind, key, sid, members=tuple(ordered),
               member_keys=tuple(user_key.get(m, m) for m in ordered), refused=refused)
 
 
-def _user_keys(desired: DesiredState, snapshot: Snapshot) -> dict[str, str]:
-    keys = {sid: u.user_name for sid, u in snapshot.users.items()}
-    keys.update({sid: u.user_name for sid, u in desired.users.items()})
-    return keys
+class _UserKeys:
+    """A member's userName: the desired one, else the one pushed; looked up only for the
+    members of member ops."""
+
+    def __init__(self, desired: DesiredState, snapshot: Snapshot):
+        self.desired = desired.users
+        self.pushed = snapshot.users
+
+    def get(self, sid: str, default: str) -> str:
+        user = self.desired.get(sid) or self.pushed.get(sid)
+        return user.user_name if user is not None else default
 
 
 def _refuse_name(name: str) -> str:

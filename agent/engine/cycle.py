@@ -361,6 +361,9 @@ class Agent:
                                         for op in report.deferred]
                                      + [(p.kind, p.source_id, HELD) for p in held])
             self.reader.save(state, read)
+            # rows whose value is the desired one, recorded from another source digest: the
+            # next cycle takes them as they are (see map_directory)
+            state.record_source_digests(desired)
         outcome, message = _outcome(report, held)
         log.info("%s", message)
         return SyncResult(outcome, plan=plan, report=report, message=message, adopted=adopted,
@@ -474,6 +477,11 @@ def bulk():
         yield
     finally:
         if enabled:
+            # what was made stays: enabled as it is, the collector's next pass would walk
+            # every one of those objects (an eighth of a plan); they go to the oldest
+            # generation instead, as if they had survived the passes they missed
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

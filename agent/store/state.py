@@ -26,7 +26,7 @@ import sqlite_utils
 from connectors.base import Directory, GroupRecord, UserRecord
 
 from ..core.adopt import Facts
-from ..core.model import Group, PushedGroup, PushedUser, Snapshot, User
+from ..core.model import DesiredState, Group, PushedGroup, PushedUsers, Snapshot, User
 from .access import diagnose
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .changes import Change, ChangeLog, migrate_v4
@@ -40,7 +40,7 @@ from .sqlite import REBUILD, connect
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -65,7 +65,14 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE users ADD COLUMN source_digest TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5, 6: _v6}   # version -> brings the schema from version-1 to it
+def _v7(db: sqlite_utils.Database) -> None:
+    # User.manager_reference, recorded with source_digest (NULL: not known, so the row's
+    # record is mapped again)
+    db.execute("ALTER TABLE users ADD COLUMN manager_reference TEXT")
+
+
+MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5, 6: _v6,
+              7: _v7}   # version -> brings the schema from version-1 to it
 
 
 class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
@@ -232,28 +239,23 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
     def _read_snapshot(self) -> Snapshot:
         with self._rows("users"):
             users = {
-                row[0]: PushedUser(row[0], row[1], row[2], bool(row[3]),
-                                   StoredAttributes(row[4], self.path) if row[6] else _object(""),
-                                   row[5], row[7])
+                row[0]: (row[1], row[2], bool(row[3]),
+                         StoredAttributes(row[4], self.path) if row[6] else _object(""),
+                         row[5], row[7], row[8])
                 for row in self.db.execute(
                     "SELECT source_id, scim_id, user_name, active, attributes, digest, "
                     "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END, "
-                    "source_digest FROM users")
+                    "source_digest, manager_reference FROM users")
             }
-        # one row per group (the primary key's order: no sort); a member id is the very
-        # string of the user's id, one copy of each in memory
-        ids = {sid: sid for sid in users}
-        members = {group_id: frozenset(map(ids.get, ids_of, ids_of))
-                   for group_id, ids_of in (
-                       (row[0], json.loads(row[1])) for row in self.db.execute(
-                           "SELECT group_id, json_group_array(user_id) FROM memberships "
-                           "GROUP BY group_id"))}
+        # one row per group (the primary key's order: no sort)
+        members = {row[0]: frozenset(json.loads(row[1])) for row in self.db.execute(
+            "SELECT group_id, json_group_array(user_id) FROM memberships GROUP BY group_id")}
         groups = {
             row[0]: PushedGroup(row[0], row[1], row[2], row[3], members.get(row[0], frozenset()))
             for row in self.db.execute(
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
-        return Snapshot(users, groups)
+        return Snapshot(PushedUsers(users), groups)
 
     def digest(self) -> str:
         """A digest of everything pushed (ids, digests, memberships): a saved plan records it,
@@ -302,16 +304,37 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         whole = active == user.active       # else the target holds something else: no digests
         self.db.execute(
             "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
-            "digest, source_digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "digest, source_digest, manager_reference, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [user.source_id, scim_id, user.user_name, int(active),
              json.dumps(attributes, sort_keys=True), user.digest if whole else "",
-             user.source_digest if whole else "", now()])
+             user.source_digest if whole else "",
+             user.manager_reference if whole and user.source_digest else None, now()])
+
+    def record_source_digests(self, desired: DesiredState) -> int:
+        """Rows holding exactly a desired user's value (its digest and active) but recorded
+        from another source digest (from before a change of how records are digested, or
+        adopted from the target), or without the record's manager reference, are given the
+        desired user's, in one transaction: the next cycle takes those users as they are
+        instead of mapping them again. Returns how many rows changed."""
+        pushed = self.snapshot().users
+        stale = [(u.source_digest, u.manager_reference, sid, u.digest, int(u.active))
+                 for sid, u in desired.users.items() if u.source_digest
+                 and (p := pushed.get(sid)) is not None and p.digest == u.digest
+                 and p.active == u.active and (p.source_digest != u.source_digest
+                                               or p.manager_reference != u.manager_reference)]
+        if stale:
+            with self.db.atomic():
+                self.db.conn.executemany(
+                    "UPDATE users SET source_digest = ?, manager_reference = ? "
+                    "WHERE source_id = ? AND digest = ? AND active = ?", stale)
+        return len(stale)
 
     def record_user_active(self, source_id: str, active: bool) -> None:
         """A deactivation of a user that left the source: keep what we know, flip active."""
         with self.db.atomic():
             self.db.execute("UPDATE users SET active = ?, digest = '', source_digest = '', "
-                            "updated = ? WHERE source_id = ?", [int(active), now(), source_id])
+                            "manager_reference = NULL, updated = ? WHERE source_id = ?", [int(active), now(), source_id])
 
     def record_group(self, group: Group, scim_id: str) -> None:
         with self.db.atomic():
