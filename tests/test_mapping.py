@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.core.expressions import Expression
-from agent.core.mapping import MappingRules, lookup, map_directory
+from agent.core.expressions import lookup
+from agent.core.mapping import MappingRules, map_directory
 from agent.core.model import User
 from agent.core.scope import Scope
 from connectors.base import Directory, GroupRecord, UserRecord

@@ -21,7 +21,7 @@ from operator import attrgetter
 
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
-from .expressions import BadValue, Expression, first_of, lookup  # noqa: F401 (re-exported)
+from .expressions import BadValue, Expression
 from .model import (ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_MANAGER_REFERENCE,
                     ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, Group, Problem, PushedUser,
                     PushedUsers, User, digest_of)
