@@ -136,6 +136,17 @@ def test_a_declined_confirmation_sends_nothing(split_ws, fake_split):
     assert fake_split.writes() == []
 
 
+def test_no_question_once_a_stop_was_asked_for(split_ws, fake_split):
+    """Ctrl-C while the source is read: the plan is not put to the operator, nothing is sent."""
+    import threading
+    split_ws.write_directory(PEOPLE, [])
+    stop, asked = threading.Event(), []
+    stop.set()
+    result = split_ws.agent().sync(stop=stop, confirm=lambda plan: asked.append(plan) or True)
+    assert asked == [] and fake_split.writes() == []
+    assert result.outcome is Outcome.INTERRUPTED, result.message
+
+
 def _read(leader: int, until: bytes, seen: bytes, deadline: float) -> bytes:
     """Read the terminal until ``until`` shows (or the program ends, or the deadline)."""
     while until not in seen and time.monotonic() < deadline:
@@ -161,6 +172,7 @@ def _on_a_terminal(ws, answer: str | signal.Signals) -> tuple[int, str]:
     os.close(follower)
     deadline = time.monotonic() + 60
     seen = _read(leader, b"Type yes to apply", b"", deadline)
+    assert b"Type yes to apply" in seen, seen.decode(errors="replace")
     if isinstance(answer, signal.Signals):
         proc.send_signal(answer)
     else:

@@ -250,12 +250,14 @@ def _prompt(agent: Agent):
         return None
 
     def confirm(plan) -> bool:
-        print(render_plan(plan, sys.stdout))
-        # the question on stdout, where the plan is (input() would put it on stderr)
-        print(f"\nApply these {len(plan.sendable)} change(s) to {agent.config.target.url}? "
-              "Type yes to apply: ", end="", flush=True)
+        # Ctrl-C from here on is a no; taken before the question shows, so that one pressed
+        # as soon as it does is never the sync's "stop sending" instead
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
+            print(render_plan(plan, sys.stdout))
+            # the question on stdout, where the plan is (input() would put it on stderr)
+            print(f"\nApply these {len(plan.sendable)} change(s) to "
+                  f"{agent.config.target.url}? Type yes to apply: ", end="", flush=True)
             answer = answer_within(sys.stdin, PROMPT_TIMEOUT)
         except (KeyboardInterrupt, EOFError):
             answer = ""

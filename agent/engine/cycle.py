@@ -332,7 +332,9 @@ class Agent:
             reached = f"{self.config.target.url} {self.config.target.dialect}"
             plan, deferred = ((plan, []) if only or ask.saved is not None else
                               defer_refused(plan, state, desired, self.now(), reached))
-            if ask.confirm is not None and plan.sendable and not ask.confirm(plan):
+            # no question once a stop was asked for (Ctrl-C while reading): nothing is sent
+            if ask.confirm is not None and plan.sendable and not stop.is_set() \
+                    and not ask.confirm(plan):
                 return SyncResult(Outcome.DECLINED, plan=plan, adopted=adopted,
                                   message="not applied: declined at the prompt")
             log.info("plan: %s", _summary_line(plan))
