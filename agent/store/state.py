@@ -317,12 +317,15 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         adopted from the target), or without the record's manager reference, are given the
         desired user's, in one transaction: the next cycle takes those users as they are
         instead of mapping them again. Returns how many rows changed."""
-        pushed = self.snapshot().users
+        # the four columns compared, not the snapshot: after a cycle that wrote, that would be
+        # a second read of every user and membership, and a PushedUser made for each user
+        pushed = {row[0]: row[1:] for row in self.db.execute(
+            "SELECT source_id, digest, active, source_digest, manager_reference FROM users")}
         stale = [(u.source_digest, u.manager_reference, sid, u.digest, int(u.active))
                  for sid, u in desired.users.items() if u.source_digest
-                 and (p := pushed.get(sid)) is not None and p.digest == u.digest
-                 and p.active == u.active and (p.source_digest != u.source_digest
-                                               or p.manager_reference != u.manager_reference)]
+                 and (p := pushed.get(sid)) is not None and p[0] == u.digest
+                 and bool(p[1]) == u.active and (p[2] != u.source_digest
+                                                 or p[3] != u.manager_reference)]
         if stale:
             with self.db.atomic():
                 self.db.conn.executemany(
