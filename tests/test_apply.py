@@ -55,8 +55,8 @@ def wait_for(condition, what: str) -> None:
 
 
 def held_first_write(record: _Recorder, state: State, late: list):
-    """Start a write that holds its commit open until released; then ``late`` calls queue
-    behind it. Returns (release, threads, errors by x)."""
+    """Start a write that holds its commit open until released; then ``late`` calls
+    (``write(x)``, x) queue behind it. Returns (release, threads, errors by x)."""
     release = threading.Event()
     errors: dict[int, BaseException | None] = {}
 
@@ -66,7 +66,7 @@ def held_first_write(record: _Recorder, state: State, late: list):
 
     def call(write, x):
         try:
-            record(write, state, x) if write is put else record(write, x)
+            record(write, x)
             errors[x] = None
         except BaseException as exc:  # noqa: BLE001 - the test reads it
             errors[x] = exc
