@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -282,6 +283,53 @@ def test_check_fails_when_the_snapshot_cannot_be_created(capsys, split_ws, tmp_p
         'path = "state/agent.db"', f'path = "{blocked}/sub/agent.db"'))
     code, out, _ = run(capsys, split_ws, "check")
     assert code == 1 and re.search(r"FAIL\s+state: .*is a file, not a folder", out)
+
+
+def test_check_config_only_connects_to_nothing(capsys, tmp_path):
+    """What ExecReload runs before it signals the agent: a target and a directory that are
+    down must not fail a reload that only fixes the config."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        ws = Workspace(tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}/scim/v2")
+        small_directory(ws)
+        code, out, err = run(capsys, ws, "check", "--config-only")
+        assert (code, err) == (0, "")
+        assert re.search(r"ok\s+config: .*config.toml", out)
+        assert re.search(r"ok\s+snapshot: .*agent.db", out)
+        with pytest.raises(BlockingIOError):
+            listener.accept()                 # nobody knocked
+        assert not ws.state.exists()          # and nothing was made
+
+
+@pytest.mark.parametrize("breakage, words", [
+    ("[nonsense\n", "config.toml"),
+    ("[schedule]\ninterval = 5\n", "[schedule] interval"),
+    ('[target.headers]\nx = 1\n', "[target]"),
+])
+def test_check_config_only_fails_on_a_config_the_agent_would_refuse(capsys, split_ws,
+                                                                     breakage, words):
+    split_ws.config.write_text(split_ws.config.read_text() + "\n" + breakage)
+    code, out, err = run(capsys, split_ws, "check", "--config-only")
+    assert code == 1 and words in err, err
+
+
+def test_check_config_only_needs_every_secret_the_agent_needs(capsys, split_ws):
+    text = split_ws.config.read_text().replace(f'token = "{TOKEN}"', 'token = { file = "gone" }')
+    split_ws.config.write_text(text)
+    code, _, err = run(capsys, split_ws, "check", "--config-only")
+    assert code == 1 and "[target] token" in err and "gone" in err
+    split_ws.config.write_text(text.replace('token = { file = "gone" }', ""))
+    code, _, err = run(capsys, split_ws, "check", "--config-only")
+    assert code == 1 and "[target] token: is required for check" in err
+
+
+def test_check_config_only_refuses_a_snapshot_of_another_target(capsys, split_ws, fake_split):
+    small_directory(split_ws)
+    assert run(capsys, split_ws, "sync", "--yes")[0] == 0
+    split_ws.url = "https://other.example.org/scim/v2"
+    split_ws.write_config()
+    code, out, _ = run(capsys, split_ws, "check", "--config-only")
+    assert code == 1 and re.search(r"FAIL\s+snapshot: .*made for the Split organisation", out)
 
 
 def test_a_closed_pipe_is_not_an_error(split_ws):

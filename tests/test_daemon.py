@@ -684,6 +684,50 @@ def test_the_template_differs_from_the_single_unit_only_in_what_is_per_organisat
     assert len(single) == len(template)
 
 
+def _systemctl_reload(daemon: Daemon, unit: Path) -> subprocess.CompletedProcess:
+    """What ``systemctl reload`` does with the unit's ExecReload= lines: each in turn, with
+    $MAINPID and the unit's config, the first that fails failing the reload."""
+    lines = [v for k, v in _unit_settings(unit) if k == "ExecReload"]
+    assert lines, unit
+    for line in lines:
+        argv = line.replace("$MAINPID", str(daemon.proc.pid)).split()
+        if argv[0] == "/opt/scim-agent/bin/scim-agent":
+            argv[:1] = [sys.executable, "-m", "agent"]
+        result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env=daemon.setup.env(SCIM_AGENT_CONFIG=str(daemon.setup.config),
+                                                     MAINPID=str(daemon.proc.pid)))
+        if result.returncode != 0:
+            return result
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_systemctl_reload_fails_on_a_config_the_agent_would_refuse(tmp_path, fake, daemons,
+                                                                   name):
+    """Without the check first, ``kill -HUP`` succeeds whatever the agent then makes of the
+    config, and systemctl says the reload worked while the agent runs the old one."""
+    setup = Setup(tmp_path, fake)
+    write_source(setup.source, range(3))
+    write_source(tmp_path / "other.json", range(5))
+    daemon = daemons(setup)
+    wait_until(lambda: len(fake.users) == 3, 15, "the first cycle")
+    good = setup.config.read_text()
+    for broken, words in ((good + "\n[nonsense\n", "config.toml"),                # not TOML
+                          (good.replace('{ file = "token" }', '{ file = "gone" }'), "gone"),
+                          (good.replace(fake.base_url, "https://elsewhere.example.org/scim/v2"),
+                           "made for the Split organisation at")):    # another organisation
+        setup.config.write_text(broken)
+        result = _systemctl_reload(daemon, UNITS[name])
+        assert result.returncode == 1 and words in result.stdout + result.stderr, result
+        assert "reload failed" not in daemon.log() and daemon.alive()    # never signalled
+    setup.write_config(source="other.json")
+    result = _systemctl_reload(daemon, UNITS[name])
+    assert result.returncode == 0, result
+    wait_until(lambda: len(fake.users) == 5, 10, "the reloaded config's source")
+    assert "config reloaded" in daemon.log()
+    assert daemon.stop()[0] == 0
+
+
 def test_backoff_of_a_daily_schedule_never_overflows():
     schedule = Schedule(ScheduleConfig(interval=dt.timedelta(days=1),
                                        max_backoff=dt.timedelta(days=3)))

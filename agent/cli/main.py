@@ -34,6 +34,7 @@ from .. import __version__
 from ..config import Config, ConfigError, config_path, load
 from ..core.outcome import Outcome
 from ..app import build_agent
+from ..engine.binding import check_binding
 from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..engine.saved import PlanFileError, read_plan, write_plan
 from ..store.sqlite import describe as describe_store_failure
@@ -172,10 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default 200)")
     _output_option(h)
 
-    commands.add_parser("check", help="test the config and the connections, read-only",
-                        description="Validate the config, then connect to the source and the "
-                                    "target with their credentials and report what they hold. "
-                                    "Changes nothing.")
+    c = commands.add_parser("check", help="test the config and the connections, read-only",
+                            description="Validate the config, then connect to the source and "
+                                        "the target with their credentials and report what "
+                                        "they hold. Changes nothing.")
+    c.add_argument("--config-only", action="store_true",
+                   help="connect to nothing: check only what a reload of the service checks "
+                        "(the config, every secret it names, the snapshot's target); the "
+                        "units run this before they signal the agent, so that 'systemctl "
+                        "reload' fails on a config the agent would refuse")
     for command in commands.choices.values():
         _global_options(command, after_command=True)
     return parser
@@ -326,6 +332,20 @@ def cmd_check(agent: Agent, args) -> int:
     return EXIT_OK if ok else EXIT_ERROR
 
 
+def cmd_check_config(config: Config) -> int:
+    """What the daemon checks when it is told to reload (``Daemon._load_new_config``), short
+    of comparing with the config it runs: the config loaded, every secret found, the snapshot
+    bound to this target. Nothing is connected to, nothing written."""
+    style = Style(sys.stdout)
+    problem = check_binding(config.state.path, config.target.url)
+    print(f"{style('ok  ', '32')} config: {printable(str(config.path))}")
+    if problem:
+        print(f"{style('FAIL', '31;1')} snapshot: {printable(problem)}")
+        return EXIT_ERROR
+    print(f"{style('ok  ', '32')} snapshot: {printable(str(config.state.path))}")
+    return EXIT_OK
+
+
 def cmd_status(config: Config, args) -> int:
     if args.output == "json":
         print(json.dumps(status_report(config), indent=2, ensure_ascii=False))
@@ -416,6 +436,8 @@ def _run(args) -> int:
             return cmd_history(config, args)
         if args.command == "run":
             return cmd_run(config, args, path)
+        if args.command == "check" and args.config_only:
+            return cmd_check_config(config)
         agent = build_agent(config)
         return {"plan": cmd_plan, "sync": cmd_sync, "check": cmd_check}[args.command](agent, args)
     except (ConfigError, StateError, ConnectorError, PlanFileError) as exc:
