@@ -30,19 +30,28 @@ def guard(plan: Plan, desired: DesiredState, snapshot: Snapshot, max_deactivatio
     if managed and not desired.users and not desired.held_users:   # held ones were read too
         return GuardStop(f"the source returned no users while {managed} are managed; "
                          "refusing to deactivate everyone")
-    count = plan.count(OpKind.DEACTIVATE_USER)
+    deactivated = {op.source_id for op in plan.sendable if op.kind == OpKind.DEACTIVATE_USER}
+    # With deactivate = false a user missing from the read is left active in Split but still
+    # taken out of every group: a bad read that drops 90 % of the users is one either way.
+    gone = snapshot.users.keys() - desired.users.keys() - desired.held_users - deactivated
+    left = sum(1 for sid in gone if snapshot.users[sid].active)
+    count = len(deactivated) + left
     if count:
         limit = max_deactivations.limit(managed)
         if count > limit:
-            return GuardStop(f"{count} deactivations planned, more than sync.max_deactivations "
-                             f"allows ({max_deactivations} of {managed} managed users = {limit})")
+            what = (f"{count} deactivations planned" if not left else
+                    f"{len(deactivated) + left} users leaving ({left} gone from the source, "
+                    f"which deactivate = false leaves active in Split but takes out of every "
+                    f"group; {len(deactivated)} deactivated)")
+            return GuardStop(f"{what}, more than sync.max_deactivations allows "
+                             f"({max_deactivations} of {managed} managed users = {limit})")
     if max_group_changes is not None and desired.groups_read:
-        return _group_guard(plan, desired, snapshot, max_group_changes)
+        return _group_guard(plan, desired, snapshot, max_group_changes, deactivated)
     return None
 
 
 def _group_guard(plan: Plan, desired: DesiredState, snapshot: Snapshot,
-                 max_group_changes) -> GuardStop | None:
+                 max_group_changes, deactivated: set[str]) -> GuardStop | None:
     groups = len(snapshot.groups)
     memberships = sum(len(g.members) for g in snapshot.groups.values())
     if groups and not desired.groups and not desired.held_groups:
@@ -51,18 +60,25 @@ def _group_guard(plan: Plan, desired: DesiredState, snapshot: Snapshot,
     if memberships and desired.groups and not any(g.members for g in desired.groups.values()):
         return GuardStop(f"no group in the source has a single member while {memberships} "
                          "memberships are managed; refusing to empty every group")
-    deletions = plan.count(OpKind.DELETE_GROUP)
-    if deletions > max_group_changes.limit(groups):
-        return GuardStop(f"{deletions} group deletions planned, more than "
+    deleted = [op.source_id for op in plan.sendable if op.kind == OpKind.DELETE_GROUP]
+    if len(deleted) > max_group_changes.limit(groups):
+        return GuardStop(f"{len(deleted)} group deletions planned, more than "
                          f"sync.max_group_changes allows ({max_group_changes} of {groups} "
                          f"managed groups = {max_group_changes.limit(groups)})")
-    # Removals that follow a leaver or a disabled account are the user guard's business; what
-    # is counted here is people who stay but lose their groups.
-    staying = {sid for sid, u in desired.users.items() if u.active}
+    # Memberships lost by people this plan does not deactivate (those are the user guard's
+    # business): removals, and the members of every group deleted, which go with it. A group
+    # deletion is not "one change" when it takes 200 people's access.
+    def staying(member: str) -> bool:      # not deactivated now, nor disabled already
+        wanted = desired.users.get(member)
+        return member not in deactivated and (wanted is None or wanted.active)
+
     removals = sum(1 for op in plan.sendable if op.kind == OpKind.REMOVE_MEMBERS
-                   for member in op.members if member in staying)
+                   for member in op.members if staying(member))
+    removals += sum(1 for sid in deleted for member in snapshot.groups[sid].members
+                    if staying(member))
     if removals > max_group_changes.limit(memberships):
-        return GuardStop(f"{removals} member removals of people who stay planned, more than "
+        return GuardStop(f"{removals} member removals of people who stay planned (the "
+                         f"members of a deleted group included), more than "
                          f"sync.max_group_changes allows ({max_group_changes} of {memberships} "
                          f"managed memberships = {max_group_changes.limit(memberships)})")
     return None

@@ -111,13 +111,17 @@ class DesiredState:
                           sorted((p.kind, p.source_id, p.reason) for p in self.problems),
                           self.groups_read])
 
+    # Held: objects read but not pushed. A problem about no one object (no source id: the
+    # config's admin_group names no group, the source said nothing about groups) holds nothing;
+    # counted as held, it would make an empty read look like one that held something back.
     @property
     def held_users(self) -> frozenset[str]:
-        return frozenset(p.source_id for p in self.problems if p.kind == "user")
+        return frozenset(p.source_id for p in self.problems if p.kind == "user" and p.source_id)
 
     @property
     def held_groups(self) -> frozenset[str]:
-        return frozenset(p.source_id for p in self.problems if p.kind == "group")
+        return frozenset(p.source_id for p in self.problems
+                         if p.kind == "group" and p.source_id)
 
 
 # ---------------------------------------------------------------------------------------------
