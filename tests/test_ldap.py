@@ -30,7 +30,8 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from agent.config import ConfigError, load
-from connectors.base import (SettingError, ConnectorError, CursorExpired, Secret, SourceAuthError,
+from connectors.base import (SettingError, ConnectorError, CursorExpired, Directory, Secret,
+                             SourceAuthError, UserRecord,
                              SourceError)
 from connectors.ldap import (AD_DISABLED_FILTER, LdapSource, decode_id, decode_entry,
                              normalise_dn, verifying_context)
@@ -327,6 +328,34 @@ def test_change_read_sees_a_changed_user_and_a_membership_change_only(tmp_path):
         assert merged.users == again.users and merged.groups == again.groups
         # the next change read starts after these changes and finds nothing new
         assert len(source.read_changes(changes.cursor, merged)) <= 2
+    finally:
+        slapd.stop()
+
+
+def test_a_change_read_reads_in_full_when_too_many_members_are_new_to_it(tmp_path,
+                                                                         monkeypatch):
+    """A view that knows nobody's DN (as after an OU of everyone renamed): each member of a
+    changed group is looked up, and past the limit the whole directory is read instead.
+    The OU rename itself is tested on Samba (tests/test_ldap_ad.py): slapd's memberof overlay
+    touches each member a group gains, so there the change read sees them anyway."""
+    from connectors.ldap import source as module
+    slapd = fresh_server(tmp_path)
+    try:
+        source = make_source(slapd.url)
+        view = source.read()
+        # a view that knows nobody's DN: every member of a changed group is new to it
+        blind = Directory({uid: UserRecord(uid, {**u.attributes, "dn": "uid=x,o=elsewhere"},
+                                           u.active) for uid, u in view.users.items()},
+                          view.groups, view.cursor)
+        conn = slapd.admin_connection()
+        conn.modify(team_dn(TEAMS[0]), {"description": [(ldap3.MODIFY_REPLACE, ["changed"])]})
+        monkeypatch.setattr(module, "MAX_MEMBER_LOOKUPS", 1)
+        with pytest.raises(CursorExpired, match="reading in full"):
+            source.read_changes(view.cursor, blind)
+        monkeypatch.setattr(module, "MAX_MEMBER_LOOKUPS", 200)
+        changes = source.read_changes(view.cursor, blind)
+        merged = changes.apply_to(blind)
+        assert merged.groups == source.read().groups
     finally:
         slapd.stop()
 

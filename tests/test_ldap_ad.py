@@ -565,6 +565,29 @@ def test_membership_changes_through_change_reads(area):
     assert not changes.removed_users and not changes.removed_groups
 
 
+def test_a_change_read_after_an_ou_rename_agrees_with_a_full_read(area):
+    """AD keeps a renamed OU's users' uSNChanged: a change read does not read them again, and
+    the first change to a group that holds them (its member values now spelt with the new
+    DNs) dropped them all from it, until the next full read put them back."""
+    sub = f"OU=Eng,{area.base}"
+    area.dc.add_ldif(ou(sub))
+    area.add_people("kim", "lou", base=sub)
+    area.add_people("max")
+    area.add_group("eng", area.person("kim", sub), area.person("lou", sub))
+    source = deleted_reader(area.dc, area.base)
+    full = source.read()
+    known = ids(full, area)
+    area.change(f"dn: {sub}\nchangetype: modrdn\nnewrdn: OU=Engineering\ndeleteoldrdn: 1\n\n"
+                f"dn: {area.group('eng')}\nchangetype: modify\n"
+                f"add: member\nmember: {area.person('max')}\n-\n\n")
+    changes = source.read_changes(full.cursor, full)
+    assert changes.groups[known["eng"]].members == {known["kim"], known["lou"], known["max"]}
+    assert changes.users[known["kim"]].attributes["dn"] == \
+        area.person("kim", f"OU=Engineering,{area.base}")
+    merged, again = changes.apply_to(full), source.read()
+    assert merged.groups == again.groups and merged.users == again.users
+
+
 def test_check_reports_users_groups_disabled_and_how_deletions_are_seen(bulk_dc):
     report = deleted_reader(bulk_dc, BULK, BULK_GROUPS).check()
     assert report["flavor"] == "ad" and report["server"] == bulk_dc.url

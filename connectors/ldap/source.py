@@ -43,6 +43,10 @@ from .settings import FLAVORS, Settings
 
 log = logging.getLogger(__name__)
 
+# A change read looks up at most this many member DNs it does not know (one search each);
+# past it, the whole directory is read instead (an OU of thousands renamed, say).
+MAX_MEMBER_LOOKUPS = 200
+
 
 class LdapSource:
     """Users and groups from OpenLDAP or Active Directory."""
@@ -196,6 +200,8 @@ class LdapSource:
                           if self._id_of(dn, attrs, session.host) not in known.groups]
             groups += self._groups_holding(session, newcomers, group_attributes,
                                            have={normalise_dn(dn) for dn, _ in groups})
+            if not self.settings.scope_group:    # (a scope re-read fetches whoever entered it)
+                self._moved_members(session, groups, index, users)
             changed_groups = self._group_records(session, groups, index, marker)
             removed_groups: set[str] = set()
             if departures is not None:
@@ -293,6 +299,46 @@ class LdapSource:
             if member_id is not None:       # outside the user/group scope: not ours to sync
                 ids.add(member_id)
         return frozenset(ids)
+
+    def _moved_members(self, session: Session, groups: list[tuple[str, dict]],
+                       index: dict[str, str], users: dict[str, UserRecord]) -> None:
+        """In a change read: member DNs of the changed groups under ``user_base`` that name
+        no user of the view. An OU renamed or moved changes the DNs of the users below it but
+        not their change stamps (AD and OpenLDAP alike), so they are not read again, and a
+        group that lists them by their new DNs would lose them all. Each such DN is looked
+        up: a user we sync is read again (its record brings the new DN into the view), anyone
+        else (a computer, an account outside the filter) is not ours. Past
+        :data:`MAX_MEMBER_LOOKUPS`, a full read is cheaper and sure."""
+        base = normalise_dn(self.user_base)
+        own = {normalise_dn(dn) for dn, _ in groups}
+        unknown: dict[str, str] = {}
+        for _dn, attrs in groups:
+            for dn in member_dns(attrs):
+                if dn in index:
+                    continue
+                key = normalise_dn(dn)
+                if key not in index and key not in own and (key == base or
+                                                            key.endswith("," + base)):
+                    unknown.setdefault(key, dn)
+        if len(unknown) > MAX_MEMBER_LOOKUPS:
+            raise CursorExpired(f"{len(unknown)} members of changed groups are users the view "
+                                f"does not know by that DN (an OU renamed or moved?); reading "
+                                f"in full")
+        flt, disabled_filter = self._scoped_user_filter(), self.disabled_filter
+        for key, dn in unknown.items():
+            attrs = session.read_entry(dn, flt, self.user_attributes)
+            if attrs is None:
+                continue                    # no such entry, or not a user we sync
+            active = not (disabled_filter and session.read_entry(dn, disabled_filter,
+                                                                 (NO_ATTRIBUTES,)) is not None)
+            record = self._user_record(dn, self._users.from_attrs(attrs), active,
+                                       session.host)
+            users[record.id] = record
+            index[key] = index[dn] = record.id
+        if unknown:
+            log.info("change read: %d member DN(s) new to the view looked up, %d of them users "
+                     "we sync (moved, or renamed with their OU)", len(unknown),
+                     sum(1 for key in unknown if key in index))
 
     def _groups_holding(self, session: Session, dns: list[str], attributes: list[str], *,
                         have: set[str]) -> list[tuple[str, dict]]:
