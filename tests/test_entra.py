@@ -689,6 +689,20 @@ def test_failure_mid_paging_raises(fake, make_source, rule):
         make_source().read()
 
 
+@pytest.mark.parametrize("body", [{}, {"value": None}, {"value": {"id": "x"}},
+                                  {"value": ["x"]}])
+@pytest.mark.parametrize("prefix", ["/v1.0/users", "/v1.0/groups"])
+def test_a_page_without_a_value_list_is_refused_not_read_as_the_end(fake, make_source, body,
+                                                                    prefix):
+    """A 200 without ``value`` (a proxy's ``{}``) mid-listing once ended the listing there:
+    every later user would have looked gone."""
+    seed(fake)
+    fake.page_cap = 2
+    fake.inject(prefix, status=200, body=body, later_pages_only=True)
+    with pytest.raises(SourceError, match="without a list of objects in 'value'"):
+        make_source().read()
+
+
 def test_failure_mid_delta_raises_and_keeps_the_old_cursor_usable(fake, make_source):
     seed(fake)
     fake.delta_page_size = 1

@@ -125,7 +125,7 @@ class GraphClient:
         yield from self.http.pages(Request("GET", path, params=params), read)
 
     def list(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
-        return [item for page in self.pages(path, params) for item in page.get("value", [])]
+        return [item for page in self.pages(path, params) for item in _values(path, page)]
 
     def delta(self, url: str) -> tuple[list[dict[str, Any]], str]:
         """Follow a delta round to its end: (every object in order, the new deltaLink)."""
@@ -137,7 +137,7 @@ class GraphClient:
         comes (a full groups round holds every membership of the tenant: it is merged page
         by page, not kept); the new deltaLink."""
         for page in self.pages(url, None):
-            take(page.get("value", []))
+            take(_values(urlsplit(url).path, page))
             if "@odata.deltaLink" in page:
                 return page["@odata.deltaLink"]
         raise SourceError(f"Graph delta round on {urlsplit(url).path} ended without a "
@@ -163,6 +163,17 @@ def _json(request: Request, response: httpx.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise SourceError(f"Graph GET {request.path} returned JSON that is not an object.")
     return body
+
+
+def _values(path: str, page: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A page's objects. Graph always sends ``value``, an empty list included: a page without
+    one (a proxy's ``{}``, a cut answer) is refused, not read as the end of the listing,
+    which would look like every later user gone."""
+    values = page.get("value")
+    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+        raise SourceError(f"Graph GET {urlsplit(path).path} returned a page without a list of "
+                          f"objects in 'value'; refusing an incomplete read.")
+    return values
 
 
 def _error_code(response: httpx.Response) -> str:

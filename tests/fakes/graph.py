@@ -180,6 +180,7 @@ class Rule:
     drop: bool = False
     later_pages_only: bool = False
     code: str = ""
+    body: dict | None = None       # answer this body instead (a proxy's 200 {}, say)
 
 
 class _Expired(Exception):
@@ -331,6 +332,8 @@ class FakeEntra:
                     rule.times -= 1
                     if rule.drop:
                         return None
+                    if rule.body is not None:
+                        return rule.status, {}, rule.body
                     request_id = str(uuid.uuid4())
                     extra = {"request-id": request_id, "client-request-id": request_id}
                     if rule.retry_after:
