@@ -369,6 +369,18 @@ def test_a_group_deleted_while_reading_is_skipped_not_fatal(okta, clock):
     assert changes.removed_groups == {eng}
 
 
+def test_a_404_past_the_first_page_of_members_fails_the_read_and_deletes_nothing(okta):
+    """Only a group that is gone from its first page on was deleted; a 404 on a later page
+    (a cursor no longer taken) once dropped the group, and the agent deleted it from Split."""
+    seed_contract(okta)
+    okta.page_cap = 1                                   # every page one member long
+    eng = next(g for g, v in okta.groups.items() if v["profile"]["name"] == "Engineering")
+    assert len(okta.members[eng]) >= 2
+    okta.fail(f"/api/v1/groups/{eng}/users", page=2, action=404)
+    with pytest.raises(SourceError, match="answered 404 after 1 page"):
+        source_for(okta).read()
+
+
 # ---------------------------------------------------------------------------------------------
 # Scope
 

@@ -256,8 +256,19 @@ class OktaClient:
             next_url = response.links.get("next", {}).get("url")
             return body, (Request("GET", next_url) if next_url else None)
 
-        for items in self.http.pages(Request("GET", path, params=params), read):
-            yield from items
+        pages = 0
+        try:
+            for items in self.http.pages(Request("GET", path, params=params), read):
+                pages += 1
+                yield from items
+        except Gone:
+            if not pages:
+                raise
+            # A 404 past the first page is no proof of a deletion (a cursor Okta no longer
+            # takes, say): the group would be deleted from Split on the strength of half a
+            # read. Fail the read; a group really deleted is gone from the next listing.
+            raise SourceError(f"Okta {self.host} answered 404 after {pages} page(s) of GET "
+                              f"{path}; refusing an incomplete read") from None
 
     def members(self, gid: str) -> list[dict]:
         return list(self.list(f"/api/v1/groups/{gid}/users", {"limit": MEMBER_PAGE_LIMIT}))
