@@ -58,9 +58,10 @@ def _group_guard(plan: Plan, desired: DesiredState, snapshot: Snapshot,
                          f"managed groups = {max_group_changes.limit(groups)})")
     # Removals that follow a leaver or a disabled account are the user guard's business; what
     # is counted here is people who stay but lose their groups.
-    staying = {sid for sid, u in desired.users.items() if u.active}
+    # (only the members removed are looked up: the desired users are not all made Users)
+    wanted = desired.users
     removals = sum(1 for op in plan.sendable if op.kind == OpKind.REMOVE_MEMBERS
-                   for member in op.members if member in staying)
+                   for member in op.members if member in wanted and wanted[member].active)
     if removals > max_group_changes.limit(memberships):
         return GuardStop(f"{removals} member removals of people who stay planned, more than "
                          f"sync.max_group_changes allows ({max_group_changes} of {memberships} "

@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from pathlib import Path
 
 import sqlite_utils
@@ -237,25 +238,29 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         return snapshot
 
     def _read_snapshot(self) -> Snapshot:
+        # the rows as sqlite3 makes them, keyed by their first field: no tuple made again, and
+        # each user's attributes stay text until read (StoredAttributes)
         with self._rows("users"):
-            users = {
-                row[0]: (row[1], row[2], bool(row[3]),
-                         StoredAttributes(row[4], self.path) if row[6] else _object(""),
-                         row[5], row[7], row[8])
-                for row in self.db.execute(
-                    "SELECT source_id, scim_id, user_name, active, attributes, digest, "
-                    "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END, "
-                    "source_digest, manager_reference FROM users")
-            }
-        # one row per group (the primary key's order: no sort)
-        members = {row[0]: frozenset(json.loads(row[1])) for row in self.db.execute(
+            rows = self.db.execute(
+                "SELECT source_id, scim_id, user_name, active, attributes, digest, "
+                "source_digest, manager_reference, "
+                "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END "
+                "FROM users").fetchall()
+            if not all(map(itemgetter(8), rows)):
+                _object("")         # a row whose attributes are not a JSON object: said so
+        users = dict(zip(map(itemgetter(0), rows), rows))
+        del rows
+        # one row per group (the primary key's order: no sort); a frozenset made from a set
+        # has half the table of one made from a list
+        members = {row[0]: frozenset(set(json.loads(row[1]))) for row in self.db.execute(
             "SELECT group_id, json_group_array(user_id) FROM memberships GROUP BY group_id")}
         groups = {
             row[0]: PushedGroup(row[0], row[1], row[2], row[3], members.get(row[0], frozenset()))
             for row in self.db.execute(
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
-        return Snapshot(PushedUsers(users), groups)
+        path = self.path
+        return Snapshot(PushedUsers(users, lambda text: StoredAttributes(text, path)), groups)
 
     def digest(self) -> str:
         """A digest of everything pushed (ids, digests, memberships): a saved plan records it,
