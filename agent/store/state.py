@@ -21,8 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from connectors.base import Directory, GroupRecord, UserRecord
 
@@ -36,7 +35,10 @@ from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot, reader_lock, unfolded
 from .meta import Meta, MetaStore, utc_now
 from .quarantine import Quarantine, migrate_v5
-from .sqlite import REBUILD, connect
+from .sqlite import REBUILD, ReadOnlyDatabase, connect
+
+if TYPE_CHECKING:      # imported where a snapshot is opened to write: see ReadOnlyDatabase
+    import sqlite_utils
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
@@ -111,6 +113,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
                 fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
                 os.close(fd)
             conn = connect(path)
+            import sqlite_utils
             db = sqlite_utils.Database(conn)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -161,7 +164,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if immutable:
                 unfolded(path)
             conn = connect(path, readonly=True, immutable=immutable)
-            state = cls(sqlite_utils.Database(conn), path, shared)
+            state = cls(ReadOnlyDatabase(conn), path, shared)
             state._check_integrity()
             version = state._stored_version()
             if version > SCHEMA_VERSION:
@@ -192,6 +195,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         copy.snapshot_path = self.path          # its errors name the file, not ":memory:"
         self.db.conn.backup(copy)
         self.db.close()
+        import sqlite_utils
         self.db = sqlite_utils.Database(copy)
         self.meta = MetaStore(self.db, self.path)
         self._migrate()
