@@ -152,10 +152,13 @@ def planned_alike(full, fast, snapshot, state: State | None = None) -> None:
 
 
 # a snapshot pushed in some of these ways (see push), then the directory changed
-random_cases = settings(max_examples=300, deadline=None,
-                        suppress_health_check=[HealthCheck.too_slow])(
-    given(data=st.data(), variant=st.integers(0, 3),
-          how=st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=1, max_size=4)))
+def random_cases(test):
+    """The hypothesis settings both properties share (applied to the test itself: settings
+    wrapped around ``given`` alone would leave hypothesis at its default 100 examples)."""
+    return settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])(
+        given(data=st.data(), variant=st.integers(0, 3),
+              how=st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=1, max_size=4))(test))
 
 
 @random_cases
