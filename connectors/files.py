@@ -145,11 +145,13 @@ def _read_json(path: Path, checksum: bool) -> Directory:
     lazy = None if surrogates else _Records.of(document["users"], path)
     users = lazy if lazy is not None else \
         _taken(document["users"], lambda r, i: _user(r, _Where(path, "users", i), surrogates))
-    groups = _taken(document.get("groups", []),
-                    lambda r, i: _group(r, _Where(path, "groups", i), surrogates))
+    raw_groups = document.get("groups", [])
+    ids = _id_strings(users, raw_groups)
+    groups = _taken(raw_groups, lambda r, i: _group(r, _Where(path, "groups", i), surrogates,
+                                                    ids))
     # No "groups" key is not "no groups": the export said nothing about them.
     return _directory(users, groups, path, groups_read="groups" in document,
-                      digests=lazy.digests if lazy is not None else None)
+                      digests=lazy.digests if lazy is not None else None, ids=ids)
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -199,7 +201,13 @@ class _Records(Mapping):
                 or list(map(str.strip, names)) != names \
                 or max(map(len, ids), default=0) > MAX_ID_LENGTH or len(set(ids)) != len(ids):
             return None
-        blobs = [marshal.dumps(o, 2) for o in objects]
+        # Fresh copies of the ids, the only strings of the parsed objects that are kept: a
+        # kept string holds on to the memory of every value parsed beside it
+        ids = _fresh(ids)
+        blobs = []
+        for i in range(len(objects)):   # each object let go once it is bytes (a lower peak)
+            blobs.append(marshal.dumps(objects[i], 2))
+            objects[i] = None
         digests = dict(zip(ids, [blake2b(b, digest_size=16, person=_DIGEST_PERSON).hexdigest()
                                  for b in blobs]))
         return cls(dict(zip(ids, blobs)), path, digests)
@@ -380,7 +388,9 @@ def _user(record: Any, where: object, surrogates: bool = True) -> UserRecord:
     return UserRecord(id=uid, attributes=attributes, active=active)
 
 
-def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
+def _group(record: Any, where: object, surrogates: bool = True,
+           known: dict[str, str] | None = None) -> GroupRecord:
+    """``known`` (:func:`_id_strings`): each member id is made that very string."""
     if not isinstance(record, dict):
         raise SourceError(f"{where}: expected an object, not {_kind(record)}")
     gid = _text(record.get("id"), where, "id", limit=MAX_ID_LENGTH)
@@ -389,6 +399,15 @@ def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
     if not isinstance(members, list):
         raise SourceError(f"{where}: members must be a list of ids, not {_kind(members)}")
     ids = None
+    if known is not None:       # (fresh copies: see _Records.of)
+        gid, name = known.get(gid) or _fresh([gid])[0], _fresh([name])[0]
+    if not surrogates and known is not None and set(map(type, members)) <= {str}:
+        # the commonest case, cheapest: every member is a known id, so plain text as it is
+        shared = list(map(known.get, members))
+        if None not in shared:
+            # (a frozenset made from a set has half the table of one made from a list)
+            return GroupRecord(id=gid, attributes={"displayName": name},
+                               members=frozenset(set(shared)))
     if not surrogates and set(map(type, members)) <= {str}:      # the common case, kept cheap
         ids = list(map(str.strip, members))
         if not all(ids) or (ids and max(map(len, ids)) > MAX_ID_LENGTH):
@@ -400,6 +419,8 @@ def _group(record: Any, where: object, surrogates: bool = True) -> GroupRecord:
                                   f"{_kind(member)})")
         ids = [_text(m, where, f"members[{i}]", limit=MAX_ID_LENGTH)
                for i, m in enumerate(members)]
+    if known is not None:
+        ids = map(known.get, ids, ids)
     return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
 
 
@@ -465,8 +486,28 @@ def _shown(value: Any) -> str:
     return ascii(text) if not text.isprintable() else repr(text)
 
 
+def _id_strings(users: "list[UserRecord] | _Records", raw_groups: list) -> dict[str, str]:
+    """Each user id, and each group id given as plain text, mapped to itself: the strings
+    a group's member ids are made (:func:`_group`). Only ids as they will be read are
+    here (plain, not too long), so a member id found here is one as it is."""
+    user_ids = users.keys() if isinstance(users, _Records) else [u.id for u in users]
+    ids = dict(zip(user_ids, user_ids))
+    plain = [gid for gid in (raw.get("id") if type(raw) is dict else None for raw in raw_groups)
+             if _plain(gid) and len(gid) <= MAX_ID_LENGTH]
+    plain = _fresh(plain)
+    ids.update(zip(plain, plain))
+    return ids
+
+
+def _fresh(strings: list[str]) -> list[str]:
+    """New string objects equal to ``strings`` (marshal makes each anew, in bulk)."""
+    return marshal.loads(marshal.dumps(strings, 2))
+
+
 def _directory(users: "list[UserRecord] | _Records", groups: list[GroupRecord], origin: Path,
-               groups_read: bool, digests: dict[str, str] | None = None) -> Directory:
+               groups_read: bool, digests: dict[str, str] | None = None,
+               ids: dict[str, str] | None = None) -> Directory:
+    """``ids``: the groups' member ids were made those strings (:func:`_id_strings`)."""
     for kind, records in (("user", users), ("group", groups)):
         if isinstance(records, _Records) or len({r.id for r in records}) == len(records):
             continue                    # (_Records holds no id twice)
@@ -477,10 +518,11 @@ def _directory(users: "list[UserRecord] | _Records", groups: list[GroupRecord], 
             seen.add(record.id)
     # A member id is the very string of the user's id: one copy of each in memory, and the
     # engine's set operations on members find each by identity.
-    user_ids = users.keys() if isinstance(users, _Records) else [u.id for u in users]
-    ids = dict(zip(user_ids, user_ids))
-    ids.update((g.id, g.id) for g in groups)
-    groups = [GroupRecord(g.id, g.attributes, frozenset(map(ids.get, g.members, g.members)))
-              for g in groups]
+    if ids is None:
+        user_ids = users.keys() if isinstance(users, _Records) else [u.id for u in users]
+        ids = dict(zip(user_ids, user_ids))
+        ids.update((g.id, g.id) for g in groups)
+        groups = [GroupRecord(g.id, g.attributes, frozenset(map(ids.get, g.members, g.members)))
+                  for g in groups]
     by_id = users if isinstance(users, _Records) else {u.id: u for u in users}
     return Directory(by_id, {g.id: g for g in groups}, None, groups_read, digests)

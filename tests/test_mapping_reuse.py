@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.core.adopt import Facts
+from agent.core.guard import guard
 from agent.core.mapping import MappingRules, map_directory
 from agent.core.model import PushedUser, user_digest
 from agent.core.plan import make_plan
@@ -120,18 +121,44 @@ def same(a, b) -> None:
     assert a.digest() == b.digest()
 
 
-def planned_alike(full, fast, snapshot) -> None:
-    """The desired states are the same, and so are the plans made from them."""
+class _Limit:
+    """A guard threshold (config.Threshold's ``limit``): a fixed count."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def limit(self, managed: int) -> int:
+        return self.count
+
+    def __str__(self) -> str:
+        return str(self.count)
+
+
+def planned_alike(full, fast, snapshot, state: State | None = None) -> None:
+    """The desired states are the same, and so are the plans made from them, and what the
+    guard says of them. ``state``: also planned against the same snapshot read anew (users
+    kept as rows of the first read are then compared like any other)."""
     same(full, fast)
     assert make_plan(full, snapshot) == make_plan(fast, snapshot)
     assert make_plan(full, snapshot).to_dict() == make_plan(fast, snapshot).to_dict()
+    for limit in (0, 1):
+        assert guard(make_plan(full, snapshot), full, snapshot, _Limit(limit), _Limit(limit)) \
+            == guard(make_plan(fast, snapshot), fast, snapshot, _Limit(limit), _Limit(limit))
+    if state is not None:
+        again = state._read_snapshot()
+        assert again.users is not snapshot.users
+        assert make_plan(fast, again).to_dict() == make_plan(full, again).to_dict()
+        assert make_plan(fast, again) == make_plan(full, snapshot)
 
 
 # a snapshot pushed in some of these ways (see push), then the directory changed
-random_cases = settings(max_examples=300, deadline=None,
-                        suppress_health_check=[HealthCheck.too_slow])(
-    given(data=st.data(), variant=st.integers(0, 3),
-          how=st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=1, max_size=4)))
+def random_cases(test):
+    """The hypothesis settings both properties share (applied to the test itself: settings
+    wrapped around ``given`` alone would leave hypothesis at its default 100 examples)."""
+    return settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])(
+        given(data=st.data(), variant=st.integers(0, 3),
+              how=st.lists(st.sampled_from([0, 0, 0, 1, 2]), min_size=1, max_size=4))(test))
 
 
 @random_cases
@@ -145,7 +172,7 @@ def test_the_snapshot_shortcut_maps_and_plans_exactly_what_mapping_does(data, va
             snapshot = state.snapshot()
             full = map_directory(after, rules)
             fast = map_directory(after, rules, snapshot.users)
-            planned_alike(full, fast, snapshot)
+            planned_alike(full, fast, snapshot, state)
 
 
 def test_an_unchanged_directory_is_not_mapped_again():
@@ -162,6 +189,9 @@ def test_an_unchanged_directory_is_not_mapped_again():
             # the very value pushed: its attributes are still the snapshot's, unread
             assert all(desired.users[sid].attributes is pushed[sid].attributes for sid in pushed
                        if sid != "u0")
+            # and no User is made for any (u0 too: naming itself, it names nobody, as when
+            # pushed) until one is looked up (model.DesiredUsers)
+            assert all(u is None for u in desired.users.users.values())
             assert make_plan(desired, state.snapshot()).is_empty
 
 
@@ -282,4 +312,4 @@ def test_the_file_sources_digests_map_and_plan_exactly_what_mapping_does(data, v
             # read again: records built for the long way must not serve the short one
             fast = map_directory(read_export(Path(folder), after, "after"), rules,
                                  snapshot.users)
-            planned_alike(full, fast, snapshot)
+            planned_alike(full, fast, snapshot, state)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -518,3 +521,32 @@ def test_schema_7_rows_written_before_it_know_no_manager_reference(tmp_path):
             assert pushed["u1"].manager_reference == "u2"
             assert map_directory(read(built), rules, pushed).users["u1"].attributes \
                 is pushed["u1"].attributes
+
+
+def test_reading_a_snapshot_does_not_import_sqlite_utils(db_path):
+    """``plan`` reads through plain sqlite3 (store/sqlite.ReadOnlyDatabase): sqlite_utils
+    and what it loads are for making the schema and writing."""
+    with State.open(db_path) as state:
+        state.record_user(User("u1", "a@example.org", True, {"userName": "a@example.org"}), "s1")
+    code = ("import sys; from agent.store.state import State\n"
+            f"s = State.read({str(db_path)!r}); users = s.snapshot().users\n"
+            "assert users['u1'].attributes == {'userName': 'a@example.org'}; s.close()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('sqlite_utils', 'click', 'dateutil', 'pluggy')))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("stored", ["[1]", "{not json", "null"])
+def test_a_user_row_whose_attributes_do_not_read_is_a_damaged_snapshot(db_path, stored):
+    with State.open(db_path) as state:
+        state.record_user(User("u1", "a@example.org", True, {"userName": "a@example.org"}), "s1")
+        state.record_user(User("u2", "b@example.org", True, {"userName": "b@example.org"}), "s2")
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE users SET attributes = ? WHERE source_id = 'u2'", [stored])
+    db.close()
+    for opened in (State.open(db_path), State.read(db_path)):
+        with opened as state, pytest.raises(StateError, match="damaged"):
+            state.snapshot()

@@ -22,9 +22,9 @@ from operator import attrgetter
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
 from .expressions import BadValue, Expression
-from .model import (ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_MANAGER_REFERENCE,
-                    ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, Group, Problem, PushedUser,
-                    PushedUsers, User, digest_of)
+from .model import (ROW_ACTIVE, ROW_DIGEST, ROW_MANAGER_REFERENCE,
+                    ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, DesiredUsers, Group, Problem,
+                    PushedUser, PushedUsers, User, digest_of)
 from .scope import Objects, Scope
 
 log = logging.getLogger(__name__)
@@ -195,17 +195,25 @@ def is_admin_group(record: GroupRecord, name: str, rules: MappingRules) -> bool:
 
 
 def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str],
-                    keep: set[str] | None = None) -> dict[str, set[str]]:
+                    keep: set[str] | None = None) -> dict[str, frozenset[str]]:
     """Transitive user members of every group. Cycles are tolerated (a group reached twice is
     not walked twice); ids that are neither a known user nor a known group are ignored; an
     id that is both a user's and a group's is the user. Set operations: a group's members
     are never walked one by one. ``keep`` (some of ``user_ids``): only those users are
     members (the same as intersecting each result with it, in one pass less)."""
-    flat: dict[str, set[str]] = {}
+    flat: dict[str, frozenset[str]] = {}
     group_ids = set(groups) - user_ids
     if keep is not None:
         user_ids = keep
     for gid in groups:
+        current = groups[gid].members
+        if not current & group_ids:         # nothing nested (most groups): one intersection
+            direct = frozenset(current) & user_ids
+            # the group's own set when every member stays: no second copy of it (else one
+            # made from a set, which has half the table of one made by adding members)
+            flat[gid] = current if len(direct) == len(current) and \
+                type(current) is frozenset else frozenset(set(direct))
+            continue
         seen_groups = {gid}
         stack = [gid]
         members: set[str] = set()
@@ -220,21 +228,27 @@ def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str],
                     members |= flat[member]
                 else:
                     stack.append(member)
-        flat[gid] = members
+        flat[gid] = frozenset(members)
     return flat
 
 
-def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: list[Problem]):
-    folded = [key_of(obj).casefold() for obj in objects.values()]
+def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: list[Problem],
+                     folded: list[str] | None = None, made=None):
+    """``folded``: each object's key casefolded, in order, when known; ``made(sid)``: the
+    object of an entry held as None."""
+    if folded is None:
+        folded = [key_of(obj).casefold() for obj in objects.values()]
     if len(set(folded)) == len(folded):
         return                          # no name is shared (the common case: one pass)
     by_key: dict[str, list[str]] = {}
-    for sid, obj in objects.items():
-        by_key.setdefault(key_of(obj).casefold(), []).append(sid)
+    for sid, key in zip(list(objects), folded):
+        by_key.setdefault(key, []).append(sid)
     for sids in by_key.values():
         if len(sids) > 1:
             for sid in sids:
                 obj = objects.pop(sid)
+                if obj is None:
+                    obj = made(sid)
                 key = key_of(obj)
                 problems.append(Problem(kind, sid, key,
                                         f"{len(sids)} source {kind}s share the name {key!r}",
@@ -304,7 +318,8 @@ class ManagerIndex:
 
 def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
                      reused: Mapping[str, "_Reused"] = {}, todo: Iterable[str] | None = None,
-                     digests: dict[str | None, str] | None = None) -> int:
+                     digests: dict[str | None, str] | None = None,
+                     everyone: Mapping[str, User] | None = None) -> int:
     """Replace each ``manager`` value by the source id of the user it names, in place; a
     reference to nobody in scope (or to oneself) is dropped. Returns how many were dropped.
     Each user is given its ``source_digest`` (its record's digest and the manager it names).
@@ -315,12 +330,13 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
 
     ``todo``: only these users (default: every one); the others are known to name the very
     manager they named when pushed. ``digests``: manager -> its part of a source digest,
-    as far as known.
+    as far as known. ``everyone``: the users as Users, where ``users`` holds some as None
+    (:class:`~.model.DesiredUsers`; the ``todo`` ones are Users there).
 
     Why a source id: the core speaks source ids everywhere (group members too); only the
     snapshot knows which SCIM id Split gave the manager, and the engine turns the source id
     into that target id as it sends (``agent/core/references.py``)."""
-    index = ManagerIndex(records, users)
+    index = ManagerIndex(records, users if everyone is None else everyone)
     ids = records.keys()                    # (asks for no record)
     dropped = 0
     digests = {} if digests is None else digests
@@ -440,7 +456,7 @@ def _reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
                 return None
             reference = pushed[ROW_MANAGER_REFERENCE] or None
     else:
-        if pushed[ROW_ACTIVE] != record.active:
+        if bool(pushed[ROW_ACTIVE]) != record.active:
             return None
         if manager is not None:
             try:
@@ -477,11 +493,14 @@ def map_directory(directory: Directory, rules: MappingRules,
     if left_users or left_groups:
         log.info("scope rules leave out %d of %d users and %d of %d groups", left_users,
                  len(directory.users), left_groups, len(directory.groups))
-    users: dict[str, User] = {}
     reused: dict[str, _Reused] = {}
     fingerprint = mapping_fingerprint(rules)
     manager = rules.user_attributes.get("manager")
-    rows = PushedUsers.of(pushed).rows if pushed else {}     # (no PushedUser is made)
+    pushed_users = PushedUsers.of(pushed) if pushed else PushedUsers({})
+    rows = pushed_users.rows                # (no PushedUser is made)
+    # source id -> its User, or None where it is exactly its pushed row (see DesiredUsers)
+    users: dict[str, User | None] = {}
+    desired = DesiredUsers(users, pushed_users, manager is not None)
     # a source's own digests: a record is built only when its value cannot be the pushed one
     given = directory.user_digests
     record: UserRecord | None = None
@@ -512,8 +531,6 @@ def map_directory(directory: Directory, rules: MappingRules,
             else:
                 digest = source_record_digest(own, fingerprint)
         if again is not None:
-            users[sid] = User(sid, row[ROW_USER_NAME], row[ROW_ACTIVE], row[ROW_ATTRIBUTES],
-                              row[ROW_DIGEST], row[ROW_SOURCE_DIGEST], again[1] or "")
             # resolve_managers, at once, for a reference by id or none (nearly everyone's):
             # naming the manager it named when pushed, the user is exactly the pushed value
             reference = again[1]
@@ -526,7 +543,13 @@ def map_directory(directory: Directory, rules: MappingRules,
                 if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
                     if reference is not None and boss is None:
                         named_nobody.append(sid)
+                    # no User made: the row stands for it (DesiredUsers), when it records
+                    # the reference (as it does for a source's own digests)
+                    users[sid] = None if (reference or "") == (
+                        (row[ROW_MANAGER_REFERENCE] or "") if manager is not None else "") \
+                        else desired.kept(sid, reference or "")
                     continue
+            users[sid] = desired.kept(sid, again[1] or "")
             reused[sid] = again
             todo.append(sid)
             continue
@@ -534,15 +557,18 @@ def map_directory(directory: Directory, rules: MappingRules,
         if user is not None:
             users[sid] = user
             todo.append(sid)
-    _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems)
-    dropped = resolve_managers(users, records, reused, todo, digests) \
+    _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems,
+                     [(u.user_name if u is not None else rows[sid][ROW_USER_NAME]).casefold()
+                      for sid, u in users.items()], desired.kept)
+    dropped = resolve_managers(users, records, reused, todo, digests, everyone=desired) \
         + sum(1 for sid in named_nobody if sid in users)
     if dropped:
         log.info("%d manager reference(s) name no user in scope; manager is left unset for "
                  "them", dropped)
 
     # Only active users are members on the target: a deactivated account keeps no access.
-    active = {sid for sid, u in users.items() if u.active}
+    active = {sid for sid, u in users.items()
+              if (u.active if u is not None else rows[sid][ROW_ACTIVE])}
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
     flat = flatten_members(directory.groups, set(records), keep=active)
@@ -572,5 +598,5 @@ def map_directory(directory: Directory, rules: MappingRules,
         mapper.problems.append(Problem("group", "", "(every group)",
                                        "the source said nothing about groups (no groups section "
                                        "in the export); groups are left as they are"))
-    return DesiredState(users=users, groups=groups, problems=tuple(mapper.problems),
+    return DesiredState(users=desired, groups=groups, problems=tuple(mapper.problems),
                         groups_read=directory.groups_read)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,9 @@ class DesiredState:
     def digest(self) -> str:
         """The desired state in one value: a saved plan records it, and applying the plan
         later refuses a source that has changed since."""
-        return digest_of([sorted((sid, u.digest) for sid, u in self.users.items()),
+        users = self.users.digests() if isinstance(self.users, DesiredUsers) else \
+            ((sid, u.digest) for sid, u in self.users.items())
+        return digest_of([sorted(users),
                           sorted((sid, g.digest, sorted(g.members))
                                  for sid, g in self.groups.items()),
                           sorted((p.kind, p.source_id, p.reason) for p in self.problems),
@@ -143,27 +145,45 @@ class PushedUser:
 class PushedUsers(Mapping):
     """The snapshot's users by source id, kept as rows: each becomes a :class:`PushedUser`
     only when looked up (a plan looks up those it changes; mapping and planning read the
-    rest of them through ``rows``). ``rows``: source id -> the fields after ``source_id``,
-    in order (the ``ROW_*`` indexes)."""
+    rest of them through ``rows``). ``rows``: source id -> the fields of a
+    :class:`PushedUser` in order (the ``ROW_*`` indexes), as stored: ``active`` may be 0 or
+    1, and ``attributes`` what ``read_attributes`` makes a mapping of (the store's text;
+    None: a mapping already). Further fields may follow."""
 
-    __slots__ = ("rows", "_made")
+    __slots__ = ("rows", "_made", "_read", "_attributes")
 
-    def __init__(self, rows: dict[str, tuple]):
+    def __init__(self, rows: dict[str, tuple],
+                 read_attributes: "Callable[[Any], Mapping[str, str]] | None" = None):
         self.rows = rows
         self._made: dict[str, PushedUser] = {}
+        self._read = read_attributes
+        self._attributes: dict[str, Mapping[str, str]] = {}
 
     @classmethod
     def of(cls, users: Mapping[str, PushedUser]) -> "PushedUsers":
         """``users`` as rows (as it is when it already is)."""
         if isinstance(users, PushedUsers):
             return users
-        return cls({sid: (u.scim_id, u.user_name, u.active, u.attributes, u.digest,
+        return cls({sid: (sid, u.scim_id, u.user_name, u.active, u.attributes, u.digest,
                           u.source_digest, u.manager_reference) for sid, u in users.items()})
+
+    def attributes(self, source_id: str) -> Mapping[str, str]:
+        """The attributes of one row, made a mapping once (the same object every time)."""
+        made = self._attributes.get(source_id)
+        if made is None:
+            stored = self.rows[source_id][ROW_ATTRIBUTES]
+            made = stored if self._read is None else self._read(stored)
+            self._attributes[source_id] = made
+        return made
 
     def __getitem__(self, source_id: str) -> PushedUser:
         user = self._made.get(source_id)
         if user is None:
-            user = self._made[source_id] = PushedUser(source_id, *self.rows[source_id])
+            row = self.rows[source_id]
+            user = self._made[source_id] = PushedUser(
+                source_id, row[ROW_SCIM_ID], row[ROW_USER_NAME], bool(row[ROW_ACTIVE]),
+                self.attributes(source_id), row[ROW_DIGEST], row[ROW_SOURCE_DIGEST],
+                row[ROW_MANAGER_REFERENCE])
         return user
 
     def __contains__(self, source_id: object) -> bool:
@@ -179,8 +199,68 @@ class PushedUsers(Mapping):
         return self.rows.keys()
 
 
-ROW_USER_NAME, ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_SOURCE_DIGEST, \
-    ROW_MANAGER_REFERENCE = range(1, 7)
+ROW_SCIM_ID, ROW_USER_NAME, ROW_ACTIVE, ROW_ATTRIBUTES, ROW_DIGEST, ROW_SOURCE_DIGEST, \
+    ROW_MANAGER_REFERENCE = range(1, 8)
+
+
+class DesiredUsers(Mapping):
+    """The desired users by source id (``map_directory``). A user whose value is exactly
+    its pushed row in ``basis`` (nearly every one, in a cycle that changed little) is held
+    as None and becomes a :class:`User` only when looked up; ``changed`` skips those.
+    ``keep_reference``: such a user names the manager reference its row recorded (the
+    mapping has a manager), else none."""
+
+    __slots__ = ("users", "basis", "keep_reference", "_made")
+
+    def __init__(self, users: dict[str, "User | None"], basis: "PushedUsers",
+                 keep_reference: bool):
+        self.users = users
+        self.basis = basis
+        self.keep_reference = keep_reference
+        self._made: dict[str, User] = {}
+
+    def kept(self, source_id: str, reference: str | None = None) -> User:
+        """The User the pushed row of ``source_id`` stands for; ``reference``: its manager
+        reference, where it is not the row's."""
+        row = self.basis.rows[source_id]
+        if reference is None:
+            reference = (row[ROW_MANAGER_REFERENCE] or "") if self.keep_reference else ""
+        return User(source_id, row[ROW_USER_NAME], bool(row[ROW_ACTIVE]),
+                    self.basis.attributes(source_id), row[ROW_DIGEST], row[ROW_SOURCE_DIGEST],
+                    reference)
+
+    def changed(self, rows: Mapping[str, tuple]):
+        """(source id, User) for each user, but those that are exactly their row in
+        ``rows`` when those are the rows they were kept from."""
+        if rows is not self.basis.rows:
+            return self.items()
+        return ((sid, user) for sid, user in self.users.items() if user is not None)
+
+    def digests(self):
+        """(source id, digest) of each user, none made a User."""
+        rows = self.basis.rows
+        return ((sid, user.digest if user is not None else rows[sid][ROW_DIGEST])
+                for sid, user in self.users.items())
+
+    def __getitem__(self, source_id: str) -> User:
+        user = self.users[source_id]
+        if user is None:
+            user = self._made.get(source_id)
+            if user is None:
+                user = self._made[source_id] = self.kept(source_id)
+        return user
+
+    def __contains__(self, source_id: object) -> bool:
+        return source_id in self.users
+
+    def __iter__(self):
+        return iter(self.users)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def keys(self):
+        return self.users.keys()
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,4 +287,4 @@ class Snapshot:
 
     @property
     def active_users(self) -> int:
-        return sum(row[ROW_ACTIVE] for row in PushedUsers.of(self.users).rows.values())
+        return sum(1 for row in PushedUsers.of(self.users).rows.values() if row[ROW_ACTIVE])

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from .model import (MAX_GROUP_NAME, RESERVED_GROUP_NAMES, ROW_ACTIVE, ROW_DIGEST,
-                    DesiredState, Group, Problem, PushedUser, PushedUsers, Snapshot, User)
+                    DesiredState, DesiredUsers, Group, Problem, PushedUser, PushedUsers,
+                    Snapshot, User)
 
 
 class OpKind(StrEnum):
@@ -161,7 +162,10 @@ def make_plan(desired: DesiredState, snapshot: Snapshot, options: PlanOptions = 
 def _user_ops(desired: DesiredState, snapshot: Snapshot, options: PlanOptions) -> list[Op]:
     ops = []
     rows = PushedUsers.of(snapshot.users).rows
-    for sid, user in desired.users.items():
+    # (a user kept as its row of this very snapshot has its digest: not even looked at)
+    wanted = desired.users
+    for sid, user in (wanted.changed(rows) if isinstance(wanted, DesiredUsers)
+                      else wanted.items()):
         row = rows.get(sid)
         if row is None:
             if user.active:   # an account disabled before we ever saw it is not created

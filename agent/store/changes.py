@@ -11,8 +11,10 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:      # (read-only commands never import it: see sqlite.ReadOnlyDatabase)
+    import sqlite_utils
 
 from .history import now
 

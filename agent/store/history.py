@@ -14,8 +14,10 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:      # (read-only commands never import it: see sqlite.ReadOnlyDatabase)
+    import sqlite_utils
 
 from connectors.redaction import redact
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:      # (read-only commands never import it: see sqlite.ReadOnlyDatabase)
+    import sqlite_utils
 
 from .history import now
 

@@ -15,8 +15,10 @@ import enum
 import logging
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:      # (read-only commands never import it: see sqlite.ReadOnlyDatabase)
+    import sqlite_utils
 
 from connectors.redaction import redact
 

@@ -5,8 +5,10 @@ its row of the failures table so that ``status`` shows both."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:      # (read-only commands never import it: see sqlite.ReadOnlyDatabase)
+    import sqlite_utils
 
 from ..core.quarantine import Deferral
 

@@ -105,3 +105,26 @@ def connect(path: Path | str, *, readonly: bool = False,
                            factory=_Connection)
     conn.snapshot_path = Path(path)
     return conn
+
+
+class ReadOnlyDatabase:
+    """What the store asks of a ``sqlite_utils.Database`` (``execute``, ``conn``, ``close``),
+    for a connection that only reads (``State.read``): ``plan`` and ``status`` do not import
+    sqlite_utils, nor the click, dateutil and pluggy it loads (a tenth of a plan's start).
+    sqlite_utils stays the store's tool wherever the schema is made or rows are written."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def execute(self, sql: str, parameters=None) -> sqlite3.Cursor:
+        if parameters is None:
+            return self.conn.execute(sql)
+        return self.conn.execute(sql, parameters)
+
+    def atomic(self):
+        """(A read-only connection writes nothing; as sqlite_utils would, should it try.)"""
+        import sqlite_utils
+        return sqlite_utils.Database(self.conn).atomic()
+
+    def close(self) -> None:
+        self.conn.close()

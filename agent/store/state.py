@@ -19,9 +19,9 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from pathlib import Path
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from connectors.base import Directory, GroupRecord, UserRecord
 
@@ -35,7 +35,10 @@ from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot, reader_lock, unfolded
 from .meta import Meta, MetaStore, utc_now
 from .quarantine import Quarantine, migrate_v5
-from .sqlite import REBUILD, connect
+from .sqlite import REBUILD, ReadOnlyDatabase, connect
+
+if TYPE_CHECKING:      # imported where a snapshot is opened to write: see ReadOnlyDatabase
+    import sqlite_utils
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
@@ -110,6 +113,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
                 fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
                 os.close(fd)
             conn = connect(path)
+            import sqlite_utils
             db = sqlite_utils.Database(conn)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -160,7 +164,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if immutable:
                 unfolded(path)
             conn = connect(path, readonly=True, immutable=immutable)
-            state = cls(sqlite_utils.Database(conn), path, shared)
+            state = cls(ReadOnlyDatabase(conn), path, shared)
             state._check_integrity()
             version = state._stored_version()
             if version > SCHEMA_VERSION:
@@ -191,6 +195,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         copy.snapshot_path = self.path          # its errors name the file, not ":memory:"
         self.db.conn.backup(copy)
         self.db.close()
+        import sqlite_utils
         self.db = sqlite_utils.Database(copy)
         self.meta = MetaStore(self.db, self.path)
         self._migrate()
@@ -237,25 +242,29 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         return snapshot
 
     def _read_snapshot(self) -> Snapshot:
+        # the rows as sqlite3 makes them, keyed by their first field: no tuple made again, and
+        # each user's attributes stay text until read (StoredAttributes)
         with self._rows("users"):
-            users = {
-                row[0]: (row[1], row[2], bool(row[3]),
-                         StoredAttributes(row[4], self.path) if row[6] else _object(""),
-                         row[5], row[7], row[8])
-                for row in self.db.execute(
-                    "SELECT source_id, scim_id, user_name, active, attributes, digest, "
-                    "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END, "
-                    "source_digest, manager_reference FROM users")
-            }
-        # one row per group (the primary key's order: no sort)
-        members = {row[0]: frozenset(json.loads(row[1])) for row in self.db.execute(
+            rows = self.db.execute(
+                "SELECT source_id, scim_id, user_name, active, attributes, digest, "
+                "source_digest, manager_reference, "
+                "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END "
+                "FROM users").fetchall()
+            if not all(map(itemgetter(8), rows)):
+                _object("")         # a row whose attributes are not a JSON object: said so
+        users = dict(zip(map(itemgetter(0), rows), rows))
+        del rows
+        # one row per group (the primary key's order: no sort); a frozenset made from a set
+        # has half the table of one made from a list
+        members = {row[0]: frozenset(set(json.loads(row[1]))) for row in self.db.execute(
             "SELECT group_id, json_group_array(user_id) FROM memberships GROUP BY group_id")}
         groups = {
             row[0]: PushedGroup(row[0], row[1], row[2], row[3], members.get(row[0], frozenset()))
             for row in self.db.execute(
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
-        return Snapshot(PushedUsers(users), groups)
+        path = self.path
+        return Snapshot(PushedUsers(users, lambda text: StoredAttributes(text, path)), groups)
 
     def digest(self) -> str:
         """A digest of everything pushed (ids, digests, memberships): a saved plan records it,
