@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from ldap3.operation.search import search_result_entry_response_to_dict_fast
 from ldap3.utils.asn1 import decode_message_fast
 
-from connectors.ldap.decoding import decode_entry, lowered
+from connectors.base import SourceError
+from connectors.ldap.decoding import decode_entry, id_decoder, lowered
 from connectors.ldap.dn import _normalised, normalise_dn
 from connectors.ldap.projection import Projection
+from connectors.ldap.session import _PagingGuard
 
 WANTED = ["entryUUID", "modifyTimestamp", "mail", "givenName", "sn", "displayName", "cn",
           "member"]
@@ -153,3 +155,59 @@ def test_the_plain_dn_shortcut_normalises_as_the_general_way(dn):
             normalise_dn(dn)
         return
     assert normalise_dn(dn) == expected
+
+
+_UUID_TEXT = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def reference_decode_id(attribute: str, raw: bytes) -> str:
+    """decode_id as it was before id_decoder: the obvious path, one step at a time."""
+    import re
+    if attribute.lower() in ("objectguid", "ms-ds-consistencyguid"):
+        if len(raw) != 16:
+            raise SourceError("not 16 bytes")
+        return str(uuid.UUID(bytes_le=bytes(raw)))
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return raw.hex()
+    if re.fullmatch(_UUID_TEXT, text):
+        return text
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
+raw_ids = st.one_of(
+    st.builds(lambda u: str(u).encode(), st.uuids()),                       # entryUUID
+    st.builds(lambda u, f: f(str(u)).encode(), st.uuids(),
+              st.sampled_from([str.upper, " {} ".format, "{{{}}}".format, lambda t: t + "\n",
+                               lambda t: t.replace("-", "")])),
+    st.builds(lambda u: u.bytes_le, st.uuids()),                            # objectGUID
+    st.binary(max_size=40), st.text(max_size=40).map(str.encode))
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw_ids, st.sampled_from(["entryUUID", "objectGUID", "ms-DS-ConsistencyGuid", "uid"]))
+def test_the_id_decoder_decodes_as_the_obvious_way(raw, attribute):
+    try:
+        expected = reference_decode_id(attribute, raw)
+    except SourceError:
+        with pytest.raises(SourceError):
+            id_decoder(attribute)(raw)
+        return
+    assert id_decoder(attribute)(raw) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([b"cn=a", b"cn=b", b"cn=c", "cn=d", b"cn=e"]),
+                         max_size=8), max_size=6))
+def test_the_paging_guard_counts_a_page_as_entry_by_entry(pages):
+    one_by_one, per_page = _PagingGuard("h", "w", 3), _PagingGuard("h", "w", 3)
+    for page in pages:
+        for dn in page:
+            one_by_one.entry(dn)
+        per_page.entries(page)
+        assert (per_page.new, per_page.repeated, per_page.seen) == \
+            (one_by_one.new, one_by_one.repeated, one_by_one.seen)

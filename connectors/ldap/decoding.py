@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ..base import SourceError, Value
 
@@ -187,23 +187,38 @@ def decode_attributes(attrs: Mapping[str, list[bytes]], names: Iterable[str],
     return AttributeDecoder(names, skip)(attrs)
 
 
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def decode_id(attribute: str, raw: bytes) -> str:
     """A stable id as text: GUIDs as UUID strings (little-endian first fields, as AD and
     Windows show them), entryUUID and anything textual as is (lower-cased if a UUID)."""
+    return id_decoder(attribute)(raw)
+
+
+def id_decoder(attribute: str) -> Callable[[bytes], str]:
+    """:func:`decode_id` for one ``attribute``, chosen once (a read decodes one id per
+    entry)."""
     if attribute.lower() in GUID_ATTRIBUTES:
-        if len(raw) != 16:
-            raise SourceError(f"an entry's {attribute} is {len(raw)} bytes long, not 16 as a "
-                              f"GUID is (check source.id_attribute)")
-        return str(uuid.UUID(bytes_le=bytes(raw)))
+        def guid(raw: bytes) -> str:
+            if len(raw) != 16:
+                raise SourceError(f"an entry's {attribute} is {len(raw)} bytes long, not 16 "
+                                  f"as a GUID is (check source.id_attribute)")
+            return str(uuid.UUID(bytes_le=bytes(raw)))
+        return guid
+    return _text_id
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CANONICAL_UUID_BYTES = re.compile(_CANONICAL_UUID.pattern.encode())
+
+
+def _text_id(raw: bytes) -> str:
+    if _CANONICAL_UUID_BYTES.fullmatch(raw):
+        return raw.decode("ascii")        # OpenLDAP's entryUUID: already in this form
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         return raw.hex()
     if _CANONICAL_UUID.fullmatch(text):
-        return text                       # OpenLDAP's entryUUID: already in this form
+        return text
     try:
         return str(uuid.UUID(text))
     except ValueError:

@@ -119,22 +119,20 @@ class Session:
                 cookie = ((controls_back.get(PAGED_RESULTS_OID) or {}).get("value", {})
                           .get("cookie"))
                 guard.page_started()
-                seen = guard.entry
-                for entry in page:
-                    if entry.get("type") == "searchResEntry":
-                        seen(entry.get("raw_dn") or entry["dn"])     # a re-sent one wins
+                guard.entries([entry.get("raw_dn") or entry["dn"] for entry in page
+                               if entry.get("type") == "searchResEntry"])  # a re-sent one wins
                 if cookie:
                     guard.page_ended()
                     if ahead:
                         asked = self._ask(base, flt, attributes, cookie, controls)
                 for entry in page:
+                    projected = entry.get("projected")      # only search entries have it
+                    if projected is not None:
+                        yield entry["dn"], projected
+                        continue
                     kind = entry.get("type")
                     if kind == "searchResEntry":
                         dn = entry["dn"]
-                        projected = entry.get("projected")
-                        if projected is not None:
-                            yield dn, projected
-                            continue
                         attrs = entry_attributes(entry)
                         if ranged:
                             self._complete_ranges(dn, attrs)
@@ -295,6 +293,15 @@ class _PagingGuard:
         else:
             self.seen.add(dn)
             self.new += 1
+
+    def entries(self, dns: list[bytes | str]) -> None:
+        """:meth:`entry` for each of ``dns``, in one set update: each DN is new exactly
+        when it grows the set, whether it was sent before this page or earlier in it."""
+        before = len(self.seen)
+        self.seen.update(dns)
+        added = len(self.seen) - before
+        self.new += added
+        self.repeated += len(dns) - added
 
     def page_started(self) -> None:
         self.pages += 1

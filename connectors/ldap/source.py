@@ -33,7 +33,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ..base import ChangeSet, CursorExpired, Directory, GroupRecord, SourceError, UserRecord
 from .changes import ChangeMarker, change_marker, parse_cursor
 from .connect import Connector, quietly_unbind
-from .decoding import MEMBER_ATTRIBUTES, AttributeDecoder, decode_id, member_dns
+from .decoding import MEMBER_ATTRIBUTES, AttributeDecoder, id_decoder, member_dns
 from .dn import normalise_dn
 from .errors import ldap_errors
 from .filters import and_, member_of_in_chain, wrap
@@ -111,6 +111,7 @@ class LdapSource:
                                  flavor.change_attribute)
         self._group_values = AttributeDecoder(self.group_record_attributes,
                                               flavor.change_attribute)
+        self._decode_id = id_decoder(self.id_attribute)
         self.range_size = RANGE_SIZE      # values per range-retrieval window (AD)
         self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
 
@@ -130,17 +131,10 @@ class LdapSource:
                                    base_key="user_base") if self.disabled_filter else set()
             users: dict[str, UserRecord] = {}
             index: dict[str, str] = {}
-            for dn, projected in session.search("users", self.user_base, user_filter,
-                                                self.user_attributes, base_key="user_base",
-                                                projection=self._users):
-                key = normalise_dn(dn)
-                if scope is not None and key not in scope:
-                    continue
-                record = self._user_record(dn, projected, key not in disabled, session.host)
-                users[record.id] = record
-                index[key] = record.id
-                index[dn] = record.id        # as spelt: most member DNs match it exactly
-                marker.seen_stamp(projected[2])
+            for uid, key, dn in self._user_records(session, user_filter, disabled, marker,
+                                                   users, scope):
+                index[key] = uid
+                index[dn] = uid               # as spelt: most member DNs match it exactly
             resolved = self._group_records(session, groups, index, marker)
             cursor = marker.cursor(time.monotonic() - started)
         log.info("read %d users (%d disabled) and %d groups from %s in %.1fs",
@@ -179,15 +173,8 @@ class LdapSource:
                                    and_(user_filter, changed, self.disabled_filter),
                                    base_key="user_base") if self.disabled_filter else set()
             users: dict[str, UserRecord] = {}
-            user_keys: dict[str, str] = {}
-            for dn, projected in session.search("users", self.user_base,
-                                                and_(user_filter, changed), self.user_attributes,
-                                                base_key="user_base", projection=self._users):
-                key = normalise_dn(dn)
-                record = self._user_record(dn, projected, key not in disabled, session.host)
-                users[record.id] = record
-                user_keys[record.id] = key
-                marker.seen_stamp(projected[2])
+            user_keys = {uid: key for uid, key, _ in self._user_records(
+                session, and_(user_filter, changed), disabled, marker, users)}
             removed: set[str] = set()
             if self.settings.scope_group:
                 removed = self._rescope(session, known, users, user_keys)
@@ -245,6 +232,34 @@ class LdapSource:
     # -----------------------------------------------------------------------------------
     # Records
 
+    def _user_records(self, session: Session, flt: str, disabled: set[str],
+                      marker: ChangeMarker, users: dict[str, UserRecord],
+                      scope: set[str] | None = None) -> list[tuple[str, str, str]]:
+        """The users' search: each entry's record into ``users`` (a later copy of an entry
+        replaces an earlier one) and the newest change stamp to ``marker``; returns (id,
+        normalised DN, DN) per record, in the order read. What :meth:`_user_record` does
+        for one entry, inlined: this runs once per user of a full read."""
+        decode = self._decode_id
+        built = []
+        add = built.append
+        newest = None
+        for dn, (values, ident, stamp) in session.search(
+                "users", self.user_base, flt, self.user_attributes, base_key="user_base",
+                projection=self._users):
+            key = normalise_dn(dn)
+            if scope is not None and key not in scope:
+                continue
+            if ident is None:
+                self._id(dn, None, session.host)            # raises
+            uid = decode(ident)
+            values["dn"] = dn
+            users[uid] = UserRecord(uid, values, key not in disabled)
+            add((uid, key, dn))
+            if stamp and (newest is None or stamp > newest):
+                newest = stamp
+        marker.seen_stamp(newest)       # the markers keep the newest stamp they are shown
+        return built
+
     def _user_record(self, dn: str, projected: Projected, active: bool,
                      host: str) -> UserRecord:
         values, ident, _ = projected
@@ -271,7 +286,7 @@ class LdapSource:
             # Skipping the entry would make it look deleted: refuse the whole read instead.
             raise SourceError(f"entry {dn!r} on {host} has no {self.id_attribute} attribute "
                               f"(check source.id_attribute and the bind account's read rights)")
-        return decode_id(self.id_attribute, raw)
+        return self._decode_id(raw)
 
     def _group_records(self, session: Session, groups: list[tuple[str, dict]],
                        index: dict[str, str], marker: ChangeMarker) -> dict[str, GroupRecord]:
