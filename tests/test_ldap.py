@@ -1038,3 +1038,19 @@ def test_an_unasked_range_of_a_mapped_attribute_is_completed():
     source = scripted_source(ScriptedServer(script), attributes=["proxyAddresses"], flavor="ad")
     (user,) = source.read().users.values()
     assert user.attributes["proxyAddresses"] == ["smtp:a@x", "smtp:b@x", "smtp:c@x"]
+
+
+def test_member_dns_that_name_nothing_read_are_counted_in_the_log(tmp_path, caplog):
+    """A renamed OU without the refint overlay leaves groups listing DNs that name no entry;
+    they are not synced (the directory says so), and the log says how many and which."""
+    slapd = fresh_server(tmp_path)
+    try:
+        conn = slapd.admin_connection()
+        ghost = person_dn("ghost", f"ou=gone,{PEOPLE_BASE}")
+        conn.modify(team_dn(TEAMS[0]), {"member": [(ldap3.MODIFY_ADD, [ghost])]})
+        with caplog.at_level("INFO", logger="connectors.ldap.source"):
+            make_source(slapd.url).read()
+        assert re.search(r"1 member DN\(s\) of 1 group\(s\) name no user or group read.*"
+                         + re.escape(ghost), caplog.text)
+    finally:
+        slapd.stop()

@@ -300,19 +300,35 @@ class LdapSource:
             index[dn] = record.id
             marker.seen(attrs)
             records.append((record, attrs))
-        return {record.id: _with_members(record, self._member_ids(attrs, index))
-                for record, attrs in records}
+        missed: list[str] = []
+        resolved, holding = {}, 0
+        for record, attrs in records:
+            before = len(missed)
+            resolved[record.id] = _with_members(record, self._member_ids(attrs, index, missed))
+            holding += len(missed) > before
+        if missed:
+            # Not an error: computers, service accounts and anyone outside the bases, filters
+            # or scope are no one to sync. But a DN that names no entry at all (OpenLDAP
+            # without the refint overlay keeps a renamed OU's old DNs) shows up only here.
+            log.info("%d member DN(s) of %d group(s) name no user or group read (outside the "
+                     "bases, the filters or the scope, or no such entry); not synced. For "
+                     "example: %s", len(missed), holding,
+                     "; ".join(missed[:3]))
+        return resolved
 
     @staticmethod
-    def _member_ids(attrs: Mapping[str, list[bytes]], index: Mapping[str, str]) -> frozenset[str]:
+    def _member_ids(attrs: Mapping[str, list[bytes]], index: Mapping[str, str],
+                    missed: list[str]) -> frozenset[str]:
         ids = set()
         for dn in member_dns(attrs):
             # the DN as spelt first (most member DNs are spelt as the entry's own): a key it
             # matches, as spelt or normalised, is that entry's, since normalising is
             # idempotent; only a miss pays for normalising
             member_id = index.get(dn) or index.get(normalise_dn(dn))
-            if member_id is not None:       # outside the user/group scope: not ours to sync
+            if member_id is not None:
                 ids.add(member_id)
+            else:                           # outside the user/group scope: not ours to sync
+                missed.append(dn)
         return frozenset(ids)
 
     def _moved_members(self, session: Session, groups: list[tuple[str, dict]],
