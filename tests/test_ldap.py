@@ -352,7 +352,7 @@ def test_a_change_read_reads_in_full_when_too_many_members_are_new_to_it(tmp_pat
         monkeypatch.setattr(module, "MAX_MEMBER_LOOKUPS", 1)
         with pytest.raises(CursorExpired, match="reading in full"):
             source.read_changes(view.cursor, blind)
-        monkeypatch.setattr(module, "MAX_MEMBER_LOOKUPS", 200)
+        monkeypatch.setattr(module, "MAX_MEMBER_LOOKUPS", 1000)
         changes = source.read_changes(view.cursor, blind)
         merged = changes.apply_to(blind)
         assert merged.groups == source.read().groups
@@ -1052,5 +1052,33 @@ def test_member_dns_that_name_nothing_read_are_counted_in_the_log(tmp_path, capl
             make_source(slapd.url).read()
         assert re.search(r"1 member DN\(s\) of 1 group\(s\) name no user or group read.*"
                          + re.escape(ghost), caplog.text)
+    finally:
+        slapd.stop()
+
+
+def test_a_member_looked_up_and_not_synced_is_not_looked_up_again(tmp_path, monkeypatch):
+    """A computer or an account outside the filter in a busy group would otherwise cost a
+    search at every change read that re-reads the group."""
+    from connectors.ldap.session import Session
+    slapd = fresh_server(tmp_path)
+    try:
+        source = make_source(slapd.url)
+        conn = slapd.admin_connection()
+        ghost = person_dn("ghost")                          # under user_base, no such entry
+        conn.modify(team_dn(TEAMS[0]), {"member": [(ldap3.MODIFY_ADD, [ghost])]})
+        view = source.read()
+        looked_up: list[str] = []
+        read_entry = Session.read_entry
+        monkeypatch.setattr(Session, "read_entry", lambda self, dn, *a, **kw: (
+            looked_up.append(dn), read_entry(self, dn, *a, **kw))[1])
+        for title in ("one", "two"):                        # the team changes twice
+            conn.modify(team_dn(TEAMS[0]), {"description": [(ldap3.MODIFY_REPLACE, [title])]})
+            changes = source.read_changes(view.cursor, view)
+            view = changes.apply_to(view)
+        assert looked_up.count(ghost) == 1
+        source.read()                                       # a full read forgets it
+        conn.modify(team_dn(TEAMS[0]), {"description": [(ldap3.MODIFY_REPLACE, ["three"])]})
+        source.read_changes(view.cursor, view)
+        assert looked_up.count(ghost) == 2
     finally:
         slapd.stop()

@@ -43,9 +43,10 @@ from .settings import FLAVORS, Settings
 
 log = logging.getLogger(__name__)
 
-# A change read looks up at most this many member DNs it does not know (one search each);
-# past it, the whole directory is read instead (an OU of thousands renamed, say).
-MAX_MEMBER_LOOKUPS = 200
+# A change read looks up at most this many member DNs it does not know (one base search
+# each, a few milliseconds on a LAN); past it, the whole directory is read instead (an OU of
+# thousands renamed, say).
+MAX_MEMBER_LOOKUPS = 1000
 
 
 class LdapSource:
@@ -114,12 +115,16 @@ class LdapSource:
         self._decode_id = id_decoder(self.id_attribute)
         self.range_size = RANGE_SIZE      # values per range-retrieval window (AD)
         self._conn: ldap3.Connection | None = None  # its repr shows the password: never log it
+        # member DNs a change read looked up and found to be no user we sync (computers,
+        # accounts outside the filter): not asked again until the next full read
+        self._not_synced: set[str] = set()
 
     # -----------------------------------------------------------------------------------
     # Public API
 
     def read(self) -> Directory:
         started = time.monotonic()
+        self._not_synced.clear()
         with self._session() as session, _collector_paused():
             marker = change_marker(session, self._bases())
             groups = session.search_all("groups", self.group_base, self.group_filter,
@@ -348,8 +353,8 @@ class LdapSource:
                 if dn in index:
                     continue
                 key = normalise_dn(dn)
-                if key not in index and key not in own and (key == base or
-                                                            key.endswith("," + base)):
+                if key not in index and key not in own and key not in self._not_synced and (
+                        key == base or key.endswith("," + base)):
                     unknown.setdefault(key, dn)
         if len(unknown) > MAX_MEMBER_LOOKUPS:
             raise CursorExpired(f"{len(unknown)} members of changed groups are users the view "
@@ -359,7 +364,8 @@ class LdapSource:
         for key, dn in unknown.items():
             attrs = session.read_entry(dn, flt, self.user_attributes)
             if attrs is None:
-                continue                    # no such entry, or not a user we sync
+                self._not_synced.add(key)   # no such entry, or not a user we sync
+                continue
             active = not (disabled_filter and session.read_entry(dn, disabled_filter,
                                                                  (NO_ATTRIBUTES,)) is not None)
             record = self._user_record(dn, self._users.from_attrs(attrs), active,
