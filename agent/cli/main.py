@@ -24,7 +24,7 @@ import sqlite3
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from connectors.base import ConnectorError
@@ -35,6 +35,7 @@ from ..config import Config, ConfigError, config_path, load
 from ..core.outcome import Outcome
 from ..app import build_agent
 from ..engine.binding import check_binding
+from ..engine.checks import Check
 from ..engine.cycle import Agent, PlanResult, SyncResult
 from ..engine.saved import PlanFileError, read_plan, write_plan
 from ..store.sqlite import describe as describe_store_failure
@@ -318,9 +319,23 @@ def stop_on_interrupt():
 
 
 def cmd_check(agent: Agent, args) -> int:
+    return _print_checks(agent.check())
+
+
+def cmd_check_config(config: Config) -> int:
+    """What the daemon checks when it is told to reload (``Daemon._load_new_config``), short
+    of comparing with the config it runs: the config loaded, every secret found, the snapshot
+    bound to this target. Nothing is connected to, nothing written."""
+    problem = check_binding(config.state.path, config.target.url)
+    return _print_checks([("config", True, str(config.path)),
+                          ("snapshot", not problem, problem or str(config.state.path))])
+
+
+def _print_checks(checks: Iterable[Check]) -> int:
+    """One line per check (what, good, detail), marked ok, warn or FAIL; exit 1 if any failed."""
     style = Style(sys.stdout)
     ok = True
-    for what, good, detail in agent.check():
+    for what, good, detail in checks:
         ok &= good
         if not good:
             mark = style("FAIL", "31;1")
@@ -330,20 +345,6 @@ def cmd_check(agent: Agent, args) -> int:
             mark = style("ok  ", "32")
         print(f"{mark} {what}: {printable(detail)}")
     return EXIT_OK if ok else EXIT_ERROR
-
-
-def cmd_check_config(config: Config) -> int:
-    """What the daemon checks when it is told to reload (``Daemon._load_new_config``), short
-    of comparing with the config it runs: the config loaded, every secret found, the snapshot
-    bound to this target. Nothing is connected to, nothing written."""
-    style = Style(sys.stdout)
-    problem = check_binding(config.state.path, config.target.url)
-    print(f"{style('ok  ', '32')} config: {printable(str(config.path))}")
-    if problem:
-        print(f"{style('FAIL', '31;1')} snapshot: {printable(problem)}")
-        return EXIT_ERROR
-    print(f"{style('ok  ', '32')} snapshot: {printable(str(config.state.path))}")
-    return EXIT_OK
 
 
 def cmd_status(config: Config, args) -> int:
