@@ -137,7 +137,7 @@ class GraphClient:
         comes (a full groups round holds every membership of the tenant: it is merged page
         by page, not kept); the new deltaLink."""
         for page in self.pages(url, None):
-            take(_values(urlsplit(url).path, page))
+            take(_values(url, page))
             if "@odata.deltaLink" in page:
                 return page["@odata.deltaLink"]
         raise SourceError(f"Graph delta round on {urlsplit(url).path} ended without a "
