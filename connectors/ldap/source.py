@@ -360,22 +360,28 @@ class LdapSource:
             raise CursorExpired(f"{len(unknown)} members of changed groups are users the view "
                                 f"does not know by that DN (an OU renamed or moved?); reading "
                                 f"in full")
-        flt, disabled_filter = self._scoped_user_filter(), self.disabled_filter
+        flt = self._scoped_user_filter()
         for key, dn in unknown.items():
-            attrs = session.read_entry(dn, flt, self.user_attributes)
-            if attrs is None:
+            record = self._read_user(session, dn, flt)
+            if record is None:
                 self._not_synced.add(key)   # no such entry, or not a user we sync
                 continue
-            active = not (disabled_filter and session.read_entry(dn, disabled_filter,
-                                                                 (NO_ATTRIBUTES,)) is not None)
-            record = self._user_record(dn, self._users.from_attrs(attrs), active,
-                                       session.host)
             users[record.id] = record
             index[key] = index[dn] = record.id
         if unknown:
             log.info("change read: %d member DN(s) new to the view looked up, %d of them users "
                      "we sync (moved, or renamed with their OU)", len(unknown),
                      sum(1 for key in unknown if key in index))
+
+    def _read_user(self, session: Session, dn: str, flt: str) -> UserRecord | None:
+        """The record of the user at ``dn``, read by itself; None if no entry there matches
+        ``flt``."""
+        attrs = session.read_entry(dn, flt, self.user_attributes)
+        if attrs is None:
+            return None
+        disabled = self.disabled_filter and session.read_entry(dn, self.disabled_filter,
+                                                               (NO_ATTRIBUTES,)) is not None
+        return self._user_record(dn, self._users.from_attrs(attrs), not disabled, session.host)
 
     def _groups_holding(self, session: Session, dns: list[str], attributes: list[str], *,
                         have: set[str]) -> list[tuple[str, dict]]:
@@ -460,19 +466,12 @@ class LdapSource:
                 removed.add(uid)
         have = set(known_keys) | set(user_keys.values())
         entered = [key for key in scope if key not in have]
-        if entered:
-            disabled_filter = self.disabled_filter
-            for key in entered:
-                dn = scope[key]
-                attrs = session.read_entry(dn, self.user_filter, self.user_attributes)
-                if attrs is None:
-                    continue                # a member that is not a user in our filter
-                active = not (disabled_filter and session.read_entry(dn, disabled_filter,
-                                                                     (NO_ATTRIBUTES,)) is not None)
-                record = self._user_record(dn, self._users.from_attrs(attrs), active,
-                                           session.host)
-                users[record.id] = record
-                user_keys[record.id] = key
+        for key in entered:
+            record = self._read_user(session, scope[key], self.user_filter)
+            if record is None:
+                continue                    # a member that is not a user in our filter
+            users[record.id] = record
+            user_keys[record.id] = key
         removed -= set(users)
         return removed
 
