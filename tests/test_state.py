@@ -550,3 +550,64 @@ def test_a_user_row_whose_attributes_do_not_read_is_a_damaged_snapshot(db_path, 
     for opened in (State.open(db_path), State.read(db_path)):
         with opened as state, pytest.raises(StateError, match="damaged"):
             state.snapshot()
+
+
+@pytest.mark.parametrize("stored", ["{not json}", '{"title": }', "{'title': 'Eng'}"])
+def test_attributes_that_look_like_an_object_but_do_not_parse_are_damaged_where_read(db_path,
+                                                                                     stored):
+    """Loading a snapshot looks at every row's text cheaply (an object's braces); text that
+    passes that but does not parse is a damaged snapshot where a user's attributes are
+    read, in either kind of opening: never a traceback, never an empty mapping."""
+    with State.open(db_path) as state:
+        state.record_user(ALICE, "s1")
+        state.record_user(BOB, "s2")
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE users SET attributes = ? WHERE source_id = 'u2'", [stored])
+    db.close()
+    for opened in (State.open(db_path), State.read(db_path)):
+        with opened as state:
+            users = state.snapshot().users
+            assert users["u1"].attributes == ALICE.attributes
+            with pytest.raises(StateError, match="the snapshot is damaged"):
+                dict(users["u2"].attributes)
+
+
+def test_a_snapshot_opened_to_read_leaves_attributes_in_the_file_until_one_is_asked_for(db_path):
+    """``plan`` holds no user's attributes text it does not need (the snapshot's largest
+    part): a row carries none, and a user's is read from the file when first asked for."""
+    from agent.core.model import ROW_ATTRIBUTES
+    with State.open(db_path) as state:
+        state.record_user(ALICE, "s1")
+        state.record_user(BOB, "s2")
+        assert state.snapshot().users.rows["u1"][ROW_ATTRIBUTES] is not None   # (a writer's)
+    with State.read(db_path) as state:
+        users = state.snapshot().users
+        assert [row[ROW_ATTRIBUTES] for row in users.rows.values()] == [None, None]
+        assert users["u1"].attributes == ALICE.attributes
+    assert users["u1"].attributes == ALICE.attributes       # read once: kept
+    with pytest.raises(RuntimeError, match="after the snapshot was closed"):
+        dict(users["u2"].attributes)                        # a bug, said as one
+
+
+def test_attributes_read_later_are_those_of_the_snapshot_loaded_whatever_a_sync_wrote_since(
+        db_path):
+    """A reader's snapshot is one read transaction: a sync that changes a user (and adds
+    one) after the reader loaded it changes nothing the reader then reads."""
+    with State.open(db_path) as state:
+        state.record_user(ALICE, "s1")
+    reader = State.read(db_path)
+    try:
+        users = reader.snapshot().users
+        changed = User("u1", "alice@example.org", True, {**ALICE.attributes, "title": "CTO"})
+        with State.open(db_path) as writer:           # (the daemon's sync, meanwhile)
+            writer.record_user(changed, "s1")
+            writer.record_user(BOB, "s2")
+        assert users["u1"].attributes == ALICE.attributes
+        assert users["u1"].digest == ALICE.digest and "u2" not in users
+        assert reader.snapshot().users["u1"].attributes["title"] == "Eng"
+        assert reader.counts()["users"] == 1
+    finally:
+        reader.close()
+    with State.read(db_path) as again:
+        assert again.snapshot().users["u1"].attributes["title"] == "CTO"

@@ -19,9 +19,9 @@ EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def cmd_explain(agent: Agent, args) -> int:
-    result = agent.plan(basis=False)
-    found = explain(args.explain, result.read.view, agent.rules, result.desired,
-                    result.snapshot, result.plan)
+    with agent.planning(basis=False) as result:      # (explain reads the snapshot's values)
+        found = explain(args.explain, result.read.view, agent.rules, result.desired,
+                        result.snapshot, result.plan)
     if not found:
         print(f"error: --explain {args.explain!r} names no user (userName, e-mail, source id, DN) "
               "or group (name, source id) in the source or the snapshot", file=sys.stderr)

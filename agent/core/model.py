@@ -147,13 +147,14 @@ class PushedUsers(Mapping):
     only when looked up (a plan looks up those it changes; mapping and planning read the
     rest of them through ``rows``). ``rows``: source id -> the fields of a
     :class:`PushedUser` in order (the ``ROW_*`` indexes), as stored: ``active`` may be 0 or
-    1, and ``attributes`` what ``read_attributes`` makes a mapping of (the store's text;
-    None: a mapping already). Further fields may follow."""
+    1, and ``attributes`` what ``read_attributes(source_id, attributes)`` makes a mapping of
+    (the store's text, or None where the store reads it when asked; without
+    ``read_attributes``: a mapping already). Further fields may follow."""
 
     __slots__ = ("rows", "_made", "_read", "_attributes")
 
     def __init__(self, rows: dict[str, tuple],
-                 read_attributes: "Callable[[Any], Mapping[str, str]] | None" = None):
+                 read_attributes: "Callable[[str, Any], Mapping[str, str]] | None" = None):
         self.rows = rows
         self._made: dict[str, PushedUser] = {}
         self._read = read_attributes
@@ -172,7 +173,7 @@ class PushedUsers(Mapping):
         made = self._attributes.get(source_id)
         if made is None:
             stored = self.rows[source_id][ROW_ATTRIBUTES]
-            made = stored if self._read is None else self._read(stored)
+            made = stored if self._read is None else self._read(source_id, stored)
             self._attributes[source_id] = made
         return made
 

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import (ConnectorError, FatalTargetError, Interrupted, Source, SourceError,
@@ -143,7 +143,18 @@ class Agent:
         target (read-only, paged, as a reconcile does) and plans from what it holds, so drift
         made there by hand, and what a first sync would adopt, show before anything is sent.
         ``basis``: also digest what the plan was computed from (for ``plan --out``; it reads
-        the whole snapshot once more, so a plain ``plan`` leaves it out)."""
+        the whole snapshot once more, so a plain ``plan`` leaves it out).
+
+        The snapshot is closed when this returns: the plan, the read and the desired state
+        stay whole, but the attributes of a pushed user the plan did not read are gone with
+        it (see :meth:`planning`)."""
+        with self.planning(refresh=refresh, basis=basis) as result:
+            return result
+
+    @contextlib.contextmanager
+    def planning(self, *, refresh: bool = False, basis: bool = True) -> Iterator[PlanResult]:
+        """:meth:`plan`, with the snapshot open until the block ends: anything may be read of
+        ``result.snapshot`` inside it (``plan --explain`` does)."""
         path = self.config.state.path
         state = State.read(path, missing_ok=True)
         try:
@@ -162,7 +173,7 @@ class Agent:
             if basis:
                 result.basis = Basis(result.desired.digest(), state.digest() if state else "",
                                      target_identity(self.config.target.url), refresh)
-            return result
+            yield result
         finally:
             if state is not None:
                 state.close()

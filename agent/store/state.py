@@ -18,7 +18,8 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,6 +93,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         self.meta = MetaStore(db, path)
         self._lock = lock
         self._snapshot: tuple[int, Snapshot] | None = None
+        self._lazy_attributes = False   # (State.read: users' attributes read when needed)
 
     # -- opening --------------------------------------------------------------------------
 
@@ -164,7 +166,12 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if immutable:
                 unfolded(path)
             conn = connect(path, readonly=True, immutable=immutable)
+            # One read transaction for as long as the snapshot is open: every read sees the
+            # file as it was at the first, whatever a sync writes meanwhile (WAL), so a
+            # user's attributes can be read when needed (see _read_snapshot)
+            conn.execute("BEGIN")
             state = cls(ReadOnlyDatabase(conn), path, shared)
+            state._lazy_attributes = True
             state._check_integrity()
             version = state._stored_version()
             if version > SCHEMA_VERSION:
@@ -243,15 +250,20 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
 
     def _read_snapshot(self) -> Snapshot:
         # the rows as sqlite3 makes them, keyed by their first field: no tuple made again, and
-        # each user's attributes stay text until read (StoredAttributes)
+        # each user's attributes stay text until read (StoredAttributes). A snapshot opened
+        # to read only (State.read, in one read transaction) leaves that text in the file:
+        # a user's is read when first needed (a plan needs those of the users it changes).
+        lazy = self._lazy_attributes
         with self._rows("users"):
             rows = self.db.execute(
-                "SELECT source_id, scim_id, user_name, active, attributes, digest, "
-                "source_digest, manager_reference, "
-                "CASE WHEN json_valid(attributes) THEN json_type(attributes) = 'object' END "
-                "FROM users").fetchall()
-            if not all(map(itemgetter(8), rows)):
-                _object("")         # a row whose attributes are not a JSON object: said so
+                f"SELECT source_id, scim_id, user_name, active, "
+                f"{'NULL' if lazy else 'attributes'}, digest, source_digest, "
+                "manager_reference FROM users").fetchall()
+            # Text that cannot be an object's is a damaged snapshot at once (a cheap look at
+            # every row); an object's text that does not parse is said so where it is read.
+            if self.db.execute("SELECT 1 FROM users WHERE coalesce(attributes NOT LIKE '{%}', "
+                               "1) LIMIT 1").fetchone():
+                _object("")
         users = dict(zip(map(itemgetter(0), rows), rows))
         del rows
         # one row per group (the primary key's order: no sort); a frozenset made from a set
@@ -264,7 +276,24 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
         path = self.path
-        return Snapshot(PushedUsers(users, lambda text: StoredAttributes(text, path)), groups)
+        if lazy:
+            def attributes(source_id: str, _text: None) -> StoredAttributes:
+                return StoredAttributes(partial(self._attributes_text, source_id), path)
+        else:
+            def attributes(_source_id: str, text: str) -> StoredAttributes:
+                return StoredAttributes(text, path)
+        return Snapshot(PushedUsers(users, attributes), groups)
+
+    def _attributes_text(self, source_id: str) -> str:
+        """One user's stored attributes, from the read transaction the snapshot was loaded
+        in (the same row, whatever was written since)."""
+        try:
+            row = self.db.execute("SELECT attributes FROM users WHERE source_id = ?",
+                                  [source_id]).fetchone()
+        except sqlite3.ProgrammingError:
+            raise RuntimeError(f"{self.path}: the attributes of {source_id!r} were asked for "
+                               "after the snapshot was closed") from None
+        return row[0] if row is not None else ""
 
     def digest(self) -> str:
         """A digest of everything pushed (ids, digests, memberships): a saved plan records it,
@@ -482,19 +511,20 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
 
 class StoredAttributes(Mapping):
     """A pushed user's attributes, read from their JSON text the first time they are needed.
-    The text was checked to be a JSON object when the snapshot was loaded."""
+    ``text``: that text, or what reads it from the snapshot when first needed."""
 
     __slots__ = ("_text", "_path", "_value")
 
-    def __init__(self, text: str, path: Path):
+    def __init__(self, text: "str | Callable[[], str]", path: Path):
         self._text = text
         self._path = path
         self._value: dict | None = None
 
     def _read(self) -> dict:
         if self._value is None:
+            text = self._text if isinstance(self._text, str) else self._text()
             try:
-                self._value = _object(self._text)
+                self._value = _object(text)
             except (ValueError, TypeError) as exc:
                 raise StateError(f"{self._path}: the snapshot is damaged (a row of users does "
                                  f"not read: {type(exc).__name__}); {REBUILD}") from None
