@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agent.cli.main import main
 from agent.core.explain import explain
 from agent.core.mapping import MappingRules, map_directory
@@ -212,3 +214,38 @@ def test_cli_explain_of_an_unknown_key_is_an_error(split_ws, capsys):
     split_ws.write_directory([user("1", "ann@example.org")], [])
     assert main(["--config", str(split_ws.config), "plan", "--explain", "nobody"]) == 1
     assert "names no user" in capsys.readouterr().err
+
+
+def test_cli_explains_an_update_and_an_unchanged_user_after_a_sync(split_ws, fake_split, capsys):
+    split_ws.write_directory([user("1", "ann@example.org", title="Engineer"),
+                              user("2", "bob@example.org", title="Analyst")], [])
+    assert main(["--config", str(split_ws.config), "sync"]) == 0
+    split_ws.write_directory([user("1", "ann@example.org", title="Director"),
+                              user("2", "bob@example.org", title="Analyst")], [])
+    capsys.readouterr()
+    assert main(["--config", str(split_ws.config), "plan", "--explain", "ann@example.org",
+                 "--output", "json"]) == 0
+    [ann] = json.loads(capsys.readouterr().out)["objects"]
+    assert [p["op"] for p in ann["plan"]] == ["update_user"]
+    assert "Engineer" in json.dumps(ann["plan"]) and "Director" in json.dumps(ann["plan"])
+    assert main(["--config", str(split_ws.config), "plan", "--explain", "bob@example.org"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "title: Analyst" in out
+
+
+def test_the_snapshot_a_plan_read_stays_readable_inside_planning_and_only_there(split_ws,
+                                                                               fake_split):
+    """A plan reads a pushed user's attributes from the file when first needed: inside
+    ``Agent.planning`` (what ``plan --explain`` uses) every one can be read; after
+    ``Agent.plan`` returns, one the plan did not read is a plain error, not a wrong value."""
+    from agent.app import build_agent
+    from agent.config import load
+    split_ws.write_directory([user("1", "ann@example.org"), user("2", "bob@example.org")], [])
+    assert main(["--config", str(split_ws.config), "sync"]) == 0
+    agent = build_agent(load(split_ws.config, resolve_target_secrets=False))
+    with agent.planning(basis=False) as result:
+        assert result.plan.is_empty
+        assert result.snapshot.users["2"].attributes["email"] == "bob@example.org"
+    result = agent.plan(basis=False)
+    with pytest.raises(RuntimeError, match="after the snapshot was closed"):
+        dict(result.snapshot.users["2"].attributes)
