@@ -401,13 +401,17 @@ def _group(record: Any, where: object, surrogates: bool = True,
     ids = None
     if known is not None:       # (fresh copies: see _Records.of)
         gid, name = known.get(gid) or _fresh([gid])[0], _fresh([name])[0]
-    if not surrogates and known is not None and set(map(type, members)) <= {str}:
+    if not surrogates and known is not None:
         # the commonest case, cheapest: every member is a known id, so plain text as it is
-        shared = list(map(known.get, members))
-        if None not in shared:
+        # (anything else, an unknown id, a number or an object, is for the checks below)
+        try:
+            shared = set(map(known.__getitem__, members))
+        except (KeyError, TypeError):
+            pass
+        else:
             # (a frozenset made from a set has half the table of one made from a list)
             return GroupRecord(id=gid, attributes={"displayName": name},
-                               members=frozenset(set(shared)))
+                               members=frozenset(shared))
     if not surrogates and set(map(type, members)) <= {str}:      # the common case, kept cheap
         ids = list(map(str.strip, members))
         if not all(ids) or (ids and max(map(len, ids)) > MAX_ID_LENGTH):

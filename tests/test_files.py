@@ -151,6 +151,35 @@ def test_json_members_not_a_list_of_ids(tmp_path, members):
     assert "groups[0]" in message and "members must be a list" in message
 
 
+@pytest.mark.parametrize("members, expected", [
+    (["u-1", "u-2"], {"u-1", "u-2"}),               # every one a user's id: the fast path
+    (["u-1", "nobody"], {"u-1", "nobody"}),         # an id that names nothing read, kept
+    (["u-1", 7], {"u-1", "7"}),                     # a number is an id
+    ([" u-1 ", "u-2"], {"u-1", "u-2"}),             # spaces around an id
+    (["u-1", "g-0"], {"u-1", "g-0"}),               # a nested group
+    (["u-1", True], "members[1] is true/false"),
+    (["u-1", None], "members[1] is null"),
+    (["u-1", {"id": "u-2"}], "members[1] is an object"),
+    (["u-1", ["u-2"]], "members[1] is a list"),
+    (["u-1", ""], "members[1] is required"),
+])
+def test_json_group_members_of_every_kind(tmp_path, members, expected):
+    """A group whose members are all users' ids takes a shortcut; each other kind of member
+    must still read as the long way reads it, or be refused as precisely."""
+    people = [OK_USER, {"id": "u-2", "userName": "b@example.org"}]
+    groups = [{"id": "g-0", "displayName": "Zero", "members": []},
+              {"id": "g-1", "displayName": "Eng", "members": members}]
+    document = {"users": people, "groups": groups}
+    if isinstance(expected, str):
+        message = json_error(tmp_path, document)
+        assert "groups[1]" in message and expected in message
+        return
+    directory = source(write_json(tmp_path / "directory.json", document)).read()
+    assert directory.groups["g-1"].members == expected
+    for member in directory.groups["g-1"].members & directory.users.keys():
+        assert any(member is uid for uid in directory.users)     # one string per id
+
+
 def test_json_group_without_name(tmp_path):
     message = json_error(tmp_path, {"users": [OK_USER], "groups": [{"id": "g-1"}]})
     assert "groups[0]" in message and "displayName is required" in message

@@ -19,7 +19,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def cmd_explain(agent: Agent, args) -> int:
-    with agent.planning(basis=False) as result:      # (explain reads the snapshot's values)
+    with agent.planning(basis=False) as result:      # (the snapshot open while it is read)
         found = explain(args.explain, result.read.view, agent.rules, result.desired,
                         result.snapshot, result.plan)
     if not found:
