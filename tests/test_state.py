@@ -552,7 +552,8 @@ def test_a_user_row_whose_attributes_do_not_read_is_a_damaged_snapshot(db_path, 
             state.snapshot()
 
 
-@pytest.mark.parametrize("stored", ["{not json}", '{"title": }', "{'title': 'Eng'}"])
+@pytest.mark.parametrize("stored", ["{not json}", '{"title": }', "{'title': 'Eng'}",
+                                    '{"title": NaN}', '{"title": -Infinity}'])
 def test_attributes_that_look_like_an_object_but_do_not_parse_are_damaged_where_read(db_path,
                                                                                      stored):
     """Loading a snapshot looks at every row's text cheaply (an object's braces); text that
@@ -611,3 +612,23 @@ def test_attributes_read_later_are_those_of_the_snapshot_loaded_whatever_a_sync_
         reader.close()
     with State.read(db_path) as again:
         assert again.snapshot().users["u1"].attributes["title"] == "CTO"
+
+
+def test_a_reader_holds_a_read_transaction_only_from_the_snapshot_load_and_only_if_lazy(db_path):
+    """While a read transaction lasts, a sync's checkpoints cannot empty the -wal file: a
+    reader starts one only when it loads the snapshot lazily (after its source read), and
+    ``plan --refresh``, which reads the whole target after that, reads eagerly instead."""
+    from agent.core.model import ROW_ATTRIBUTES
+    with State.open(db_path) as state:
+        state.record_user(ALICE, "s1")
+    with State.read(db_path) as state:
+        assert not state.db.conn.in_transaction
+        state.counts()
+        assert not state.db.conn.in_transaction
+        state.snapshot()
+        assert state.db.conn.in_transaction
+    with State.read(db_path, lazy_attributes=False) as state:
+        users = state.snapshot().users
+        assert not state.db.conn.in_transaction
+        assert users.rows["u1"][ROW_ATTRIBUTES] is not None
+    assert users["u1"].attributes == ALICE.attributes       # (read with it: no file needed)

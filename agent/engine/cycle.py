@@ -156,7 +156,9 @@ class Agent:
         """:meth:`plan`, with the snapshot open until the block ends: anything may be read of
         ``result.snapshot`` inside it (``plan --explain`` does)."""
         path = self.config.state.path
-        state = State.read(path, missing_ok=True)
+        # --refresh reads the whole target after the snapshot is loaded: it reads the users'
+        # attributes with the snapshot rather than hold a read transaction across that
+        state = State.read(path, missing_ok=True, lazy_attributes=not refresh)
         try:
             if state is not None:
                 problem = binding_problem(state, self.config.target.url)

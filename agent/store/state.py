@@ -142,12 +142,16 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             raise
 
     @classmethod
-    def read(cls, path: Path, *, missing_ok: bool = False) -> "State | None":
+    def read(cls, path: Path, *, missing_ok: bool = False,
+             lazy_attributes: bool = True) -> "State | None":
         """Open an existing snapshot to read it only (``plan``, ``status``, ``history``,
         ``check``): nothing is created, locked, written or migrated, so a snapshot this user
         may read but not write serves them. A file from an older version is upgraded in a
         private copy in memory; the file itself waits for the next ``sync``. With
-        ``missing_ok``, a snapshot not made yet is None."""
+        ``missing_ok``, a snapshot not made yet is None. ``lazy_attributes``: the snapshot
+        leaves users' attributes in the file until asked for, in a read transaction from
+        its load to the close (keep it short: while it lasts, a sync's checkpoints cannot
+        empty the -wal file); else they are read with it."""
         path = Path(path)
         diagnose(path, write=False)
         if not path.exists():
@@ -166,12 +170,8 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if immutable:
                 unfolded(path)
             conn = connect(path, readonly=True, immutable=immutable)
-            # One read transaction for as long as the snapshot is open: every read sees the
-            # file as it was at the first, whatever a sync writes meanwhile (WAL), so a
-            # user's attributes can be read when needed (see _read_snapshot)
-            conn.execute("BEGIN")
             state = cls(ReadOnlyDatabase(conn), path, shared)
-            state._lazy_attributes = True
+            state._lazy_attributes = lazy_attributes
             state._check_integrity()
             version = state._stored_version()
             if version > SCHEMA_VERSION:
@@ -254,6 +254,10 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         # to read only (State.read, in one read transaction) leaves that text in the file:
         # a user's is read when first needed (a plan needs those of the users it changes).
         lazy = self._lazy_attributes
+        if lazy and not self.db.conn.in_transaction:
+            # from here to the close every read sees the file as it is now, whatever a sync
+            # writes meanwhile (WAL): a user's attributes read later are those of this moment
+            self.db.execute("BEGIN")
         with self._rows("users"):
             rows = self.db.execute(
                 f"SELECT source_id, scim_id, user_name, active, "
@@ -558,8 +562,12 @@ class StoredAttributes(Mapping):
         return repr(self._read())
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _object(text: str) -> dict:
-    value = json.loads(text)
+    value = json.loads(text, parse_constant=_no_constant)    # (NaN, Infinity: not JSON)
     if not isinstance(value, dict):
         raise TypeError("not an object")
     return value
