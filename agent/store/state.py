@@ -280,12 +280,10 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
                 "SELECT source_id, scim_id, display_name, digest FROM groups")
         }
         path = self.path
-        if lazy:
-            def attributes(source_id: str, _text: None) -> StoredAttributes:
-                return StoredAttributes(partial(self._attributes_text, source_id), path)
-        else:
-            def attributes(_source_id: str, text: str) -> StoredAttributes:
-                return StoredAttributes(text, path)
+
+        def attributes(source_id: str, text: str | None) -> StoredAttributes:
+            return StoredAttributes(partial(self._attributes_text, source_id) if lazy else text,
+                                    path)
         return Snapshot(PushedUsers(users, attributes), groups)
 
     def _attributes_text(self, source_id: str) -> str:
