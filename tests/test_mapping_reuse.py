@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -313,3 +314,10 @@ def test_the_file_sources_digests_map_and_plan_exactly_what_mapping_does(data, v
             fast = map_directory(read_export(Path(folder), after, "after"), rules,
                                  snapshot.users)
             planned_alike(full, fast, snapshot, state)
+            # the users found standing in bulk are those the test of one user finds: with
+            # none found in bulk, every user held as its row is held so all the same
+            with mock.patch("agent.core.mapping.standing_users", lambda *a: (set(), {})):
+                by_hand = map_directory(read_export(Path(folder), after, "after"), rules,
+                                        snapshot.users)
+            assert fast.users.users == by_hand.users.users
+            planned_alike(by_hand, fast, snapshot)

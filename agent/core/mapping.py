@@ -13,18 +13,20 @@ source id (see :func:`resolve_managers`), and groups are flattened to their acti
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, filterfalse, repeat
+from operator import attrgetter, is_, itemgetter, not_
 
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
 from .expressions import BadValue, Expression
 from .model import (ROW_ACTIVE, ROW_DIGEST, ROW_MANAGER_REFERENCE,
                     ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, DesiredUsers, Group, Problem,
-                    PushedUser, PushedUsers, User, digest_of)
+                    PushedUser, PushedUsers, User)
+from .reuse import (Reused, manager_digest, mapping_fingerprint, record_digest, reusable,
+                    source_record_digest, standing_users)
 from .scope import Objects, Scope
 
 log = logging.getLogger(__name__)
@@ -152,7 +154,7 @@ class _Mapper:
                                          disabled=not record.active))
             return None
         if digest and "manager" not in attrs:
-            digest += _manager_digest(None)
+            digest += manager_digest(None)
         return User(source_id=record.id, user_name=user_name, active=record.active,
                     attributes=attrs, source_digest=digest,
                     manager_reference=attrs.get("manager", ""))
@@ -233,16 +235,16 @@ def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str],
 
 
 def _drop_duplicates(objects: dict[str, object], key_of, kind: str, problems: list[Problem],
-                     folded: list[str] | None = None, made=None):
-    """``folded``: each object's key casefolded, in order, when known; ``made(sid)``: the
+                     folded: dict[str, str] | None = None, made=None):
+    """``folded``: each object's key casefolded, by id, when known; ``made(sid)``: the
     object of an entry held as None."""
     if folded is None:
-        folded = [key_of(obj).casefold() for obj in objects.values()]
-    if len(set(folded)) == len(folded):
+        folded = {sid: key_of(obj).casefold() for sid, obj in objects.items()}
+    if len(set(folded.values())) == len(folded):
         return                          # no name is shared (the common case: one pass)
     by_key: dict[str, list[str]] = {}
-    for sid, key in zip(list(objects), folded):
-        by_key.setdefault(key, []).append(sid)
+    for sid in objects:                 # (in the objects' order)
+        by_key.setdefault(folded[sid], []).append(sid)
     for sids in by_key.values():
         if len(sids) > 1:
             for sid in sids:
@@ -317,7 +319,7 @@ class ManagerIndex:
 
 
 def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
-                     reused: Mapping[str, "_Reused"] = {}, todo: Iterable[str] | None = None,
+                     reused: Mapping[str, "Reused"] = {}, todo: Iterable[str] | None = None,
                      digests: dict[str | None, str] | None = None,
                      everyone: Mapping[str, User] | None = None) -> int:
     """Replace each ``manager`` value by the source id of the user it names, in place; a
@@ -356,7 +358,7 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
             dropped += 1
         named = digests.get(manager)
         if named is None:
-            named = digests[manager] = _manager_digest(manager)
+            named = digests[manager] = manager_digest(manager)
         if again is not None:
             pushed_as = user.source_digest
             if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
@@ -384,89 +386,6 @@ def resolve_managers(users: dict[str, User], records: Mapping[str, UserRecord],
 
 
 # ---------------------------------------------------------------------------------------------
-# Unchanged records: their value is the one pushed
-#
-# Mapping a user record is a pure function of the record and the attribute mapping; only
-# three things depend on other records, and each is done again for every user: the names
-# two records share (_drop_duplicates), the manager a reference names (resolve_managers),
-# and group membership (flatten_members, active users). So a record whose digest, and the
-# manager it names, are those of the record the pushed value was recorded from maps to
-# exactly that value, and is not mapped again. tests/test_mapping_reuse.py checks that
-# both ways plan exactly the same, on random directories and random changes.
-
-MAPPING_VERSION = 1     # raise it whenever mapping one record may give another value
-
-
-def mapping_fingerprint(rules: MappingRules) -> str:
-    """What mapping one user record depends on, besides the record: the expressions (as
-    the config writes them), the attributes sent, and the mapping code's version."""
-    return digest_of([MAPPING_VERSION, sorted(USER_ATTRIBUTES),
-                      sorted((k, e.config_value) for k, e in rules.user_attributes.items())])
-
-
-def record_digest(record: UserRecord, fingerprint: str) -> str:
-    """The digest of one source record under one mapping. ``repr`` is exact for the values
-    records hold (text, numbers, booleans, lists, nested objects, bytes); two equal records
-    whose keys come in another order digest differently, which only costs a mapping."""
-    try:
-        blob = f"{fingerprint}|{record.active}|{record.attributes!r}"
-    except ValueError:          # an integer too long to write out: this record is mapped
-        return ""
-    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-
-
-def _manager_digest(manager: str | None) -> str:
-    if manager is None:
-        return "/-"
-    return "/" + hashlib.blake2b(manager.encode("utf-8", "surrogatepass"),
-                                 digest_size=8).hexdigest()
-
-
-def source_record_digest(digest: str, fingerprint: str) -> str:
-    """A record's digest from the source's own (``Directory.user_digests``): that digest
-    under this mapping. Never equal to a :func:`record_digest`, which is another length."""
-    return digest and f"{digest}.{fingerprint[:16]}"
-
-
-# A record whose pushed value is taken: (the length of its digest, the start of the pushed
-# source digest; its manager reference, to be resolved again); a tuple, as there is one for
-# nearly every user
-_Reused = tuple[int, "str | None"]
-
-
-def _reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
-              manager: Expression | None) -> _Reused | None:
-    """The pushed value stands for the record's when it was recorded from this very record
-    under this mapping (and recorded whole: a row whose digest was cleared is mapped).
-    ``pushed``: its row (:class:`PushedUsers`).
-
-    ``record`` is None when the source's digest stands for it (it is not built): its
-    ``active`` is the pushed row's, since a row keeps its source digest only when it was
-    recorded with the active of the user mapped (``State._put_user``), and its manager
-    reference is the one recorded with the row (a row without one is mapped)."""
-    if not digest or pushed is None or not pushed[ROW_DIGEST]:
-        return None
-    source_digest = pushed[ROW_SOURCE_DIGEST]
-    if source_digest[len(digest):len(digest) + 1] != "/" or not source_digest.startswith(digest):
-        return None
-    reference = None
-    if record is None:
-        if manager is not None:
-            if pushed[ROW_MANAGER_REFERENCE] is None:
-                return None
-            reference = pushed[ROW_MANAGER_REFERENCE] or None
-    else:
-        if bool(pushed[ROW_ACTIVE]) != record.active:
-            return None
-        if manager is not None:
-            try:
-                reference = manager.evaluate(record.attributes) or None
-            except BadValue:
-                return None
-    return len(digest), reference
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def in_scope(directory: Directory, scope: Scope) -> tuple[Mapping[str, UserRecord],
@@ -484,7 +403,7 @@ def in_scope(directory: Directory, scope: Scope) -> tuple[Mapping[str, UserRecor
 def map_directory(directory: Directory, rules: MappingRules,
                   pushed: Mapping[str, PushedUser] | None = None) -> DesiredState:
     """The desired state. ``pushed`` (the snapshot's users): a record unchanged since its
-    value was pushed takes that value instead of being mapped again (see above); the result
+    value was pushed takes that value instead of being mapped again (see reuse.py); the result
     is the same either way."""
     mapper = _Mapper(rules)
     records, group_records = in_scope(directory, rules.scope)
@@ -493,32 +412,38 @@ def map_directory(directory: Directory, rules: MappingRules,
     if left_users or left_groups:
         log.info("scope rules leave out %d of %d users and %d of %d groups", left_users,
                  len(directory.users), left_groups, len(directory.groups))
-    reused: dict[str, _Reused] = {}
+    reused: dict[str, Reused] = {}
     fingerprint = mapping_fingerprint(rules)
     manager = rules.user_attributes.get("manager")
     pushed_users = PushedUsers.of(pushed) if pushed else PushedUsers({})
     rows = pushed_users.rows                # (no PushedUser is made)
-    # source id -> its User, or None where it is exactly its pushed row (see DesiredUsers)
-    users: dict[str, User | None] = {}
-    desired = DesiredUsers(users, pushed_users, manager is not None)
+    ids = records.keys()                    # (asks for no record)
     # a source's own digests: a record is built only when its value cannot be the pushed one
     given = directory.user_digests
+    # The users whose row stands for them, found all at once (nearly every one, in a cycle
+    # that changed little); each of the others is tested in the loop below, which finds
+    # the same of any of them that stands (see standing_users), and mapped if it does not.
+    # digests: manager -> its part of a source digest
+    standing, digests = standing_users(ids, given, rows, fingerprint, manager is not None) \
+        if given is not None and rows else (set(), {})
+    # source id -> its User, or None where it is exactly its pushed row (see DesiredUsers),
+    # in the records' order
+    users: dict[str, User | None] = dict.fromkeys(ids)
+    desired = DesiredUsers(users, pushed_users, manager is not None)
     record: UserRecord | None = None
     tail = source_record_digest("-", fingerprint)[1:] + "/"     # what follows the source's
-    ids = records.keys()                    # (asks for no record)
-    digests: dict[str | None, str] = {}     # manager -> its part of a source digest
     todo: list[str] = []                    # users whose manager resolve_managers works out
     named_nobody: list[str] = []            # ... and those it need not (themselves, by id)
-    for sid in records:
+    for sid in filterfalse(standing.__contains__, ids) if standing else ids:
         row = rows.get(sid)
         again = None
         if given is None:
             record = records[sid]
             digest = record_digest(record, fingerprint)
             if row is not None and digest and row[ROW_SOURCE_DIGEST].startswith(digest):
-                again = _reusable(record, digest, row, manager)
+                again = reusable(record, digest, row, manager)
         else:
-            # _reusable(None, source_record_digest(own, fingerprint), row, manager), in the
+            # reusable(None, source_record_digest(own, fingerprint), row, manager), in the
             # loop over every user: no digest is written out unless the record is mapped
             own = given.get(sid, "")
             digest = ""
@@ -538,7 +463,7 @@ def map_directory(directory: Directory, rules: MappingRules,
                 boss = reference if reference != sid else None
                 named = digests.get(boss)
                 if named is None:
-                    named = digests[boss] = _manager_digest(boss)
+                    named = digests[boss] = manager_digest(boss)
                 pushed_as = row[ROW_SOURCE_DIGEST]
                 if pushed_as.endswith(named) and len(pushed_as) == again[0] + len(named):
                     if reference is not None and boss is None:
@@ -554,12 +479,19 @@ def map_directory(directory: Directory, rules: MappingRules,
             todo.append(sid)
             continue
         user = mapper.user(records[sid] if record is None else record, digest)
-        if user is not None:
-            users[sid] = user
-            todo.append(sid)
-    _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems,
-                     [(u.user_name if u is not None else rows[sid][ROW_USER_NAME]).casefold()
-                      for sid, u in users.items()], desired.kept)
+        if user is None:
+            del users[sid]
+            continue
+        users[sid] = user
+        todo.append(sid)
+    # the users held as their rows (read from the rows, in bulk) and those made Users
+    nones = list(map(is_, users.values(), repeat(None)))
+    held, made = list(compress(users, nones)), list(compress(users, map(not_, nones)))
+    held_rows = list(map(rows.__getitem__, held))
+    folded = dict(zip(held, map(str.casefold, map(itemgetter(ROW_USER_NAME), held_rows))))
+    folded.update((sid, users[sid].user_name.casefold()) for sid in made)
+    _drop_duplicates(users, attrgetter("user_name"), "user", mapper.problems, folded,
+                     desired.kept)
     dropped = resolve_managers(users, records, reused, todo, digests, everyone=desired) \
         + sum(1 for sid in named_nobody if sid in users)
     if dropped:
@@ -567,8 +499,11 @@ def map_directory(directory: Directory, rules: MappingRules,
                  "them", dropped)
 
     # Only active users are members on the target: a deactivated account keeps no access.
-    active = {sid for sid, u in users.items()
-              if (u.active if u is not None else rows[sid][ROW_ACTIVE])}
+    active = set(compress(held, map(itemgetter(ROW_ACTIVE), held_rows)))
+    active.update(sid for sid in made if sid in users and users[sid].active)
+    if len(users) != len(held) + len(made):        # names shared: some were dropped
+        active.intersection_update(users)
+    del held, made, held_rows, folded
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
     flat = flatten_members(directory.groups, set(records), keep=active)
