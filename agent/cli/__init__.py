@@ -1,5 +1,5 @@
 """The command line: parsing, rendering (text and JSON), logging and redaction."""
 
-from .main import main
+from .main import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

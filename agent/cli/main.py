@@ -13,6 +13,7 @@ every line on stderr, the final error included, is a JSON object (``stderr``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import difflib
 import json
@@ -25,6 +26,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from connectors.base import ConnectorError
@@ -370,6 +372,26 @@ def cmd_run(config: Config, args, config_file) -> int:
     return run_daemon(config, config_file, on_config=redact_secrets_of)
 
 
+def run() -> NoReturn:
+    """The ``scim-agent`` command: :func:`main`, then the process ends.
+
+    It ends as Python ends one, output flushed and every exit handler run (logging's
+    included), except that the objects still alive are not freed one by one: the operating
+    system takes the memory back at once. A plan of 100 000 users leaves some millions of
+    them, and freeing them was a tenth of its run. Only when no other thread is alive:
+    Python would wait for one."""
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:         # the reader went away (`| head`), as main() allows
+        pass
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     with redacted_output():          # whatever is printed from here on, no secret gets out
@@ -472,4 +494,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
