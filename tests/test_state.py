@@ -7,6 +7,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -632,3 +633,46 @@ def test_a_reader_holds_a_read_transaction_only_from_the_snapshot_load_and_only_
         assert not state.db.conn.in_transaction
         assert users.rows["u1"][ROW_ATTRIBUTES] is not None
     assert users["u1"].attributes == ALICE.attributes       # (read with it: no file needed)
+
+
+def _damage_all_but_meta(db_path: Path) -> None:
+    """Every page of the file but the schema's and the meta table's overwritten (the file
+    opens and its meta reads; the rest is damaged)."""
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    meta = {row[0] for row in db.execute("SELECT rootpage FROM sqlite_master WHERE "
+                                         "tbl_name = 'meta'")}      # the table and its key
+    assert db.execute("SELECT count(*) FROM meta").fetchone()[0] < 20     # a page each
+    db.close()
+    data = bytearray(db_path.read_bytes())
+    for page in set(range(2, pages + 1)) - meta:
+        data[(page - 1) * size + 8: page * size - 8] = b"\xa5" * (size - 16)
+    db_path.write_bytes(bytes(data))
+
+
+def test_an_integrity_check_in_the_background_is_waited_for_before_anything_is_read(db_path):
+    """``State.read(check_beside=True)`` (a plan) checks the file on the other core while
+    the source is read: its meta keys read at once, and a damaged file is refused, as it
+    is at opening without it, before the snapshot or the stored source view is read."""
+    with State.open(db_path) as state:
+        for n in range(300):        # pages enough of users to damage
+            state.record_user(User(f"u{n}", f"u{n}@example.org", True,
+                                   {"userName": f"u{n}@example.org", "title": "x" * 200}),
+                              f"s{n}")
+        state.meta.set(Meta.TARGET, "https://split.example/scim/v2")
+    with State.read(db_path, check_beside=True) as state:
+        assert state.snapshot().users["u7"].attributes["title"] == "x" * 200
+        state.checked()                                     # (done: nothing more to wait for)
+    _damage_all_but_meta(db_path)
+    with pytest.raises(StateError, match="damaged|not a usable snapshot"):
+        State.read(db_path)                                 # checked at opening
+    for read in (State.snapshot, State.source_view, State.checked):
+        with State.read(db_path, check_beside=True) as state:
+            assert state.meta._get(Meta.TARGET) == "https://split.example/scim/v2"
+            with pytest.raises(StateError, match="the snapshot is damaged"):   # (the check's
+                read(state)                                 # words, not a page met reading)
+    with State.read(db_path, check_beside=True):
+        pass                        # closed unread: the check is waited for, nothing raised
+    assert [t.name for t in threading.enumerate() if t.name == "snapshot-check"] == []

@@ -158,11 +158,14 @@ class Agent:
         path = self.config.state.path
         # --refresh reads the whole target after the snapshot is loaded: it reads the users'
         # attributes with the snapshot rather than hold a read transaction across that
-        state = State.read(path, missing_ok=True, lazy_attributes=not refresh)
+        # (the snapshot's integrity is checked on the other core while the source is read)
+        state = State.read(path, missing_ok=True, lazy_attributes=not refresh,
+                           check_beside=True)
         try:
             if state is not None:
                 problem = binding_problem(state, self.config.target.url)
                 if problem:
+                    state.checked()     # a damaged file is said to be one, first
                     raise TargetChanged(problem)
             if refresh:
                 with bulk():

@@ -11,6 +11,7 @@ read). Anything else (a programming error) stays a ``sqlite3`` error.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
@@ -128,3 +129,33 @@ class ReadOnlyDatabase:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class BackgroundCheck:
+    """``PRAGMA quick_check`` of the file at ``path``, on a connection of its own in a thread
+    of its own. SQLite checks without holding Python's lock, so the check costs no time
+    while the reader does something else (a plan reads its source meanwhile, on the other
+    core). :meth:`result` waits for it: ``"ok"``, or what is wrong; an error met checking is
+    raised there."""
+
+    def __init__(self, path: Path, *, immutable: bool = False):
+        self._path, self._immutable = path, immutable
+        self._outcome: str | BaseException = "not checked"
+        self._thread = threading.Thread(target=self._check, name="snapshot-check", daemon=True)
+        self._thread.start()
+
+    def _check(self) -> None:
+        try:
+            conn = connect(self._path, readonly=True, immutable=self._immutable)
+            try:
+                self._outcome = conn.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                conn.close()
+        except BaseException as exc:        # (raised in the thread that asks)
+            self._outcome = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome

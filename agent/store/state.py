@@ -36,7 +36,7 @@ from .intents import CreateIntents, Intent, migrate_v2
 from .locks import FileLock, lock_holder, lock_snapshot, reader_lock, unfolded
 from .meta import Meta, MetaStore, utc_now
 from .quarantine import Quarantine, migrate_v5
-from .sqlite import REBUILD, ReadOnlyDatabase, connect
+from .sqlite import REBUILD, BackgroundCheck, ReadOnlyDatabase, connect
 
 if TYPE_CHECKING:      # imported where a snapshot is opened to write: see ReadOnlyDatabase
     import sqlite_utils
@@ -94,6 +94,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         self._lock = lock
         self._snapshot: tuple[int, Snapshot] | None = None
         self._lazy_attributes = False   # (State.read: users' attributes read when needed)
+        self._check: BackgroundCheck | None = None   # (State.read: the integrity check begun)
 
     # -- opening --------------------------------------------------------------------------
 
@@ -142,8 +143,8 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             raise
 
     @classmethod
-    def read(cls, path: Path, *, missing_ok: bool = False,
-             lazy_attributes: bool = True) -> "State | None":
+    def read(cls, path: Path, *, missing_ok: bool = False, lazy_attributes: bool = True,
+             check_beside: bool = False) -> "State | None":
         """Open an existing snapshot to read it only (``plan``, ``status``, ``history``,
         ``check``): nothing is created, locked, written or migrated, so a snapshot this user
         may read but not write serves them. A file from an older version is upgraded in a
@@ -151,7 +152,10 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         ``missing_ok``, a snapshot not made yet is None. ``lazy_attributes``: the snapshot
         leaves users' attributes in the file until asked for, in a read transaction from
         its load to the close (keep it short: while it lasts, a sync's checkpoints cannot
-        empty the -wal file); else they are read with it."""
+        empty the -wal file); else they are read with it. ``check_beside``: the integrity
+        check runs in the background while the caller does something else, and is waited
+        for (:meth:`checked`) before the snapshot or the stored source view is read: only
+        meta keys are read before."""
         path = Path(path)
         diagnose(path, write=False)
         if not path.exists():
@@ -172,7 +176,10 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             conn = connect(path, readonly=True, immutable=immutable)
             state = cls(ReadOnlyDatabase(conn), path, shared)
             state._lazy_attributes = lazy_attributes
-            state._check_integrity()
+            if check_beside:
+                state._check = BackgroundCheck(path, immutable=immutable)
+            else:
+                state._check_integrity()
             version = state._stored_version()
             if version > SCHEMA_VERSION:
                 raise state._newer(version)
@@ -182,6 +189,8 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         except BaseException as exc:
             if conn is not None:
                 conn.close()
+            if "state" in locals():
+                state._wait_for_check()
             _release(shared)
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StateError(f"{path}: not a usable snapshot database ({exc}); "
@@ -208,9 +217,18 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         self._migrate()
 
     def close(self) -> None:
+        self._wait_for_check()
         self.db.close()
         _release(self._lock)
         self._lock = None
+
+    def _wait_for_check(self) -> None:
+        """(A check still running is waited for, whatever it finds: nothing outlives the
+        state, and the reader lock is held until it is done.)"""
+        if self._check is not None:
+            with contextlib.suppress(BaseException):
+                self._check.result()
+            self._check = None
 
     def __enter__(self) -> "State":
         return self
@@ -218,8 +236,23 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def checked(self) -> None:
+        """The integrity check begun at opening (``State.read(check_beside=True)``) is done,
+        and found the file whole: else a StateError says it is damaged. Nothing else to do
+        where the check was made at opening."""
+        if self._check is not None:
+            self._check_integrity()
+
     def _check_integrity(self) -> None:
-        result = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        check, self._check = self._check, None
+        try:
+            result = check.result() if check is not None else \
+                self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except StateError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path}: not a usable snapshot database ({exc}); "
+                             f"{REBUILD}") from None
         if result != "ok":
             raise StateError(f"{self.path}: the snapshot is damaged ({result}); move it aside and "
                              "run sync to rebuild it from the target")
@@ -249,6 +282,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         return snapshot
 
     def _read_snapshot(self) -> Snapshot:
+        self.checked()
         # the rows as sqlite3 makes them, keyed by their first field: no tuple made again, and
         # each user's attributes stay text until read (StoredAttributes). A snapshot opened
         # to read only (State.read, in one read transaction) leaves that text in the file:
@@ -436,6 +470,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
     # -- the last complete source view (for change-feed sources) --------------------------
 
     def source_view(self) -> Directory | None:
+        self.checked()
         cursor = self.meta.source_cursor()
         if cursor is None:
             return None
