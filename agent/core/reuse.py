@@ -115,22 +115,24 @@ def standing_users(ids, own: dict[str, str], rows: dict[str, tuple], fingerprint
     manager (which the one-by-one test counts), or a manager by anything but an id.
     ``keep_reference``: the mapping has a manager."""
     head = source_record_digest("-", fingerprint)[1:]      # what follows the source's own
-    sids = list(filter(rows.__contains__, ids))
-    found = list(map(rows.__getitem__, sids))
+    sids, found = list(rows), list(rows.values())           # (no look-up)
+    keep = map(ids.__contains__, sids)                      # a row of a user read
     if keep_reference:
         refs = list(map(itemgetter(ROW_MANAGER_REFERENCE), found))
         named: dict[str | None, str] = {ref: manager_digest(ref)
                                         for ref in ids & set(refs)}
         named[""] = NOBODY                  # a row that records no reference names no one
         # (a reference recorded as None is not known: such a row is tested one by one)
-        usable = list(map(and_, map(named.__contains__, refs), map(ne, refs, sids)))
-        sids, found = list(compress(sids, usable)), list(compress(found, usable))
-        suffixes = map(named.__getitem__, compress(refs, usable))
+        keep = list(map(and_, map(and_, keep, map(named.__contains__, refs)),
+                        map(ne, refs, sids)))
+        tails = {ref: head + part for ref, part in named.items()}
+        ends = map(tails.__getitem__, compress(refs, keep))
     else:
-        named, suffixes = {"": NOBODY}, repeat(NOBODY)
+        keep = list(keep)
+        named, ends = {"": NOBODY}, repeat(head + NOBODY)
+    sids, found = list(compress(sids, keep)), list(compress(found, keep))
     owns = list(map(own.get, sids, repeat("")))
-    expected = map(add, map(add, owns, repeat(head)), suffixes)
-    same = map(eq, map(itemgetter(ROW_SOURCE_DIGEST), found), expected)
+    same = map(eq, map(itemgetter(ROW_SOURCE_DIGEST), found), map(add, owns, ends))
     whole = map(and_, map(bool, owns), map(bool, map(itemgetter(ROW_DIGEST), found)))
     standing = set(compress(sids, map(and_, same, whole)))
     named[None] = named.pop("")
