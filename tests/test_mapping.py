@@ -452,3 +452,18 @@ def test_manager_from_an_expression():
     desired = mapped(person("u-boss", "boss@example.org"),
                      person("u1", "a@example.org", managerMail="BOSS@example.org"), rules=rules)
     assert desired.users["u1"].attributes["manager"] == "u-boss"
+
+
+def test_member_references_to_nobody_read_are_counted_where_info_is_logged(caplog):
+    rules = MappingRules.for_source(FileSource)
+    ann = UserRecord("u1", {"userName": "ann@example.org"})
+    directory = Directory.of([ann], [GroupRecord("g1", {"displayName": "Eng"},
+                                                 frozenset({"u1", "gone", "g-gone"}))])
+    with caplog.at_level("INFO", logger="agent.core.mapping"):
+        desired = map_directory(directory, rules)
+    assert desired.groups["g1"].members == {"u1"}
+    assert "2 group member reference(s) name no user or group read" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="agent.core.mapping"):
+        assert map_directory(directory, rules).groups["g1"].members == {"u1"}
+    assert "member reference" not in caplog.text

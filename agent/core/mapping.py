@@ -507,8 +507,11 @@ def map_directory(directory: Directory, rules: MappingRules,
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
     flat = flatten_members(directory.groups, set(records), keep=active)
-    known = directory.users.keys() | directory.groups.keys()
-    strangers = sum(len(g.members - known) for g in directory.groups.values())
+    # (counted only to be said: every member of every group looked at once more)
+    known = directory.users.keys() | directory.groups.keys() \
+        if log.isEnabledFor(logging.INFO) else None
+    strangers = sum(len(g.members - known) for g in directory.groups.values()) \
+        if known is not None else 0
     if strangers:
         log.info("%d group member reference(s) name no user or group read from the source "
                  "(outside its scope, or deleted); they are ignored", strangers)
