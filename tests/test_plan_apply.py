@@ -203,6 +203,29 @@ def test_ctrl_c_at_the_question_means_no(split_ws, fake_split):
     assert fake_split.writes() == []
 
 
+def test_a_ctrl_c_at_the_question_ends_it_at_once_wherever_the_signal_lands():
+    """A SIGINT taken by another thread (or just before the wait began) does not make a
+    blocked wait return: the question used to wait out its whole time, a sync that seemed
+    to ignore Ctrl-C (one run in twenty of the terminal test above on a busy machine)."""
+    import threading
+
+    from agent.cli.main import answer_within
+
+    read, write = os.pipe()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with os.fdopen(read) as stream, os.fdopen(write, "w"):
+            timer = threading.Timer(0.2, signal.raise_signal, [signal.SIGINT])  # (its thread)
+            timer.start()
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                answer_within(stream, 20)
+            assert time.monotonic() - started < 10
+            timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_the_question_has_an_answer_within_its_time_or_none(tmp_path):
     """The answer is read with a time limit (a forgotten prompt holds the snapshot lock)."""
     from agent.cli.main import answer_within

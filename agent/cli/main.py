@@ -24,6 +24,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Sequence
 from typing import NoReturn
@@ -286,10 +287,36 @@ def _prompt(agent: Agent):
 
 
 def answer_within(stream, timeout: float) -> str | None:
-    """A line typed on ``stream`` within ``timeout`` seconds, or None; EOFError at its end."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    if not ready:
-        return None
+    """A line typed on ``stream`` within ``timeout`` seconds, or None; EOFError at its end.
+
+    A signal (Ctrl-C: a no) ends the wait at once wherever it lands: Python runs its handler
+    only once the wait returns, and a signal taken just before the wait began, or by another
+    thread, does not make it return; so the wait also watches the signal wakeup pipe. (It
+    used to wait out the whole timeout, one time in twenty on a busy machine.)"""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    try:
+        previous = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    except ValueError:              # not the main thread: its signals are not ours to take
+        previous = None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([stream, wake_read], [], [], left)
+            if stream in ready:
+                break
+            if wake_read in ready:  # the handler runs now; one that does not raise: wait on
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 512)
+    finally:
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(wake_read)
+        os.close(wake_write)
     line = stream.readline()
     if not line:
         raise EOFError
