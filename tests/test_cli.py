@@ -250,7 +250,10 @@ def test_the_command_ends_with_its_output_whole_its_exit_handlers_run_and_its_th
         split_ws, thread):
     # far more output than one buffer holds: ending without freeing must still flush it all
     split_ws.write_directory([user(str(i), f"u{i}@example.org") for i in range(3000)], [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # (stdout buffered as a pipe is, whatever this machine sets: unbuffered, it would hide
+    # a missing flush)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(ROOT)
     saved = split_ws.config.parent / "saved-plan.json"
     result = subprocess.run([sys.executable, "-c", RUN, "thread" if thread else "-",
                              "--config", str(split_ws.config), "plan", "--output", "json",
@@ -258,11 +261,20 @@ def test_the_command_ends_with_its_output_whole_its_exit_handlers_run_and_its_th
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2, result.stderr            # changes pending, as main says
     assert json.loads(result.stdout)["summary"]["create_user"] == 3000
+    assert result.stdout.endswith("}\n")      # (print's last newline: the buffer's)
     assert len(json.loads(saved.read_text())["plan"]["changes"]) == 3000
     assert "exit handler ran" in result.stderr
     assert ("thread done" in result.stderr) is thread        # waited for, as Python does
     # what is left is not freed object by object, but where Python must wait for a thread
     assert ("freed at exit" in result.stderr) is thread
+
+
+def test_a_command_started_without_stdout_ends_with_its_own_status_not_a_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(f"{sys.executable} -m agent --config {tmp_path}/none.toml status "
+                            ">&-", shell=True, capture_output=True, text=True, env=env,
+                            timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
 
 
 def test_the_example_config_names_every_option_of_every_section_and_source():

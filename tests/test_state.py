@@ -676,3 +676,23 @@ def test_an_integrity_check_in_the_background_is_waited_for_before_anything_is_r
     with State.read(db_path, check_beside=True):
         pass                        # closed unread: the check is waited for, nothing raised
     assert [t.name for t in threading.enumerate() if t.name == "snapshot-check"] == []
+
+
+def test_a_ctrl_c_while_the_check_is_waited_for_still_waits_for_it(db_path):
+    """The reader lock and the file stay the check's until it is over, Ctrl-C or not."""
+    from agent.store.sqlite import BackgroundCheck
+    with State.open(db_path):
+        pass
+    check = BackgroundCheck(db_path)
+    thread, joins = check._thread, []
+
+    class Interrupted:
+        def join(self):
+            joins.append(1)
+            if len(joins) == 1:
+                raise KeyboardInterrupt
+            thread.join()
+    check._thread = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        check.wait()
+    assert len(joins) == 2 and not thread.is_alive()

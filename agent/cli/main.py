@@ -410,12 +410,14 @@ def run() -> NoReturn:
     code = main()
     if threading.active_count() > 1:
         sys.exit(code)
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:         # the reader went away (`| head`), as main() allows
-        pass
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()         # first, as Python does: what they print is flushed
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:          # (started with it closed: `>&-`)
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # the reader went away (`| head`), as main() allows
+            pass
     os._exit(code)
 
 

@@ -154,8 +154,18 @@ class BackgroundCheck:
         except BaseException as exc:        # (raised in the thread that asks)
             self._outcome = exc
 
+    def wait(self) -> None:
+        """Until the check is over: the file stays open to it, and a reader lock must be
+        held until then. A Ctrl-C while waiting still waits (the check is short), then
+        goes on."""
+        try:
+            self._thread.join()
+        except BaseException:
+            self._thread.join()
+            raise
+
     def result(self) -> str:
-        self._thread.join()
+        self.wait()
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome

@@ -184,6 +184,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             if version > SCHEMA_VERSION:
                 raise state._newer(version)
             if version < SCHEMA_VERSION:
+                state.checked()         # (the upgrade reads every table)
                 state._upgrade_in_memory()
             return state
         except BaseException as exc:
@@ -226,8 +227,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         """(A check still running is waited for, whatever it finds: nothing outlives the
         state, and the reader lock is held until it is done.)"""
         if self._check is not None:
-            with contextlib.suppress(BaseException):
-                self._check.result()
+            self._check.wait()          # (a Ctrl-C meanwhile still waits: see wait)
             self._check = None
 
     def __enter__(self) -> "State":
@@ -244,15 +244,18 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             self._check_integrity()
 
     def _check_integrity(self) -> None:
-        check, self._check = self._check, None
+        check = self._check
         try:
             result = check.result() if check is not None else \
                 self.db.execute("PRAGMA quick_check").fetchone()[0]
-        except StateError:
-            raise
+            self._check = None          # (only once it is over: close waits for it else)
         except sqlite3.DatabaseError as exc:
+            self._check = None
             raise StateError(f"{self.path}: not a usable snapshot database ({exc}); "
                              f"{REBUILD}") from None
+        except StateError:
+            self._check = None
+            raise
         if result != "ok":
             raise StateError(f"{self.path}: the snapshot is damaged ({result}); move it aside and "
                              "run sync to rebuild it from the target")
