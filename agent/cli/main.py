@@ -27,8 +27,8 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 from connectors.base import ConnectorError
 from connectors.redaction import printable

@@ -22,7 +22,7 @@ from operator import attrgetter, is_, itemgetter, not_
 from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 
 from .expressions import BadValue, Expression
-from .model import (ROW_ACTIVE, ROW_DIGEST, ROW_MANAGER_REFERENCE,
+from .model import (ROW_ACTIVE, ROW_MANAGER_REFERENCE,
                     ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, DesiredUsers, Group, Problem,
                     PushedUser, PushedUsers, User)
 from .reuse import (Reused, manager_digest, mapping_fingerprint, record_digest, reusable,
@@ -431,7 +431,6 @@ def map_directory(directory: Directory, rules: MappingRules,
     users: dict[str, User | None] = dict.fromkeys(ids)
     desired = DesiredUsers(users, pushed_users, manager is not None)
     record: UserRecord | None = None
-    tail = source_record_digest("-", fingerprint)[1:] + "/"     # what follows the source's
     todo: list[str] = []                    # users whose manager resolve_managers works out
     named_nobody: list[str] = []            # ... and those it need not (themselves, by id)
     for sid in filterfalse(standing.__contains__, ids) if standing else ids:
@@ -442,19 +441,9 @@ def map_directory(directory: Directory, rules: MappingRules,
             digest = record_digest(record, fingerprint)
             if row is not None and digest and row[ROW_SOURCE_DIGEST].startswith(digest):
                 again = reusable(record, digest, row, manager)
-        else:
-            # reusable(None, source_record_digest(own, fingerprint), row, manager), in the
-            # loop over every user: no digest is written out unless the record is mapped
-            own = given.get(sid, "")
-            digest = ""
-            if row is not None and own and row[ROW_DIGEST] \
-                    and row[ROW_SOURCE_DIGEST].startswith(own) \
-                    and row[ROW_SOURCE_DIGEST].startswith(tail, len(own)) \
-                    and (manager is None or row[ROW_MANAGER_REFERENCE] is not None):
-                again = (len(own) + len(tail) - 1,
-                         (row[ROW_MANAGER_REFERENCE] or None) if manager is not None else None)
-            else:
-                digest = source_record_digest(own, fingerprint)
+        else:       # (the record is built only if it is mapped)
+            digest = source_record_digest(given.get(sid, ""), fingerprint)
+            again = reusable(None, digest, row, manager)
         if again is not None:
             # resolve_managers, at once, for a reference by id or none (nearly everyone's):
             # naming the manager it named when pushed, the user is exactly the pushed value

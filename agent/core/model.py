@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from json.encoder import encode_basestring
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any
 
 # The flat attribute names are the target port's vocabulary (connectors/base.py). Anything

@@ -67,7 +67,7 @@ Reused = tuple[int, "str | None"]
 
 
 def reusable(record: UserRecord | None, digest: str, pushed: tuple | None,
-              manager: Expression | None) -> Reused | None:
+             manager: Expression | None) -> Reused | None:
     """The pushed value stands for the record's when it was recorded from this very record
     under this mapping (and recorded whole: a row whose digest was cleared is mapped).
     ``pushed``: its row (:class:`PushedUsers`).

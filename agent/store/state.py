@@ -169,7 +169,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             # nothing left in a journal it would miss.
             shared = reader_lock(path)
             immutable = True
-        conn = None
+        conn = state = None
         try:
             if immutable:
                 unfolded(path)
@@ -190,7 +190,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         except BaseException as exc:
             if conn is not None:
                 conn.close()
-            if "state" in locals():
+            if state is not None:
                 state._wait_for_check()
             _release(shared)
             if isinstance(exc, sqlite3.DatabaseError):
@@ -245,17 +245,13 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
 
     def _check_integrity(self) -> None:
         check = self._check
+        self._wait_for_check()
         try:
             result = check.result() if check is not None else \
                 self.db.execute("PRAGMA quick_check").fetchone()[0]
-            self._check = None          # (only once it is over: close waits for it else)
         except sqlite3.DatabaseError as exc:
-            self._check = None
             raise StateError(f"{self.path}: not a usable snapshot database ({exc}); "
                              f"{REBUILD}") from None
-        except StateError:
-            self._check = None
-            raise
         if result != "ok":
             raise StateError(f"{self.path}: the snapshot is damaged ({result}); move it aside and "
                              "run sync to rebuild it from the target")
