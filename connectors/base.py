@@ -151,6 +151,9 @@ class Directory:
     builds a record only when it is asked for: the engine asks only for records whose digest
     differs from the one their pushed value was mapped from. Its ``keys()`` and ``in`` must
     not build records; building one must not fail (check the records while reading).
+
+    ``group_digests`` (optional, likewise): a source's own digest of each group's member
+    list, by id: two reads that give a group id the same digest give it equal members.
     """
 
     users: Mapping[str, UserRecord]
@@ -158,6 +161,7 @@ class Directory:
     cursor: str | None = None
     groups_read: bool = True
     user_digests: Mapping[str, str] | None = None
+    group_digests: Mapping[str, str] | None = None
 
     @classmethod
     def of(cls, users=(), groups=(), cursor: str | None = None,

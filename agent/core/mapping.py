@@ -24,10 +24,11 @@ from connectors.base import USER_ATTRIBUTES, Directory, GroupRecord, UserRecord
 from .expressions import BadValue, Expression
 from .model import (ROW_ACTIVE, ROW_MANAGER_REFERENCE,
                     ROW_SOURCE_DIGEST, ROW_USER_NAME, DesiredState, DesiredUsers, Group, Problem,
-                    PushedUser, PushedUsers, User)
+                    PushedUser, PushedUsers, Snapshot, User)
 from .reuse import (Reused, manager_digest, mapping_fingerprint, record_digest, reusable,
                     source_record_digest, standing_users)
 from .scope import Objects, Scope
+from .stamps import changed_users, clean, group_stamps, member_digests
 
 log = logging.getLogger(__name__)
 
@@ -197,17 +198,19 @@ def is_admin_group(record: GroupRecord, name: str, rules: MappingRules) -> bool:
 
 
 def flatten_members(groups: Mapping[str, GroupRecord], user_ids: set[str],
-                    keep: set[str] | None = None) -> dict[str, frozenset[str]]:
+                    keep: set[str] | None = None,
+                    only: Iterable[str] | None = None) -> dict[str, frozenset[str]]:
     """Transitive user members of every group. Cycles are tolerated (a group reached twice is
     not walked twice); ids that are neither a known user nor a known group are ignored; an
     id that is both a user's and a group's is the user. Set operations: a group's members
     are never walked one by one. ``keep`` (some of ``user_ids``): only those users are
-    members (the same as intersecting each result with it, in one pass less)."""
+    members (the same as intersecting each result with it, in one pass less). ``only``: the
+    groups worked out (those nested in them are walked, not given)."""
     flat: dict[str, frozenset[str]] = {}
     group_ids = set(groups) - user_ids
     if keep is not None:
         user_ids = keep
-    for gid in groups:
+    for gid in groups if only is None else only:
         current = groups[gid].members
         if not current & group_ids:         # nothing nested (most groups): one intersection
             direct = frozenset(current) & user_ids
@@ -401,10 +404,13 @@ def in_scope(directory: Directory, scope: Scope) -> tuple[Mapping[str, UserRecor
 
 
 def map_directory(directory: Directory, rules: MappingRules,
-                  pushed: Mapping[str, PushedUser] | None = None) -> DesiredState:
+                  pushed: Mapping[str, PushedUser] | None = None, *,
+                  stamps: Snapshot | None = None) -> DesiredState:
     """The desired state. ``pushed`` (the snapshot's users): a record unchanged since its
     value was pushed takes that value instead of being mapped again (see reuse.py); the result
-    is the same either way."""
+    is the same either way. ``stamps`` (the snapshot whose users ``pushed`` is): a group
+    whose stamp holds takes its pushed members (see stamps.py), and the stamps each group
+    may be recorded with are worked out; the result is the same either way."""
     mapper = _Mapper(rules)
     records, group_records = in_scope(directory, rules.scope)
     left_users = len(directory.users) - len(records)
@@ -493,9 +499,20 @@ def map_directory(directory: Directory, rules: MappingRules,
     if len(users) != len(held) + len(made):        # names shared: some were dropped
         active.intersection_update(users)
     del held, made, held_rows, folded
+    # Groups whose stamp holds: their pushed members are their desired ones (stamps.py)
+    stamped: dict[str, str] = {}
+    kept: set[str] = set()
+    if stamps is not None:
+        assert stamps.users is pushed, "stamps are of the snapshot whose users are pushed"
+        clash = not directory.groups.keys().isdisjoint(directory.users.keys())
+        stamped = group_stamps(directory.groups, member_digests(
+            directory.groups, directory.group_digests), group_records,
+            changed_users(active, rows), clash)
+        kept = clean(stamped, stamps.groups)
     # Nesting runs through every group read, in scope or not: leaving a group out of what
     # is pushed does not take its members out of the groups it is nested in.
-    flat = flatten_members(directory.groups, set(records), keep=active)
+    flat = flatten_members(directory.groups, set(records), keep=active,
+                           only=filterfalse(kept.__contains__, group_records) if kept else None)
     # (counted only to be said: every member of every group looked at once more)
     known = directory.users.keys() | directory.groups.keys() \
         if log.isEnabledFor(logging.INFO) else None
@@ -509,7 +526,8 @@ def map_directory(directory: Directory, rules: MappingRules,
         name = mapper.group_name(record)
         if not name:
             continue
-        groups[gid] = Group(source_id=gid, display_name=name, members=frozenset(flat.pop(gid)))
+        members = stamps.groups[gid].members if gid in kept else frozenset(flat.pop(gid))
+        groups[gid] = Group(source_id=gid, display_name=name, members=members)
     del flat
     _drop_duplicates(groups, attrgetter("display_name"), "group", mapper.problems)
 
@@ -526,4 +544,6 @@ def map_directory(directory: Directory, rules: MappingRules,
                                        "the source said nothing about groups (no groups section "
                                        "in the export); groups are left as they are"))
     return DesiredState(users=desired, groups=groups, problems=tuple(mapper.problems),
-                        groups_read=directory.groups_read)
+                        groups_read=directory.groups_read,
+                        group_stamps={gid: stamped[gid] for gid in groups if gid in stamped},
+                        stamps_epoch=stamps.epoch if stamps is not None else None)

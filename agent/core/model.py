@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
@@ -105,6 +105,10 @@ class DesiredState:
     problems: tuple[Problem, ...] = ()
     groups_read: bool = True       # False: the source said nothing about groups (a file with
                                    # no groups section); every group is left as it is
+    # agent/core/stamps.py: the stamp each group may be recorded with once its pushed members
+    # are its desired ones (group id -> stamp), and the snapshot's member epoch they hold for
+    group_stamps: Mapping[str, str] = field(default_factory=dict, compare=False)
+    stamps_epoch: int | None = field(default=None, compare=False)
 
     def digest(self) -> str:
         """The desired state in one value: a saved plan records it, and applying the plan
@@ -274,13 +278,104 @@ class PushedGroup:
     scim_id: str
     display_name: str
     digest: str
-    members: frozenset[str]            # source ids of member users
+    members: "frozenset[str] | StoredMembers"     # source ids of member users
+    # agent/core/stamps.py: the stamp recorded with these members, when it holds for the
+    # snapshot as it is now ("" otherwise)
+    stamp: str = field(default="", compare=False)
+
+
+class StoredMembers(Set):
+    """A pushed group's members, read from the store only when first used: a plan that
+    finds the group's desired members to be these very ones (agent/core/stamps.py) never
+    reads them. ``len`` and truth are known without reading them (``count``). Otherwise a
+    frozenset in every way that matters: set operations give frozensets."""
+
+    __slots__ = ("_load", "_count", "_members")
+
+    def __init__(self, load: Callable[[], frozenset[str]], count: int):
+        self._load = load
+        self._count = count
+        self._members: frozenset[str] | None = None
+
+    @property
+    def members(self) -> frozenset[str]:
+        if self._members is None:
+            self._members = frozenset(self._load())
+            self._load = None
+        return self._members
+
+    @classmethod
+    def _from_iterable(cls, it) -> frozenset[str]:
+        return frozenset(it)
+
+    def __len__(self) -> int:
+        return self._count if self._members is None else len(self._members)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self.members
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if isinstance(other, StoredMembers):
+            other = other.members
+        return self.members == other if isinstance(other, Set) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.members)
+
+    def _other(self, other):
+        return other.members if isinstance(other, StoredMembers) else other
+
+    def __sub__(self, other):
+        return self.members - frozenset(self._other(other))
+
+    def __rsub__(self, other):
+        return frozenset(other) - self.members
+
+    def __and__(self, other):
+        return self.members & frozenset(self._other(other))
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return self.members | frozenset(self._other(other))
+
+    __ror__ = __or__
+
+    def __xor__(self, other):
+        return self.members ^ frozenset(self._other(other))
+
+    __rxor__ = __xor__
+
+    def __le__(self, other):
+        return self.members <= frozenset(self._other(other))
+
+    def __ge__(self, other):
+        return self.members >= frozenset(self._other(other))
+
+    def __lt__(self, other):
+        return self.members < frozenset(self._other(other))
+
+    def __gt__(self, other):
+        return self.members > frozenset(self._other(other))
+
+    def isdisjoint(self, other) -> bool:
+        return self.members.isdisjoint(self._other(other))
+
+    def __repr__(self) -> str:
+        return f"StoredMembers({len(self)} members)"
 
 
 @dataclass(frozen=True)
 class Snapshot:
     users: Mapping[str, PushedUser]
     groups: Mapping[str, PushedGroup]
+    # the store's member epoch when read (agent/core/stamps.py); None: no store
+    epoch: int | None = field(default=None, compare=False)
 
     @classmethod
     def empty(cls) -> "Snapshot":

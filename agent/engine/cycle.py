@@ -130,7 +130,8 @@ class Agent:
         with bulk():
             read = read or self.read_source(state)
             snapshot = state.snapshot() if state is not None else Snapshot.empty()
-            desired = desired or map_directory(read.view, self.rules, snapshot.users)
+            desired = desired or map_directory(read.view, self.rules, snapshot.users,
+                                               stamps=snapshot)
             plan = make_plan(desired, snapshot, self.plan_options)
         for problem in desired.problems:
             log.warning("%s %s not pushed: %s", problem.kind, problem.key, problem.reason)
@@ -170,8 +171,9 @@ class Agent:
             if refresh:
                 with bulk():
                     read = self.read_source(state)
-                    desired = map_directory(read.view, self.rules, state.snapshot().users
-                                            if state is not None else None)
+                    snapshot = state.snapshot() if state is not None else None
+                    desired = map_directory(read.view, self.rules, snapshot and snapshot.users,
+                                            stamps=snapshot)
                 result = self._refreshed_plan(state, read, desired)
             else:
                 result = self.compute_plan(state)
@@ -284,7 +286,8 @@ class Agent:
             with bulk():
                 read = self.read_source(state)
                 # unchanged records take the value pushed for them (see map_directory)
-                desired = map_directory(read.view, self.rules, state.snapshot().users)
+                snapshot = state.snapshot()
+                desired = map_directory(read.view, self.rules, snapshot.users, stamps=snapshot)
         except SourceError as exc:
             return SyncResult(Outcome.ERROR, message=f"reading the source failed: {exc}")
         except ConnectorError as exc:       # a source setting its constructor refused
@@ -382,6 +385,9 @@ class Agent:
             # rows whose value is the desired one, recorded from another source digest: the
             # next cycle takes them as they are (see map_directory)
             state.record_source_digests(desired)
+            # groups whose pushed members are their desired ones, when nothing was written
+            # to memberships or users' active since they were read (agent/core/stamps.py)
+            state.record_group_stamps(desired, result.snapshot)
         outcome, message = _outcome(report, held)
         log.info("%s", message)
         return SyncResult(outcome, plan=plan, report=report, message=message, adopted=adopted,

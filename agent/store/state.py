@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from connectors.base import Directory, GroupRecord, UserRecord
 
 from ..core.adopt import Facts
-from ..core.model import DesiredState, Group, PushedGroup, PushedUsers, Snapshot, User
+from ..core.model import (DesiredState, Group, PushedGroup, PushedUsers, Snapshot,
+                          StoredMembers, User)
 from .access import diagnose
 from .errors import OWNERSHIP_HINT, StateBusy, StateError
 from .changes import Change, ChangeLog, migrate_v4
@@ -44,7 +45,7 @@ if TYPE_CHECKING:      # imported where a snapshot is opened to write: see ReadO
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Change", "Intent", "Meta", "MetaStore", "RunRecord", "State",
            "StateBusy", "StateError", "lock_holder", "now"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -75,8 +76,35 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE users ADD COLUMN manager_reference TEXT")
 
 
+# The member epoch (agent/core/stamps.py): one more for every membership written and every
+# user row made, dropped, or made active or inactive, whoever writes it. A user row written
+# again as it was (INSERT OR REPLACE of the same active) is no change of it: a REPLACE's own
+# delete fires no trigger (recursive_triggers is off), and its insert is counted only where
+# no row of that id with that active was there.
+_EPOCH_TRIGGERS = {
+    "memberships_added": "AFTER INSERT ON memberships",
+    "memberships_removed": "AFTER DELETE ON memberships",
+    "memberships_changed": "AFTER UPDATE ON memberships",
+    "users_added": "BEFORE INSERT ON users WHEN NOT EXISTS (SELECT 1 FROM users "
+                   "WHERE source_id = NEW.source_id AND active IS NEW.active)",
+    "users_removed": "AFTER DELETE ON users",
+    "users_changed": "AFTER UPDATE OF source_id, active ON users WHEN "
+                     "OLD.source_id IS NOT NEW.source_id OR OLD.active IS NOT NEW.active",
+}
+
+
+def _v8(db: sqlite_utils.Database) -> None:
+    # groups.members_stamp ("epoch:stamp", agent/core/stamps.py) and the member epoch
+    db.execute("ALTER TABLE groups ADD COLUMN members_stamp TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE TABLE member_epoch (n INTEGER NOT NULL)")
+    db.execute("INSERT INTO member_epoch VALUES (0)")
+    for name, when in _EPOCH_TRIGGERS.items():
+        db.execute(f"CREATE TRIGGER {name} {when} BEGIN "
+                   "UPDATE member_epoch SET n = n + 1; END")
+
+
 MIGRATIONS = {1: _v1, 2: migrate_v2, 3: migrate_v3, 4: migrate_v4, 5: migrate_v5, 6: _v6,
-              7: _v7}   # version -> brings the schema from version-1 to it
+              7: _v7, 8: _v8}   # version -> brings the schema from version-1 to it
 
 
 class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
@@ -303,21 +331,64 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
                 _object("")
         users = dict(zip(map(itemgetter(0), rows), rows))
         del rows
-        # one row per group (the primary key's order: no sort); a frozenset made from a set
-        # has half the table of one made from a list
-        members = {row[0]: frozenset(set(json.loads(row[1]))) for row in self.db.execute(
-            "SELECT group_id, json_group_array(user_id) FROM memberships GROUP BY group_id")}
-        groups = {
-            row[0]: PushedGroup(row[0], row[1], row[2], row[3], members.get(row[0], frozenset()))
-            for row in self.db.execute(
-                "SELECT source_id, scim_id, display_name, digest FROM groups")
-        }
+        # a stamp holds only under the epoch it was recorded with (agent/core/stamps.py)
+        epoch = self.member_epoch()
+        held = f"{epoch}:"
+        found = self.db.execute("SELECT source_id, scim_id, display_name, digest, "
+                                "members_stamp FROM groups").fetchall()
+        stamps = {row[0]: row[4][len(held):] for row in found if row[4].startswith(held)}
+        if lazy and stamps:
+            # read in this read transaction, only for the groups a plan works out: those
+            # whose stamp holds are taken as they are, unread (StoredMembers)
+            counts = dict(self.db.execute(
+                "SELECT group_id, count(*) FROM memberships GROUP BY group_id").fetchall())
+            members = {gid: StoredMembers(partial(self._members, gid), count)
+                       for gid, count in counts.items()}
+        else:
+            # one row per group (the primary key's order: no sort); a frozenset made from a
+            # set has half the table of one made from a list
+            members = {row[0]: frozenset(set(json.loads(row[1]))) for row in self.db.execute(
+                "SELECT group_id, json_group_array(user_id) FROM memberships GROUP BY group_id")}
+        groups = {row[0]: PushedGroup(row[0], row[1], row[2], row[3],
+                                      members.get(row[0], frozenset()), stamps.get(row[0], ""))
+                  for row in found}
+        del found
         path = self.path
 
         def attributes(source_id: str, text: str | None) -> StoredAttributes:
             return StoredAttributes(partial(self._attributes_text, source_id) if lazy else text,
                                     path)
-        return Snapshot(PushedUsers(users, attributes), groups)
+        return Snapshot(PushedUsers(users, attributes), groups, epoch)
+
+    def _members(self, group_id: str) -> frozenset[str]:
+        """One group's pushed members, from the read transaction the snapshot was loaded in."""
+        try:
+            row = self.db.execute("SELECT json_group_array(user_id) FROM memberships "
+                                  "WHERE group_id = ?", [group_id]).fetchone()
+        except sqlite3.ProgrammingError:
+            raise RuntimeError(f"{self.path}: the members of {group_id!r} were asked for "
+                               "after the snapshot was closed") from None
+        return frozenset(set(json.loads(row[0])))
+
+    def member_epoch(self) -> int:
+        return self.db.execute("SELECT n FROM member_epoch").fetchone()[0]
+
+    def record_group_stamps(self, desired: DesiredState, snapshot: Snapshot) -> int:
+        """Stamp the groups whose pushed members, in ``snapshot``, are their desired ones
+        (agent/core/stamps.py), under the epoch both were read at; none when anything was
+        written to memberships or user rows since (another epoch). How many were stamped."""
+        epoch = snapshot.epoch
+        if epoch is None or desired.stamps_epoch != epoch:
+            return 0
+        with self.db.atomic():
+            if self.member_epoch() != epoch:
+                return 0
+            rows = [(f"{epoch}:{stamp}", gid) for gid, stamp in desired.group_stamps.items()
+                    if (pushed := snapshot.groups.get(gid)) is not None
+                    and pushed.stamp != stamp and desired.groups[gid].members == pushed.members]
+            self.db.conn.executemany("UPDATE groups SET members_stamp = ? WHERE source_id = ?",
+                                     rows)
+        return len(rows)
 
     def _attributes_text(self, source_id: str) -> str:
         """One user's stored attributes, from the read transaction the snapshot was loaded
