@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -125,6 +125,100 @@ class UserRecord:
     active: bool = True
 
 
+class LazyMembers(Set):
+    """A group's member ids, made a frozenset only when first used as a set: a frozenset in
+    every way that matters (set operations give frozensets; equal to a frozenset of the same
+    ids; an object is equal to itself without being made). ``count``: the number of members,
+    when known without making them (else ``len`` makes them). ``listed``: the ids as the
+    source listed them, when it did (each a member; any may be given twice), for what needs
+    only to look at each (agent/core/stamps.py)."""
+
+    __slots__ = ("_load", "_count", "_members", "listed")
+
+    def __init__(self, load: Callable[[], frozenset[str]], count: int | None = None,
+                 listed: Sequence[str] | None = None):
+        self._load = load
+        self._count = count
+        self._members: frozenset[str] | None = None
+        self.listed = listed
+
+    @property
+    def members(self) -> frozenset[str]:
+        if self._members is None:
+            self._members = frozenset(self._load())
+            self._load = self.listed = None
+        return self._members
+
+    @classmethod
+    def _from_iterable(cls, it) -> frozenset[str]:
+        return frozenset(it)
+
+    def __len__(self) -> int:
+        if self._members is None and self._count is not None:
+            return self._count
+        return len(self.members)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self.members
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if isinstance(other, LazyMembers):
+            other = other.members
+        return self.members == other if isinstance(other, Set) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.members)
+
+    @staticmethod
+    def _set(other) -> frozenset:
+        return other.members if isinstance(other, LazyMembers) else frozenset(other)
+
+    def __sub__(self, other):
+        return self.members - self._set(other)
+
+    def __rsub__(self, other):
+        return frozenset(other) - self.members
+
+    def __and__(self, other):
+        return self.members & self._set(other)
+
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return self.members | self._set(other)
+
+    __ror__ = __or__
+
+    def __xor__(self, other):
+        return self.members ^ self._set(other)
+
+    __rxor__ = __xor__
+
+    def __le__(self, other):
+        return self.members <= self._set(other)
+
+    def __ge__(self, other):
+        return self.members >= self._set(other)
+
+    def __lt__(self, other):
+        return self.members < self._set(other)
+
+    def __gt__(self, other):
+        return self.members > self._set(other)
+
+    def isdisjoint(self, other) -> bool:
+        return self.members.isdisjoint(other.members if isinstance(other, LazyMembers)
+                                       else other)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} members)"
+
+
 @dataclass(frozen=True, slots=True)
 class GroupRecord:
     """One group. ``members`` holds direct members: ids of users *or* of other groups
@@ -132,7 +226,7 @@ class GroupRecord:
 
     id: str
     attributes: Mapping[str, Value]
-    members: frozenset[str] = frozenset()
+    members: "frozenset[str] | LazyMembers" = frozenset()
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,13 @@ from collections.abc import Iterable, Mapping
 from hashlib import blake2b
 from itertools import chain
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from . import exports
-from .base import Directory, FullReadOnly, GroupRecord, SettingError, SourceError, UserRecord
+from .base import (Directory, FullReadOnly, GroupRecord, LazyMembers, SettingError, SourceError,
+                   UserRecord)
 
 MAX_ID_LENGTH = 1024     # a stable id is a GUID, a DN or a number; more is a broken export
 
@@ -151,7 +153,8 @@ def _read_json(path: Path, checksum: bool) -> Directory:
                                                     ids))
     # No "groups" key is not "no groups": the export said nothing about them.
     return _directory(users, groups, path, groups_read="groups" in document,
-                      digests=lazy.digests if lazy is not None else None, ids=ids)
+                      digests=lazy.digests if lazy is not None else None, ids=ids,
+                      group_digests=_group_digests(groups))
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -164,6 +167,8 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 RECORD_VERSION = 1
 _DIGEST_PERSON = f"file{RECORD_VERSION}.py{sys.version_info[0]}{sys.version_info[1]}".encode()
 _VALUE_TYPES = frozenset({str, bool, int, float, type(None)})
+# A group's digest (_group_digests): of the list its members were made from
+_GROUP_PERSON = f"fgroup{RECORD_VERSION}.py{sys.version_info[0]}{sys.version_info[1]}".encode()
 
 
 class _Records(Mapping):
@@ -401,6 +406,12 @@ def _group(record: Any, where: object, surrogates: bool = True,
     ids = None
     if known is not None:       # (fresh copies: see _Records.of)
         gid, name = known.get(gid) or _fresh([gid])[0], _fresh([name])[0]
+    if not surrogates and known is not None and _listed_plainly(members):
+        # the commonest case, cheapest: ids as they are, made a set when first used as one
+        # (a group whose members a stamp stands for never is: agent/core/stamps.py)
+        return GroupRecord(id=gid, attributes={"displayName": name},
+                           members=LazyMembers(partial(_members_of, members, known),
+                                               listed=members))
     if not surrogates and known is not None:
         # the commonest case, cheapest: every member is a known id, so plain text as it is
         # (anything else, an unknown id, a number or an object, is for the checks below)
@@ -426,6 +437,29 @@ def _group(record: Any, where: object, surrogates: bool = True,
     if known is not None:
         ids = map(known.get, ids, ids)
     return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
+
+
+def _listed_plainly(members: Any) -> bool:
+    """A list of ids each a member as it is: text, not empty, nothing to strip, not too
+    long (checked in bulk: no Python code runs per member)."""
+    return type(members) is list and set(map(type, members)) <= {str} \
+        and "" not in members and list(map(str.strip, members)) == members \
+        and max(map(len, members), default=0) <= MAX_ID_LENGTH
+
+
+def _members_of(members: list[str], known: dict[str, str]) -> frozenset[str]:
+    """A group's members, each id made the very string of the user's or group's id where
+    it is one (a frozenset made from a set has half the table of one made from a list)."""
+    return frozenset(set(map(known.get, members, members)))
+
+
+def _group_digests(groups: list[GroupRecord]) -> dict[str, str]:
+    """Each group's digest of its member list (``Directory.group_digests``): of the list
+    as the file gave it where it was kept, else of its members in order."""
+    return {g.id: blake2b(marshal.dumps(g.members.listed if isinstance(g.members, LazyMembers)
+                                        and g.members.listed is not None
+                                        else sorted(g.members), 2),
+                          digest_size=16, person=_GROUP_PERSON).hexdigest() for g in groups}
 
 
 def _plain(value: Any) -> bool:
@@ -510,7 +544,8 @@ def _fresh(strings: list[str]) -> list[str]:
 
 def _directory(users: "list[UserRecord] | _Records", groups: list[GroupRecord], origin: Path,
                groups_read: bool, digests: dict[str, str] | None = None,
-               ids: dict[str, str] | None = None) -> Directory:
+               ids: dict[str, str] | None = None,
+               group_digests: dict[str, str] | None = None) -> Directory:
     """``ids``: the groups' member ids were made those strings (:func:`_id_strings`)."""
     for kind, records in (("user", users), ("group", groups)):
         if isinstance(records, _Records) or len({r.id for r in records}) == len(records):
@@ -529,4 +564,5 @@ def _directory(users: "list[UserRecord] | _Records", groups: list[GroupRecord], 
         groups = [GroupRecord(g.id, g.attributes, frozenset(map(ids.get, g.members, g.members)))
                   for g in groups]
     by_id = users if isinstance(users, _Records) else {u.id: u for u in users}
-    return Directory(by_id, {g.id: g for g in groups}, None, groups_read, digests)
+    return Directory(by_id, {g.id: g for g in groups}, None, groups_read, digests,
+                     group_digests)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
+
+from connectors.base import LazyMembers
 
 # The flat attribute names are the target port's vocabulary (connectors/base.py). Anything
 # else a source maps is dropped with a warning: a SCIM server in strict mode rejects unknown
@@ -284,90 +286,12 @@ class PushedGroup:
     stamp: str = field(default="", compare=False)
 
 
-class StoredMembers(Set):
+class StoredMembers(LazyMembers):
     """A pushed group's members, read from the store only when first used: a plan that
     finds the group's desired members to be these very ones (agent/core/stamps.py) never
-    reads them. ``len`` and truth are known without reading them (``count``). Otherwise a
-    frozenset in every way that matters: set operations give frozensets."""
+    reads them. ``len`` and truth are known without reading them."""
 
-    __slots__ = ("_load", "_count", "_members")
-
-    def __init__(self, load: Callable[[], frozenset[str]], count: int):
-        self._load = load
-        self._count = count
-        self._members: frozenset[str] | None = None
-
-    @property
-    def members(self) -> frozenset[str]:
-        if self._members is None:
-            self._members = frozenset(self._load())
-            self._load = None
-        return self._members
-
-    @classmethod
-    def _from_iterable(cls, it) -> frozenset[str]:
-        return frozenset(it)
-
-    def __len__(self) -> int:
-        return self._count if self._members is None else len(self._members)
-
-    def __contains__(self, member: object) -> bool:
-        return member in self.members
-
-    def __iter__(self):
-        return iter(self.members)
-
-    def __eq__(self, other: object) -> bool:
-        if other is self:
-            return True
-        if isinstance(other, StoredMembers):
-            other = other.members
-        return self.members == other if isinstance(other, Set) else NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self.members)
-
-    def _other(self, other):
-        return other.members if isinstance(other, StoredMembers) else other
-
-    def __sub__(self, other):
-        return self.members - frozenset(self._other(other))
-
-    def __rsub__(self, other):
-        return frozenset(other) - self.members
-
-    def __and__(self, other):
-        return self.members & frozenset(self._other(other))
-
-    __rand__ = __and__
-
-    def __or__(self, other):
-        return self.members | frozenset(self._other(other))
-
-    __ror__ = __or__
-
-    def __xor__(self, other):
-        return self.members ^ frozenset(self._other(other))
-
-    __rxor__ = __xor__
-
-    def __le__(self, other):
-        return self.members <= frozenset(self._other(other))
-
-    def __ge__(self, other):
-        return self.members >= frozenset(self._other(other))
-
-    def __lt__(self, other):
-        return self.members < frozenset(self._other(other))
-
-    def __gt__(self, other):
-        return self.members > frozenset(self._other(other))
-
-    def isdisjoint(self, other) -> bool:
-        return self.members.isdisjoint(self._other(other))
-
-    def __repr__(self) -> str:
-        return f"StoredMembers({len(self)} members)"
+    __slots__ = ()
 
 
 @dataclass(frozen=True)

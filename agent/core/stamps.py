@@ -73,6 +73,8 @@ def group_stamps(groups: Mapping[str, GroupRecord], own: Mapping[str, str],
         reach, seen, i = [gid], {gid}, 0
         while i < len(reach):
             members = groups[reach[i]].members
+            # (ids as the source listed them, where it kept them: no set made of them)
+            members = getattr(members, "listed", None) or members
             i += 1
             if changed and not changed.isdisjoint(members):
                 break

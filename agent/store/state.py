@@ -78,9 +78,9 @@ def _v7(db: sqlite_utils.Database) -> None:
 
 # The member epoch (agent/core/stamps.py): one more for every membership written and every
 # user row made, dropped, or made active or inactive, whoever writes it. A user row written
-# again as it was (INSERT OR REPLACE of the same active) is no change of it: a REPLACE's own
-# delete fires no trigger (recursive_triggers is off), and its insert is counted only where
-# no row of that id with that active was there.
+# again with the same active is no change of it: rows are written by an upsert (_PUT_USER;
+# a REPLACE would delete the row, which counts), and its insert is counted only where no row
+# of that id with that active was there.
 _EPOCH_TRIGGERS = {
     "memberships_added": "AFTER INSERT ON memberships",
     "memberships_removed": "AFTER DELETE ON memberships",
@@ -91,6 +91,17 @@ _EPOCH_TRIGGERS = {
     "users_changed": "AFTER UPDATE OF source_id, active ON users WHEN "
                      "OLD.source_id IS NOT NEW.source_id OR OLD.active IS NOT NEW.active",
 }
+
+
+# Every column written: the same row an INSERT OR REPLACE would leave, without its delete
+_PUT_USER = (
+    "INSERT INTO users (source_id, scim_id, user_name, active, attributes, digest, "
+    "source_digest, manager_reference, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (source_id) DO UPDATE SET scim_id = excluded.scim_id, "
+    "user_name = excluded.user_name, active = excluded.active, "
+    "attributes = excluded.attributes, digest = excluded.digest, "
+    "source_digest = excluded.source_digest, manager_reference = excluded.manager_reference, "
+    "updated = excluded.updated")
 
 
 def _v8(db: sqlite_utils.Database) -> None:
@@ -447,9 +458,7 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
         attributes = dict(user.attributes)
         whole = active == user.active       # else the target holds something else: no digests
         self.db.execute(
-            "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
-            "digest, source_digest, manager_reference, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _PUT_USER,
             [user.source_id, scim_id, user.user_name, int(active),
              json.dumps(attributes, sort_keys=True), user.digest if whole else "",
              user.source_digest if whole else "",
@@ -504,10 +513,9 @@ class State(RunHistory, CreateIntents, ChangeLog, Quarantine):
             for u in facts.users:
                 self._clear_intent("user", u.source_id)
             self.db.conn.executemany(
-                "INSERT OR REPLACE INTO users (source_id, scim_id, user_name, active, attributes, "
-                "digest, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                _PUT_USER,
                 [(u.source_id, u.scim_id, u.user_name, int(u.active),
-                  json.dumps(dict(u.attributes), sort_keys=True), u.digest, stamp)
+                  json.dumps(dict(u.attributes), sort_keys=True), u.digest, "", None, stamp)
                  for u in facts.users])
             for g in facts.groups:
                 self.db.execute(
