@@ -38,7 +38,8 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from hashlib import blake2b
-from itertools import chain
+from itertools import chain, repeat
+from operator import methodcaller
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -149,8 +150,8 @@ def _read_json(path: Path, checksum: bool) -> Directory:
         _taken(document["users"], lambda r, i: _user(r, _Where(path, "users", i), surrogates))
     raw_groups = document.get("groups", [])
     ids = _id_strings(users, raw_groups)
-    groups = _taken(raw_groups, lambda r, i: _group(r, _Where(path, "groups", i), surrogates,
-                                                    ids))
+    groups = (None if surrogates else _plain_groups(raw_groups, ids)) or \
+        _taken(raw_groups, lambda r, i: _group(r, _Where(path, "groups", i), surrogates, ids))
     # No "groups" key is not "no groups": the export said nothing about them.
     return _directory(users, groups, path, groups_read="groups" in document,
                       digests=lazy.digests if lazy is not None else None, ids=ids,
@@ -167,6 +168,8 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 RECORD_VERSION = 1
 _DIGEST_PERSON = f"file{RECORD_VERSION}.py{sys.version_info[0]}{sys.version_info[1]}".encode()
 _VALUE_TYPES = frozenset({str, bool, int, float, type(None)})
+_user_hash = partial(blake2b, digest_size=16, person=_DIGEST_PERSON)
+_CHUNK = 4096     # objects made bytes at a time (a lower peak than all at once)
 # A group's digest (_group_digests): of the list its members were made from
 _GROUP_PERSON = f"fgroup{RECORD_VERSION}.py{sys.version_info[0]}{sys.version_info[1]}".encode()
 
@@ -209,12 +212,11 @@ class _Records(Mapping):
         # Fresh copies of the ids, the only strings of the parsed objects that are kept: a
         # kept string holds on to the memory of every value parsed beside it
         ids = _fresh(ids)
-        blobs = []
-        for i in range(len(objects)):   # each object let go once it is bytes (a lower peak)
-            blobs.append(marshal.dumps(objects[i], 2))
-            objects[i] = None
-        digests = dict(zip(ids, [blake2b(b, digest_size=16, person=_DIGEST_PERSON).hexdigest()
-                                 for b in blobs]))
+        blobs: list[bytes] = []
+        for start in range(0, len(objects), _CHUNK):   # each chunk let go once it is bytes
+            blobs.extend(map(marshal.dumps, objects[start:start + _CHUNK], repeat(2)))
+            objects[start:start + _CHUNK] = repeat(None, min(_CHUNK, len(objects) - start))
+        digests = dict(zip(ids, map(methodcaller("hexdigest"), map(_user_hash, blobs))))
         return cls(dict(zip(ids, blobs)), path, digests)
 
     def __getitem__(self, uid: str) -> UserRecord:
@@ -437,6 +439,34 @@ def _group(record: Any, where: object, surrogates: bool = True,
     if known is not None:
         ids = map(known.get, ids, ids)
     return GroupRecord(id=gid, attributes={"displayName": name}, members=frozenset(ids))
+
+
+def _plain_groups(raw: list, known: dict[str, str]) -> list[GroupRecord] | None:
+    """Every group at once, as :func:`_group` makes each, where every one is plainly a group
+    (an object whose id and displayName are plain text, whose members are ids each as it is;
+    checked in bulk); else None, and each is made one by one, which says what is wrong."""
+    if not raw or not set(map(type, raw)) <= {dict}:
+        return None
+    gids = [g.get("id") for g in raw]
+    names = [g.get("displayName") for g in raw]
+    lists = [g.get("members", []) for g in raw]
+    if not (set(map(type, gids)) | set(map(type, names)) <= {str}
+            and set(map(type, lists)) <= {list}):
+        return None
+    every = list(chain.from_iterable(lists))
+    if not set(map(type, every)) <= {str}:
+        return None
+    for texts in (gids, names, every):
+        if "" in texts or list(map(str.strip, texts)) != texts:
+            return None
+    if max(map(len, chain(gids, every)), default=0) > MAX_ID_LENGTH:
+        return None
+    # (fresh copies: see _Records.of; a plain group id is one of known's)
+    names = _fresh(names)
+    return [GroupRecord(id=known[gid], attributes={"displayName": name},
+                        members=LazyMembers(partial(_members_of, members, known),
+                                            listed=members))
+            for gid, name, members in zip(gids, names, lists)]
 
 
 def _listed_plainly(members: Any) -> bool:

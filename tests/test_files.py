@@ -606,3 +606,29 @@ def test_plan_on_odd_input_prints_one_line_and_no_traceback(tmp_path, capsys, co
     out, err = capsys.readouterr()
     assert err.startswith(f"error: {ws.source}: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and "unexpected" not in err
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_IDS = st.sampled_from(["u1", "u2", "g1", "g2", " u1", "", "x" * 1100, "n"]) | st.integers(0, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries(
+    {"id": st.sampled_from(["g1", "g2", "g3", " g4", 7, ""]),
+     "displayName": st.sampled_from(["Eng", "Ops ", "", 3])},
+    optional={"members": st.lists(_IDS, max_size=5) | st.just("u1")}), max_size=4))
+def test_groups_made_in_bulk_are_those_made_one_by_one(raw):
+    """connectors.files._plain_groups: the groups it makes (when it makes them) are the very
+    ones _group makes one by one, and an export it leaves reads as before."""
+    from connectors.files import _group, _id_strings, _plain_groups
+    known = _id_strings([], raw)
+    known.update({"u1": "u1", "u2": "u2"})
+    bulk = _plain_groups(json.loads(json.dumps(raw)), dict(known))
+    if bulk is None:
+        return
+    one_by_one = [_group(g, f"groups[{i}]", False, dict(known))
+                  for i, g in enumerate(json.loads(json.dumps(raw)))]
+    assert [(g.id, dict(g.attributes), set(g.members)) for g in bulk] == \
+        [(g.id, dict(g.attributes), set(g.members)) for g in one_by_one]
+    assert all(isinstance(g.id, str) for g in bulk)
